@@ -1,0 +1,64 @@
+// tests/support/random_layouts.hpp - random ragged batches and layouts for property tests.
+//
+// Segment lengths are drawn around a mean (so anchors land anywhere: at 0, back to back, at
+// the very end); edge layouts are listed explicitly in edge_layouts().
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "ansan/layout.hpp"
+#include "ansan/policy.hpp"
+
+namespace ansan::test {
+
+// One sequence's anchor flags: geometric gaps with the given mean segment length.
+inline std::vector<std::uint8_t> random_flags(std::mt19937& rng, int n, double mean_segment) {
+  std::vector<std::uint8_t> flags(std::size_t(n), 0);
+  std::bernoulli_distribution is_anchor(mean_segment <= 1.0 ? 1.0 : 1.0 / mean_segment);
+  for (auto& f : flags) f = is_anchor(rng);
+  return flags;
+}
+
+// A ragged batch of `batch` sequences with lengths in [0, max_len] (empty ones included).
+inline AnchorLayout random_layout(std::mt19937& rng, int batch, int max_len, double mean_segment) {
+  std::uniform_int_distribution<int> len(0, max_len);
+  std::vector<std::int32_t> cu{0};
+  std::vector<std::uint8_t> flags;
+  for (int b = 0; b < batch; ++b) {
+    const auto f = random_flags(rng, len(rng), mean_segment);
+    flags.insert(flags.end(), f.begin(), f.end());
+    cu.push_back(cu.back() + std::int32_t(f.size()));
+  }
+  return build_layout_from_flags(flags, cu);
+}
+
+// The edge cases SPEC.md and the issues name, as single-sequence flag vectors.
+inline std::vector<std::vector<std::uint8_t>> edge_flags() {
+  return {
+      {},                          // empty sequence
+      {0},                         // n = 1, no anchor
+      {1},                         // n = 1, an anchor
+      {0, 0, 0, 0, 0, 0},          // no anchor: plain causal
+      {1, 0, 0, 0, 0, 0},          // anchor at position 0
+      {0, 1, 1, 1, 0, 0},          // consecutive anchors
+      {1, 1, 1, 1, 1},             // every token an anchor
+      {0, 0, 1, 0, 0, 1},          // ends on an anchor: no open segment
+      {0, 1, 0, 0, 1, 0, 0, 0},    // trailing open segment
+  };
+}
+
+// Every policy of SPEC section 5, with small windows and sinks so they matter.
+inline std::vector<MaskPolicy> all_policies() {
+  MaskPolicy both = MaskPolicy::anllm();
+  both.local = LocalBound::segment_and_window;
+  both.window = 3;
+  both.sinks = 1;
+  return {MaskPolicy::anllm(),          MaskPolicy::anllm_legacy(),
+          MaskPolicy::sepllm(2, 4),     MaskPolicy::streaming_llm(1, 3),
+          MaskPolicy::causal(),         MaskPolicy::sliding_window(1),
+          MaskPolicy::sliding_window(5), both};
+}
+
+}  // namespace ansan::test
