@@ -9,6 +9,12 @@
 //   decode       one query row per sequence over the (compacted) cache.
 // Keys of a sequence must be sorted by position (a cache keeps them so).
 //
+// Key rows of sequence b are rows cu_seqlens_k[b] .. cu_seqlens_k[b+1]-1 of k, v, k_pos and
+// k_is_anchor, unless maybe_k_seq_start is set: then they start at row maybe_k_seq_start[b]
+// (a cache that keeps spare capacity after each sequence), and k.shape[0] is the rows
+// allocated. Strides are honoured, so head-major (HND) storage is passed as a (tokens,
+// heads, dim) view with strides (dim, tokens*dim, 1); only the innermost stride must be 1.
+//
 // Output O has the query's shape; lse[h][t] is the natural-log log-sum-exp of row t's
 // scaled scores (softmax_scale * q.k), -inf for a row that sees no key (whose O is 0).
 #pragma once
@@ -40,6 +46,7 @@ struct AttentionArgs {
   const std::uint8_t* q_is_anchor = nullptr;  // (total_q)
   const std::int32_t* k_pos = nullptr;        // (total_k) ascending within each sequence
   const std::uint8_t* k_is_anchor = nullptr;  // (total_k)
+  const std::int32_t* maybe_k_seq_start = nullptr;  // (B) first key row of each sequence, or null
 
   MaskPolicy policy = MaskPolicy::anllm();
   float softmax_scale = 0.f;  // usually 1/sqrt(head_dim)
@@ -48,7 +55,12 @@ struct AttentionArgs {
   index_t heads_kv() const { return k.shape[1]; }
   index_t head_dim() const { return q.shape[2]; }
   index_t total_q() const { return q.shape[0]; }
-  index_t total_k() const { return k.shape[0]; }
+  index_t total_k() const { return k.shape[0]; }  // key rows allocated
+  // First key row of sequence b, and its number of keys.
+  index_t k_row_begin(std::int32_t b) const {
+    return maybe_k_seq_start ? maybe_k_seq_start[b] : cu_seqlens_k[b];
+  }
+  std::int32_t k_len(std::int32_t b) const { return cu_seqlens_k[b + 1] - cu_seqlens_k[b]; }
 };
 
 // Prefill: every sequence of `layout` attends to itself; metadata comes from the layout.
@@ -83,6 +95,8 @@ void validate_attention_shapes(const AttentionArgs<T>& a, const char* fn) {
           detail::concat("a multiple of heads_kv = ", a.heads_kv()));
   require(a.k.shape[2] == a.head_dim(), fn, "k.shape[2]", a.k.shape[2],
           detail::concat("head_dim = ", a.head_dim()));
+  require(a.q.stride[2] == 1 && a.k.stride[2] == 1 && a.v.stride[2] == 1 && a.out.stride[2] == 1,
+          fn, "innermost stride of q/k/v/out", "not 1", "1 (head_dim contiguous)");
   for (int d = 0; d < 3; ++d) {
     require(a.v.shape[d] == a.k.shape[d], fn, "v.shape", shape_string(a.v), shape_string(a.k));
     require(a.out.shape[d] == a.q.shape[d], fn, "out.shape", shape_string(a.out),
@@ -105,11 +119,22 @@ void validate_attention_metadata(const AttentionArgs<T>& a, const char* fn) {
   const std::size_t offsets = std::size_t(a.batch) + 1;
   validate_cu_seqlens(span<const std::int32_t>(a.cu_seqlens_q, offsets), a.total_q(), fn,
                       "cu_seqlens_q");
-  validate_cu_seqlens(span<const std::int32_t>(a.cu_seqlens_k, offsets), a.total_k(), fn,
-                      "cu_seqlens_k");
+  if (a.maybe_k_seq_start) {
+    validate_cu_seqlens(span<const std::int32_t>(a.cu_seqlens_k, offsets),
+                        a.cu_seqlens_k[a.batch], fn, "cu_seqlens_k");
+    for (std::int32_t b = 0; b < a.batch; ++b)
+      require(a.maybe_k_seq_start[b] >= 0 && a.maybe_k_seq_start[b] + a.k_len(b) <= a.total_k(),
+              fn, detail::concat("maybe_k_seq_start[", b, "]").c_str(), a.maybe_k_seq_start[b],
+              detail::concat("a row in [0, ", a.total_k() - a.k_len(b), "] (k has ", a.total_k(),
+                             " rows)"));
+  } else {
+    validate_cu_seqlens(span<const std::int32_t>(a.cu_seqlens_k, offsets), a.total_k(), fn,
+                        "cu_seqlens_k");
+  }
   for (std::int32_t b = 0; b < a.batch; ++b) {
-    for (std::int32_t t = a.cu_seqlens_k[b]; t < a.cu_seqlens_k[b + 1]; ++t)
-      require(a.k_pos[t] >= 0 && (t == a.cu_seqlens_k[b] || a.k_pos[t] > a.k_pos[t - 1]), fn,
+    const index_t first = a.k_row_begin(b), last = first + a.k_len(b);
+    for (index_t t = first; t < last; ++t)
+      require(a.k_pos[t] >= 0 && (t == first || a.k_pos[t] > a.k_pos[t - 1]), fn,
               detail::concat("k_pos[", t, "]").c_str(), a.k_pos[t],
               "a position >= 0, strictly ascending within its sequence");
     for (std::int32_t t = a.cu_seqlens_q[b]; t < a.cu_seqlens_q[b + 1]; ++t)
