@@ -10,7 +10,7 @@
 //   anchor_pos  [3, 7]                              tokens 8.. are the open segment
 //
 // build_layout_*() run in O(n) and validate everything before writing anything. The CUDA
-// builder (layout_cuda.cuh) produces the same arrays on the device.
+// builder (ansan/cuda/layout.cuh) produces the same arrays on the device.
 #pragma once
 
 #include <algorithm>

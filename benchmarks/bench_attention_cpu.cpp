@@ -1,0 +1,201 @@
+// Fused CPU anchor attention against what the same kernel costs without the two-part split
+// (issue 3): H = 8 query heads, 2 KV heads, D = 128, one sequence of n tokens whose segment
+// lengths are drawn uniformly in [L/2, 3L/2].
+//
+//   sgemm/...        Eigen sgemm 1024^3, the machine's ceiling, measured in the same run
+//   anchor/...       ansan::cpu::attention_forward, AnLLM policy, TileSkipping::two_part
+//   dense_mask/...   the same kernel, TileSkipping::dense_mask (a custom-mask kernel's cost)
+//   dense_causal/... the same kernel, plain causal policy (the model without anchors)
+//
+// Counters: visible_pairs (query-key pairs the mask allows, all heads), GFLOPs = 4 * D flops
+// per visible pair per second, sgemm_GFLOPs = the all-thread sgemm rate measured right before
+// the case (best of 3; the machine is shared, so the ceiling is taken beside each case),
+// of_sgemm = GFLOPs / sgemm_GFLOPs, and for the dense cases x_anchor = their time over the
+// anchor path's time at the same n and L.
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ansan/cpu/attention.hpp"
+
+using namespace ansan;
+
+namespace {
+
+constexpr index_t kHeadsQ = 8, kHeadsKv = 2, kDim = 128;
+constexpr int kSgemmSize = 1024;
+
+std::map<std::pair<int, int>, double> g_anchor_seconds;  // (n, L) -> anchor path time
+
+// One sequence of n tokens; segment lengths uniform in [L/2, 3L/2]; random q, k, v.
+struct Problem {
+  AnchorLayout layout;
+  std::vector<float> q, k, v, out;  // (n, heads, dim)
+  std::vector<float> lse;           // (heads_q, n)
+
+  Problem(int n, int mean_segment) {
+    std::mt19937 rng(std::uint32_t(n * 131 + mean_segment));
+    std::uniform_int_distribution<int> segment(std::max(1, mean_segment / 2),
+                                               mean_segment + mean_segment / 2);
+    std::vector<std::uint8_t> flags(std::size_t(n), 0);
+    for (int end = segment(rng) - 1; end < n; end += segment(rng)) flags[std::size_t(end)] = 1;
+    layout = build_layout_from_flags(flags, std::vector<std::int32_t>{0, n});
+    std::uniform_real_distribution<float> value(-1.f, 1.f);
+    q.resize(std::size_t(n * kHeadsQ * kDim));
+    k.resize(std::size_t(n * kHeadsKv * kDim));
+    v.resize(k.size());
+    for (auto* x : {&q, &k, &v})
+      for (float& e : *x) e = value(rng);
+    out.resize(q.size());
+    lse.resize(std::size_t(n * kHeadsQ));
+  }
+
+  AttentionArgs<float> args(const MaskPolicy& policy) {
+    const index_t n = layout.total_tokens();
+    return prefill_args<float>(layout, make_view<const float>(q.data(), n, kHeadsQ, kDim),
+                               make_view<const float>(k.data(), n, kHeadsKv, kDim),
+                               make_view<const float>(v.data(), n, kHeadsKv, kDim),
+                               make_view(out.data(), n, kHeadsQ, kDim),
+                               make_view(lse.data(), kHeadsQ, n), policy,
+                               float(1 / std::sqrt(double(kDim))));
+  }
+
+  // Query-key pairs the policy lets through, summed over the query heads.
+  double visible_pairs(const MaskPolicy& policy) const {
+    std::vector<std::int64_t> retained_before(1, 0);  // retained keys with position < i
+    for (std::int32_t j = 0; j < layout.seq_len(0); ++j)
+      retained_before.push_back(retained_before.back() + is_retained(policy, layout.key(0, j)));
+    double pairs = 0;
+    for (std::int32_t i = 0; i < layout.seq_len(0); ++i) {
+      const QueryInfo query = layout.query(0, i);
+      const std::int32_t lower = local_lower_bound(policy, query);
+      pairs += i - lower + 1;
+      if (sees_retained(policy, query)) pairs += double(retained_before[std::size_t(lower)]);
+    }
+    return pairs * kHeadsQ;
+  }
+};
+
+Problem& problem(int n, int mean_segment) {
+  static std::map<std::pair<int, int>, Problem> cache;
+  const auto key = std::make_pair(n, mean_segment);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, Problem(n, mean_segment)).first;
+  return it->second;
+}
+
+template <class Body>
+double time_iterations(benchmark::State& state, const Body& body) {
+  double total = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(seconds);
+    total += seconds;
+  }
+  return total / double(state.iterations());
+}
+
+// C = A B on `threads` threads (0: all), each multiplying a slice of B's columns.
+struct Sgemm {
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(kSgemmSize, kSgemmSize);
+  Eigen::MatrixXf b = Eigen::MatrixXf::Random(kSgemmSize, kSgemmSize);
+  Eigen::MatrixXf c = Eigen::MatrixXf::Zero(kSgemmSize, kSgemmSize);
+  static constexpr double flops = 2.0 * kSgemmSize * kSgemmSize * kSgemmSize;
+
+  void run(int workers) {
+    const int slice = (kSgemmSize + workers - 1) / workers;
+    cpu::detail::parallel_for(workers, workers, [&](std::int64_t w, int) {
+      const int first = int(w) * slice, cols = std::min(slice, kSgemmSize - first);
+      c.middleCols(first, cols).noalias() = a * b.middleCols(first, cols);
+    });
+    benchmark::DoNotOptimize(c.data());
+  }
+  // Best of `tries` all-thread runs, in flop/s.
+  double rate(int tries = 3) {
+    const int workers = cpu::detail::worker_count(0, kSgemmSize);
+    double best = 1e30;
+    for (int t = 0; t < tries; ++t) {
+      const auto start = std::chrono::steady_clock::now();
+      run(workers);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return flops / best;
+  }
+};
+
+void bench_sgemm(benchmark::State& state, int threads) {
+  static Sgemm sgemm;
+  const int workers = cpu::detail::worker_count(threads, kSgemmSize);
+  const double seconds = time_iterations(state, [&] { sgemm.run(workers); });
+  state.counters["GFLOPs"] = Sgemm::flops / seconds * 1e-9;
+  state.counters["threads"] = workers;
+}
+
+enum class Path { anchor, dense_mask, dense_causal };
+
+void bench_attention(benchmark::State& state, Path path, int n, int mean_segment) {
+  Problem& p = problem(n, mean_segment);
+  const MaskPolicy policy = path == Path::dense_causal ? MaskPolicy::causal() : MaskPolicy::anllm();
+  const cpu::AttentionOptions options{
+      0, path == Path::dense_mask ? cpu::TileSkipping::dense_mask : cpu::TileSkipping::two_part};
+  const AttentionArgs<float> args = p.args(policy);
+  static Sgemm sgemm;
+  const double ceiling = sgemm.rate();
+  const double seconds = time_iterations(state, [&] {
+    cpu::attention_forward(args, options);
+    benchmark::DoNotOptimize(p.out.data());
+  });
+  const double pairs = p.visible_pairs(policy), flops = 4.0 * kDim * pairs;
+  state.counters["visible_pairs"] = pairs;
+  state.counters["GFLOPs"] = flops / seconds * 1e-9;
+  state.counters["sgemm_GFLOPs"] = ceiling * 1e-9;
+  state.counters["of_sgemm"] = flops / seconds / ceiling;
+  const auto key = std::make_pair(n, mean_segment);
+  if (path == Path::anchor) g_anchor_seconds[key] = seconds;
+  else if (g_anchor_seconds.count(key)) state.counters["x_anchor"] = seconds / g_anchor_seconds[key];
+}
+
+void register_all() {
+  benchmark::RegisterBenchmark("sgemm/1024x1024x1024/threads:all", bench_sgemm, 0)
+      ->UseManualTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("sgemm/1024x1024x1024/threads:1", bench_sgemm, 1)
+      ->UseManualTime()->Unit(benchmark::kMillisecond);
+  const std::string shape = "H:8/Hkv:2/D:128/";
+  for (int n : {1024, 4096, 16384})
+    for (int L : {8, 20, 64}) {
+      const std::string tail = shape + "n:" + std::to_string(n) + "/L:" + std::to_string(L);
+      benchmark::RegisterBenchmark(("anchor/" + tail).c_str(), bench_attention, Path::anchor, n, L)
+          ->UseManualTime()->Unit(benchmark::kMillisecond);
+      auto* dense = benchmark::RegisterBenchmark(("dense_mask/" + tail).c_str(), bench_attention,
+                                                 Path::dense_mask, n, L);
+      dense->UseManualTime()->Unit(benchmark::kMillisecond);
+      if (n >= 4096) dense->Iterations(1);
+      // Causal attention ignores anchors; it is timed once per n, next to L = 20.
+      if (L == 20) {
+        auto* causal = benchmark::RegisterBenchmark(
+            ("dense_causal/" + tail).c_str(), bench_attention, Path::dense_causal, n, L);
+        causal->UseManualTime()->Unit(benchmark::kMillisecond);
+        if (n >= 4096) causal->Iterations(1);
+      }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

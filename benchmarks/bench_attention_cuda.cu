@@ -1,0 +1,381 @@
+// GPU anchor attention (ansan/cuda/attention.cuh): prefill and decode, bf16, 32 query heads,
+// 8 KV heads, head_dim 128 (issue 5's shapes).
+//
+// Cases (every one skips itself without a CUDA device):
+//   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, tensor-core kernel
+//   prefill_causal/n:N      the same kernel on the plain causal mask: the dense baseline
+//   decode/B:64/cache:C     one query row per sequence over compacted caches of C entries,
+//                           split-KV kernel
+//   copy/cache:C            cudaMemcpyAsync device-to-device of the bytes decode reads: the
+//                           in-run bandwidth ceiling (bytes read + written per second) that
+//                           decode's GB/s (K and V bytes read per second) is compared with
+// Timing: CUDA events around each call, the median of `kRepeats` calls per iteration, inputs
+// rotated over enough copies to defeat the 50 MB L2. Counters: ms (median), visible pairs,
+// TFLOP/s on visible work (4 * head_dim flops per visible pair per head), GB/s for decode.
+//
+// Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
+// for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
+// timing of our kernel (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits as
+// uint16 .npy) and lse.
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ansan/cuda/attention.cuh"
+#include "ansan/cuda/detail/device_buffer.cuh"
+#include "ansan/detail/npy.hpp"
+#include "ansan/flex_block_mask.hpp"
+#include "ansan/layout.hpp"
+
+namespace bench_attention {
+
+using ansan::bf16;
+using ansan::cuda::detail::DeviceBuffer;
+
+constexpr int kHeadsQ = 32, kHeadsKV = 8, kDim = 128;
+constexpr int kRepeats = 7;
+constexpr std::size_t kRotateBytes = std::size_t(256) << 20;  // > L2 on every current GPU
+
+bool have_device() { return ansan::cuda_device_available(); }
+
+// Deterministic pseudo-random bf16 in [-1, 1), written on the device (fast at n = 65536).
+__global__ void fill_random_kernel(bf16* data, std::size_t count, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    std::uint32_t x = std::uint32_t(i) * 2654435761u ^ seed;
+    x ^= x >> 16, x *= 0x7feb352du, x ^= x >> 15, x *= 0x846ca68bu, x ^= x >> 16;
+    data[i] = __float2bfloat16(float(x) * (2.f / 4294967296.f) - 1.f);
+  }
+}
+void fill_random(bf16* data, std::size_t count, std::uint32_t seed) {
+  fill_random_kernel<<<1024, 256>>>(data, count, seed);
+  ANSAN_CUDA_THROW(cudaGetLastError());
+}
+
+template <class T>
+DeviceBuffer<T> upload(const std::vector<T>& host) {
+  DeviceBuffer<T> d(host.size());
+  if (!host.empty()) ANSAN_CUDA_THROW(cudaMemcpy(d.data(), host.data(), d.bytes(), cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Visible (query, key) pairs of one head: local band plus retained prefix per row, computed
+// with the kernels' own row_keys over the whole sequence.
+double visible_pairs(const ansan::AnchorLayout& L, const ansan::MaskPolicy& policy) {
+  std::vector<std::int32_t> prefix(L.pos.size() + 1, 0);
+  for (std::size_t t = 0; t < L.pos.size(); ++t)
+    prefix[t + 1] = prefix[t] + ansan::is_retained(policy, ansan::KeyInfo{L.pos[t], L.is_anchor[t] != 0});
+  double pairs = 0;
+  for (std::int32_t b = 0; b < L.batch(); ++b)
+    for (std::int32_t i = 0; i < L.seq_len(b); ++i) {
+      const auto rk = ansan::cuda::detail::row_keys(policy, L.query(b, i), L.pos.data(), prefix.data(),
+                                                    L.cu_seqlens[std::size_t(b)], L.cu_seqlens[std::size_t(b) + 1]);
+      pairs += double(rk.local_end - rk.local_begin) + rk.retained;
+    }
+  return pairs;
+}
+
+// One prefill problem on the device, with `copies` rotated input sets.
+struct Prefill {
+  ansan::AnchorLayout layout;
+  ansan::MaskPolicy policy;
+  std::int32_t n;
+  int copies;
+  DeviceBuffer<bf16> q, k, v, out;  // (copies * n, heads, dim) for q/k/v; out (n, 32, 128)
+  DeviceBuffer<float> lse;          // (32, n)
+  DeviceBuffer<std::int32_t> cu, pos, seg_start;
+  DeviceBuffer<std::uint8_t> is_anchor;
+  DeviceBuffer<char> temp;
+  std::size_t temp_bytes = 0;
+
+  Prefill(std::int32_t tokens, double mean_segment, const ansan::MaskPolicy& p, std::uint32_t seed)
+      : layout(make_layout(tokens, mean_segment, seed)), policy(p), n(tokens),
+        copies(int(std::max<std::size_t>(1, kRotateBytes / set_bytes(tokens)) + 1)),
+        q(std::size_t(copies) * n * kHeadsQ * kDim), k(std::size_t(copies) * n * kHeadsKV * kDim),
+        v(std::size_t(copies) * n * kHeadsKV * kDim), out(std::size_t(n) * kHeadsQ * kDim),
+        lse(std::size_t(n) * kHeadsQ), cu(upload(layout.cu_seqlens)), pos(upload(layout.pos)),
+        seg_start(upload(layout.seg_start)), is_anchor(upload(layout.is_anchor)) {
+    fill_random(q.data(), q.size(), seed * 3 + 1);
+    fill_random(k.data(), k.size(), seed * 3 + 2);
+    fill_random(v.data(), v.size(), seed * 3 + 3);
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0)));
+    temp = DeviceBuffer<char>(temp_bytes);
+  }
+  static std::size_t set_bytes(std::int32_t tokens) {
+    return std::size_t(tokens) * (kHeadsQ + 2 * kHeadsKV) * kDim * sizeof(bf16);
+  }
+  static ansan::AnchorLayout make_layout(std::int32_t tokens, double mean_segment, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::bernoulli_distribution anchor(1.0 / mean_segment);
+    std::vector<std::uint8_t> flags(static_cast<std::size_t>(tokens));
+    for (auto& f : flags) f = anchor(rng);
+    return ansan::build_layout_from_flags(flags, std::vector<std::int32_t>{0, tokens});
+  }
+  ansan::AttentionArgs<bf16> args(int copy) const {
+    const std::size_t qo = std::size_t(copy) * n * kHeadsQ * kDim, ko = std::size_t(copy) * n * kHeadsKV * kDim;
+    ansan::AttentionArgs<bf16> a;
+    a.q = ansan::make_view<const bf16>(q.data() + qo, n, kHeadsQ, kDim);
+    a.k = ansan::make_view<const bf16>(k.data() + ko, n, kHeadsKV, kDim);
+    a.v = ansan::make_view<const bf16>(v.data() + ko, n, kHeadsKV, kDim);
+    a.out = ansan::make_view(out.data(), n, kHeadsQ, kDim);
+    a.lse = ansan::make_view(lse.data(), kHeadsQ, n);
+    a.batch = 1;
+    a.cu_seqlens_q = a.cu_seqlens_k = cu.data();
+    a.q_pos = a.k_pos = pos.data();
+    a.q_seg_start = seg_start.data();
+    a.q_is_anchor = a.k_is_anchor = is_anchor.data();
+    a.policy = policy;
+    a.softmax_scale = 1.f / std::sqrt(float(kDim));
+    return a;
+  }
+  void run(int copy, cudaStream_t stream = 0) {
+    std::size_t bytes = temp_bytes;
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy), stream));
+  }
+};
+
+// Median milliseconds of `repeats` timed calls of f(i).
+template <class F>
+double median_ms(F&& f, int repeats) {
+  cudaEvent_t start, stop;
+  ANSAN_CUDA_THROW(cudaEventCreate(&start));
+  ANSAN_CUDA_THROW(cudaEventCreate(&stop));
+  std::vector<float> ms(static_cast<std::size_t>(repeats));
+  for (int i = 0; i < repeats; ++i) {
+    ANSAN_CUDA_THROW(cudaEventRecord(start));
+    f(i);
+    ANSAN_CUDA_THROW(cudaEventRecord(stop));
+    ANSAN_CUDA_THROW(cudaEventSynchronize(stop));
+    ANSAN_CUDA_THROW(cudaEventElapsedTime(&ms[std::size_t(i)], start, stop));
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void report_prefill(benchmark::State& state, Prefill& problem) {
+  problem.run(0);  // warm-up (and first-launch costs)
+  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  const double pairs = visible_pairs(problem.layout, problem.policy);
+  double ms = 0;
+  for (auto _ : state) {
+    ms = median_ms([&](int i) { problem.run(i % problem.copies); }, kRepeats);
+    state.SetIterationTime(ms / 1e3);
+  }
+  const double flops = pairs * kHeadsQ * 4.0 * kDim;
+  state.counters["ms"] = ms;
+  state.counters["visible_pairs"] = pairs;
+  state.counters["density"] = pairs / (double(problem.n) * (problem.n + 1) / 2);  // of causal
+  state.counters["TFLOPps"] = flops / (ms * 1e-3) / 1e12;
+}
+
+void BM_prefill(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(), 2402);
+  report_prefill(state, problem);
+}
+void BM_prefill_causal(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  Prefill problem(std::int32_t(state.range(0)), 20.0, ansan::MaskPolicy::causal(), 2402);
+  report_prefill(state, problem);
+}
+
+// Decode: B sequences, each a compacted cache of `cache` entries (anchors, then a 16-token
+// open segment), one non-anchor query row at the next position; every entry is visible.
+struct Decode {
+  std::int32_t batch, cache;
+  int copies;
+  DeviceBuffer<bf16> q, k, v, out;  // k/v: (copies * batch * cache, 8, 128)
+  DeviceBuffer<float> lse;
+  DeviceBuffer<std::int32_t> cu_q, cu_k, q_pos, q_seg_start, k_pos;
+  DeviceBuffer<std::uint8_t> q_is_anchor, k_is_anchor;
+  DeviceBuffer<char> temp;
+  std::size_t temp_bytes = 0;
+
+  Decode(std::int32_t b, std::int32_t c)
+      : batch(b), cache(c), copies(int(std::max<std::size_t>(1, kRotateBytes / kv_bytes(b, c)) + 1)),
+        q(std::size_t(b) * kHeadsQ * kDim), k(std::size_t(copies) * b * c * kHeadsKV * kDim),
+        v(std::size_t(copies) * b * c * kHeadsKV * kDim), out(std::size_t(b) * kHeadsQ * kDim),
+        lse(std::size_t(b) * kHeadsQ) {
+    constexpr std::int32_t open = 16, segment = 20;
+    std::vector<std::int32_t> h_cu_q, h_cu_k, h_q_pos, h_q_seg, h_k_pos;
+    std::vector<std::uint8_t> h_q_anchor(std::size_t(b), 0), h_k_anchor;
+    for (std::int32_t s = 0; s <= b; ++s) h_cu_q.push_back(s), h_cu_k.push_back(s * c);
+    for (std::int32_t s = 0; s < b; ++s) {
+      const std::int32_t anchors = c - open;
+      for (std::int32_t a = 0; a < anchors; ++a) h_k_pos.push_back(segment * a + segment - 1), h_k_anchor.push_back(1);
+      const std::int32_t open_start = segment * anchors;
+      for (std::int32_t j = 0; j < open; ++j) h_k_pos.push_back(open_start + j), h_k_anchor.push_back(0);
+      h_q_pos.push_back(open_start + open - 1);  // the newest token, already in the cache
+      h_q_seg.push_back(open_start);
+    }
+    cu_q = upload(h_cu_q), cu_k = upload(h_cu_k), q_pos = upload(h_q_pos), q_seg_start = upload(h_q_seg);
+    k_pos = upload(h_k_pos), q_is_anchor = upload(h_q_anchor), k_is_anchor = upload(h_k_anchor);
+    fill_random(q.data(), q.size(), 11);
+    fill_random(k.data(), k.size(), 12);
+    fill_random(v.data(), v.size(), 13);
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0)));
+    temp = DeviceBuffer<char>(temp_bytes);
+  }
+  static std::size_t kv_bytes(std::int32_t b, std::int32_t c) {
+    return std::size_t(b) * c * kHeadsKV * kDim * sizeof(bf16) * 2;
+  }
+  ansan::AttentionArgs<bf16> args(int copy) const {
+    const std::size_t ko = std::size_t(copy) * batch * cache * kHeadsKV * kDim;
+    ansan::AttentionArgs<bf16> a;
+    a.q = ansan::make_view<const bf16>(q.data(), batch, kHeadsQ, kDim);
+    a.k = ansan::make_view<const bf16>(k.data() + ko, std::int64_t(batch) * cache, kHeadsKV, kDim);
+    a.v = ansan::make_view<const bf16>(v.data() + ko, std::int64_t(batch) * cache, kHeadsKV, kDim);
+    a.out = ansan::make_view(out.data(), batch, kHeadsQ, kDim);
+    a.lse = ansan::make_view(lse.data(), kHeadsQ, batch);
+    a.batch = batch;
+    a.cu_seqlens_q = cu_q.data(), a.cu_seqlens_k = cu_k.data();
+    a.q_pos = q_pos.data(), a.q_seg_start = q_seg_start.data(), a.q_is_anchor = q_is_anchor.data();
+    a.k_pos = k_pos.data(), a.k_is_anchor = k_is_anchor.data();
+    a.policy = ansan::MaskPolicy::anllm();
+    a.softmax_scale = 1.f / std::sqrt(float(kDim));
+    return a;
+  }
+  void run(int copy) {
+    std::size_t bytes = temp_bytes;
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy)));
+  }
+};
+
+// The copy ceiling of each decode shape, measured once per run and shared with its decode case.
+std::map<std::int32_t, double> copy_gbps;
+
+double measure_copy(std::size_t bytes) {
+  DeviceBuffer<char> from(bytes), to(bytes);
+  ANSAN_CUDA_THROW(cudaMemset(from.data(), 1, bytes));
+  ANSAN_CUDA_THROW(cudaMemcpyAsync(to.data(), from.data(), bytes, cudaMemcpyDeviceToDevice));
+  const double ms = median_ms([&](int) {
+    ANSAN_CUDA_THROW(cudaMemcpyAsync(to.data(), from.data(), bytes, cudaMemcpyDeviceToDevice));
+  }, 21);
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;  // read + written, as bandwidth is quoted
+}
+
+void BM_copy(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  const std::int32_t cache = std::int32_t(state.range(0));
+  const std::size_t bytes = Decode::kv_bytes(64, cache);
+  double gbps = 0;
+  for (auto _ : state) {
+    gbps = measure_copy(bytes);
+    state.SetIterationTime(2.0 * double(bytes) / (gbps * 1e9));
+  }
+  copy_gbps[cache] = gbps;
+  state.counters["GBps"] = gbps;
+  state.counters["bytes"] = double(bytes);
+}
+
+void BM_decode(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  const std::int32_t batch = std::int32_t(state.range(0)), cache = std::int32_t(state.range(1));
+  Decode problem(batch, cache);
+  problem.run(0);
+  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  double ms = 0;
+  for (auto _ : state) {
+    ms = median_ms([&](int i) { problem.run(i % problem.copies); }, kRepeats);
+    state.SetIterationTime(ms / 1e3);
+  }
+  const double bytes = double(Decode::kv_bytes(batch, cache));
+  const double gbps = bytes / (ms * 1e-3) / 1e9;
+  state.counters["ms"] = ms;
+  state.counters["GBps"] = gbps;
+  if (copy_gbps.count(cache) == 0) copy_gbps[cache] = measure_copy(std::size_t(bytes));
+  state.counters["copy_GBps"] = copy_gbps[cache];
+  state.counters["frac_of_copy"] = gbps / copy_gbps[cache];
+}
+
+BENCHMARK(BM_prefill)
+    ->ArgNames({"n", "L"})
+    ->ArgsProduct({{4096, 16384, 65536}, {8, 20, 64}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
+BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_decode)
+    ->ArgNames({"B", "cache"})
+    ->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// --dump mode: one prefill problem for tests/gpu/torch_compare.py.
+int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tensors, int block) {
+  if (!have_device()) {
+    std::fprintf(stderr, "dump: no CUDA device\n");
+    return 77;
+  }
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  Prefill problem(n, mean_segment, ansan::MaskPolicy::anllm(), 2402);
+  problem.run(0);
+  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  const double ms = median_ms([&](int i) { problem.run(i % problem.copies); }, 11);
+  problem.run(0);  // the outputs below belong to input copy 0
+  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  const ansan::FlexBlockMask mask = ansan::flex_block_mask(problem.layout, problem.policy, block);
+  ansan::save_flex_block_mask(mask, problem.layout, dir);
+  const double pairs = visible_pairs(problem.layout, problem.policy);
+  std::ofstream meta(dir + "/meta_ours.json");
+  meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ << ", \"heads_kv\": " << kHeadsKV
+       << ", \"dim\": " << kDim << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim))
+       << ", \"policy\": \"" << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms
+       << ", \"visible_pairs\": " << pairs << ", \"block_size\": " << block << ", \"tensors\": " << (tensors ? "true" : "false")
+       << "}\n";
+  if (tensors) {
+    const auto save_bf16 = [&](const char* name, const bf16* d_data, std::int64_t rows, int heads) {
+      std::vector<std::uint16_t> host(std::size_t(rows) * heads * kDim);  // raw bf16 bits
+      ANSAN_CUDA_THROW(cudaMemcpy(host.data(), d_data, host.size() * 2, cudaMemcpyDeviceToHost));
+      ansan::detail::write_npy_raw(dir + "/" + name + ".npy", "<u2", host.data(), 2, {rows, heads, kDim});
+    };
+    save_bf16("q", problem.q.data(), n, kHeadsQ);
+    save_bf16("k", problem.k.data(), n, kHeadsKV);
+    save_bf16("v", problem.v.data(), n, kHeadsKV);
+    save_bf16("out", problem.out.data(), n, kHeadsQ);
+    std::vector<float> lse(std::size_t(n) * kHeadsQ);  // (heads, n)
+    ANSAN_CUDA_THROW(cudaMemcpy(lse.data(), problem.lse.data(), lse.size() * 4, cudaMemcpyDeviceToHost));
+    ansan::detail::write_npy(dir + "/lse.npy", lse.data(), {kHeadsQ, n});
+  }
+  std::printf("dump: n=%d L=%g ours_ms=%.3f visible_pairs=%.0f -> %s\n", n, mean_segment, ms, pairs, dir.c_str());
+  return 0;
+}
+
+}  // namespace bench_attention
+
+int main(int argc, char** argv) {
+  std::string dump_dir;
+  std::int32_t n = 4096;
+  double mean_segment = 20;
+  bool tensors = false;
+  int block = 128;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--dump=", 0) == 0) dump_dir = arg.substr(7);
+    else if (arg.rfind("--n=", 0) == 0) n = std::stoi(arg.substr(4));
+    else if (arg.rfind("--L=", 0) == 0) mean_segment = std::stod(arg.substr(4));
+    else if (arg.rfind("--block=", 0) == 0) block = std::stoi(arg.substr(8));
+    else if (arg == "--tensors") tensors = true;
+  }
+  if (!dump_dir.empty()) return bench_attention::dump(dump_dir, n, mean_segment, tensors, block);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,220 @@
+// anllm/model.hpp - the forward pass of a small Llama-style AnLLM, one free function per layer.
+//
+//   ids -> embedding -> [ RMSNorm -> q,k,v -> RoPE -> attention -> o_proj -> +residual
+//                         RMSNorm -> SwiGLU MLP -> +residual ] x layers -> RMSNorm -> head
+//
+// Attention is always ansan::cpu::attention_forward; this file only decides which keys it
+// gets. decoder_forward() is the one body every way of running a text shares:
+//   forward_masked()      the whole text at once under a mask policy (SPEC section 2);
+//   IncrementalDecoder    chunks of the text over per-layer KV caches (SPEC section 3): with
+//                         MaskPolicy::causal() and no reduction it is today's full cache; with
+//                         MaskPolicy::anllm() and reduce() at anchors it is AnLLM inference.
+// Keys are rotated (RoPE) before they are cached and keep their true positions, so a key that
+// survives a reduction is never touched again.
+//
+// This is a readable reference, not a fast inference engine: batch 1, fp32, Eigen matmuls.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "weights.hpp"
+#include "ansan/attention_args.hpp"
+#include "ansan/cpu/attention.hpp"
+#include "ansan/kv_cache.hpp"
+#include "ansan/layout.hpp"
+#include "ansan/policy.hpp"
+#include "ansan/tensor.hpp"
+
+namespace anllm {
+
+// out = x / sqrt(mean(x^2) + eps) * weight, row by row.
+// x, out: (tokens, dim); weight: (dim)
+inline void rmsnorm_forward(Matrix& out, const Matrix& x, const Vector& weight, float eps) {
+  out.resize(x.rows(), x.cols());
+  for (Eigen::Index t = 0; t < x.rows(); ++t) {
+    const float inv_rms = 1.f / std::sqrt(x.row(t).squaredNorm() / float(x.cols()) + eps);
+    out.row(t) = (x.row(t) * inv_rms).cwiseProduct(weight.transpose());
+  }
+}
+
+// Rotary position embedding, in place. Within each head, element d (< head_dim/2) and
+// element d + head_dim/2 are rotated by the angle pos * theta^(-2d/head_dim) (Hugging Face
+// Llama's "rotate half" pairing, so its checkpoints load unchanged).
+// x: (tokens, heads*head_dim); pos: (tokens) true positions
+inline void rope_forward(Matrix& x, const std::vector<std::int32_t>& pos, int heads, int head_dim,
+                         float theta) {
+  const int half = head_dim / 2;
+  for (Eigen::Index t = 0; t < x.rows(); ++t)
+    for (int d = 0; d < half; ++d) {
+      // Angles in double: at position 16k a float angle would already be off by ~1e-3 rad.
+      const double angle = double(pos[std::size_t(t)]) * std::pow(double(theta), -2.0 * d / head_dim);
+      const float c = float(std::cos(angle)), s = float(std::sin(angle));
+      for (int h = 0; h < heads; ++h) {
+        float& x1 = x(t, h * head_dim + d);
+        float& x2 = x(t, h * head_dim + d + half);
+        const float r1 = x1 * c - x2 * s, r2 = x2 * c + x1 * s;
+        x1 = r1, x2 = r2;
+      }
+    }
+}
+
+// SwiGLU MLP: down( silu(gate(x)) * up(x) ).
+// x: (tokens, dim) -> out: (tokens, dim); hidden: (tokens, ffn_dim)
+inline void swiglu_forward(Matrix& out, const Matrix& x, const LayerWeights& L) {
+  const Matrix gate = x * L.w_gate.transpose();  // (tokens, ffn_dim)
+  const Matrix up = x * L.w_up.transpose();      // (tokens, ffn_dim)
+  const Matrix hidden = (gate.array() / (1.f + (-gate.array()).exp())).cwiseProduct(up.array()).matrix();
+  out.noalias() = hidden * L.w_down.transpose();
+}
+
+// The decoder body. `attend(layer, q, k, v, out)` computes one layer's attention from the
+// rotated q: (tokens, heads*head_dim), k, v: (tokens, kv_heads*head_dim) into
+// out: (tokens, heads*head_dim). Returns the logits: (tokens, vocab).
+template <class Attend>
+Matrix decoder_forward(const Weights& w, const std::vector<std::int32_t>& ids,
+                       const std::vector<std::int32_t>& pos, Attend&& attend) {
+  const ModelConfig& c = w.config;
+  const auto tokens = Eigen::Index(ids.size());
+  Matrix x(tokens, c.dim);  // (tokens, dim) the residual stream
+  for (Eigen::Index t = 0; t < tokens; ++t) x.row(t) = w.embedding.row(ids[std::size_t(t)]);
+  Matrix h, q, k, v, attn, mlp;
+  for (int l = 0; l < c.layers; ++l) {
+    const LayerWeights& L = w.layers[std::size_t(l)];
+    rmsnorm_forward(h, x, L.attn_norm, c.norm_eps);  // (tokens, dim)
+    q.noalias() = h * L.wq.transpose();              // (tokens, heads*head_dim)
+    k.noalias() = h * L.wk.transpose();              // (tokens, kv_heads*head_dim)
+    v.noalias() = h * L.wv.transpose();              // (tokens, kv_heads*head_dim)
+    rope_forward(q, pos, c.heads, c.head_dim, c.rope_theta);
+    rope_forward(k, pos, c.kv_heads, c.head_dim, c.rope_theta);
+    // (tokens, heads*head_dim), poisoned so a row attention fails to write shows up as NaN
+    attn.setConstant(tokens, c.heads * c.head_dim, std::numeric_limits<float>::quiet_NaN());
+    attend(l, q, k, v, attn);
+    x.noalias() += attn * L.wo.transpose();
+    rmsnorm_forward(h, x, L.mlp_norm, c.norm_eps);
+    swiglu_forward(mlp, h, L);
+    x += mlp;
+  }
+  rmsnorm_forward(h, x, w.final_norm, c.norm_eps);
+  return h * w.output_head().transpose();  // (tokens, vocab)
+}
+
+// (tokens, heads*head_dim) matrix as the (tokens, heads, head_dim) view attention takes.
+inline ansan::TensorView<const float, 3> heads_view(const Matrix& m, int heads, int head_dim) {
+  return ansan::make_view(m.data(), m.rows(), heads, head_dim);
+}
+inline ansan::TensorView<float, 3> heads_view(Matrix& m, int heads, int head_dim) {
+  return ansan::make_view(m.data(), m.rows(), heads, head_dim);
+}
+
+// The whole text at once: every layer attends under `policy` over the text's own keys
+// (MaskPolicy::anllm() is SPEC section 2's mask). layout: one sequence, the text's anchors.
+// ids: (tokens) -> logits: (tokens, vocab)
+inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& ids,
+                             const ansan::AnchorLayout& layout, const ansan::MaskPolicy& policy,
+                             int attention_threads = 0) {
+  const ModelConfig& c = w.config;
+  require(layout.batch() == 1 && layout.total_tokens() == std::int64_t(ids.size()),
+                 "forward_masked", "layout", ansan::detail::concat(
+                     layout.batch(), " sequences of ", layout.total_tokens(), " tokens"),
+                 ansan::detail::concat("1 sequence of ", ids.size(), " tokens"));
+  const auto attend = [&](int, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
+    const auto args = ansan::prefill_args<float>(
+        layout, heads_view(q, c.heads, c.head_dim), heads_view(k, c.kv_heads, c.head_dim),
+        heads_view(v, c.kv_heads, c.head_dim), heads_view(out, c.heads, c.head_dim), {}, policy,
+        1.f / std::sqrt(float(c.head_dim)));
+    ansan::cpu::attention_forward(args, attention_threads);
+  };
+  return decoder_forward(w, ids, layout.pos, attend);
+}
+
+// Runs a text chunk by chunk over one ansan::KVCache per layer (batch 1). Each feed() appends
+// the chunk's rotated keys and values to the caches, then lets the chunk's queries attend to
+// everything cached; reduce() drops what no later query can see (SPEC section 3).
+class IncrementalDecoder {
+ public:
+  // attention_threads: ansan::cpu::attention_forward's num_threads for chunks of several
+  // tokens; one-token steps always run on the calling thread, since a decode step is a few
+  // microseconds of attention and starting threads for it costs more than it saves.
+  IncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy, int attention_threads = 0)
+      : w_(&w), policy_(policy), attention_threads_(attention_threads) {
+    const ModelConfig& c = w.config;
+    // Room for a few segments up front; an append that does not fit grows the cache.
+    constexpr std::int32_t initial_rows = 256;
+    for (int l = 0; l < c.layers; ++l)
+      caches_.emplace_back(1, c.kv_heads, c.head_dim, policy, initial_rows);
+  }
+
+  // The next tokens of the text and their anchor flags -> their logits: (tokens, vocab).
+  Matrix feed(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& is_anchor) {
+    require(is_anchor.size() == ids.size(), "IncrementalDecoder::feed",
+                   "is_anchor.size()", is_anchor.size(), ids.size());
+    const ModelConfig& c = w_->config;
+    const auto tokens = std::int32_t(ids.size());
+    // Query metadata: true positions after the cached ones; each row's segment starts one
+    // past the last anchor before it (in the cache or earlier in this chunk).
+    std::vector<std::int32_t> pos(ids.size()), seg_start(ids.size());
+    std::int32_t next = caches_[0].next_pos(0), start = caches_[0].open_seg_start(0);
+    for (std::int32_t i = 0; i < tokens; ++i) {
+      pos[std::size_t(i)] = next + i;
+      seg_start[std::size_t(i)] = start;
+      if (is_anchor[std::size_t(i)]) start = next + i + 1;
+    }
+    const std::vector<std::int32_t> cu_new{0, tokens};
+    const auto attend = [&](int l, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
+      ansan::KVCache<float>& cache = caches_[std::size_t(l)];
+      cache.append(heads_view(k, c.kv_heads, c.head_dim), heads_view(v, c.kv_heads, c.head_dim),
+                   cu_new, pos, is_anchor);
+      ansan::AttentionArgs<float> args;
+      cache.bind_keys(args);
+      args.q = heads_view(q, c.heads, c.head_dim);
+      args.out = heads_view(out, c.heads, c.head_dim);
+      args.batch = 1;
+      args.cu_seqlens_q = cu_new.data();
+      args.q_pos = pos.data();
+      args.q_seg_start = seg_start.data();
+      args.q_is_anchor = is_anchor.data();
+      args.policy = policy_;
+      args.softmax_scale = 1.f / std::sqrt(float(c.head_dim));
+      ansan::cpu::attention_forward(args, tokens == 1 ? 1 : attention_threads_);
+    };
+    return decoder_forward(*w_, ids, pos, attend);
+  }
+
+  // Reduces every layer's cache; returns the rows dropped per layer (the same in each). One
+  // thread: a batch-1 compaction moves a few thousand rows at most.
+  std::int64_t reduce() {
+    std::int64_t dropped = 0;
+    for (auto& cache : caches_) dropped = cache.reduce(1);
+    return dropped;
+  }
+
+  const ansan::MaskPolicy& policy() const { return policy_; }
+  const ansan::KVCache<float>& cache(int layer) const { return caches_[std::size_t(layer)]; }
+  // Totals over all layers.
+  std::int64_t entries() const { return sum([](const auto& c) { return std::int64_t(c.entries()); }); }
+  std::int64_t bytes() const { return sum([](const auto& c) { return std::int64_t(c.bytes()); }); }
+  std::int64_t full_cache_bytes() const {
+    return sum([](const auto& c) { return std::int64_t(c.full_cache_bytes()); });
+  }
+  std::int32_t next_pos() const { return caches_[0].next_pos(0); }
+
+ private:
+  template <class Get>
+  std::int64_t sum(const Get& get) const {
+    std::int64_t total = 0;
+    for (const auto& cache : caches_) total += get(cache);
+    return total;
+  }
+
+  const Weights* w_;
+  ansan::MaskPolicy policy_;
+  int attention_threads_;
+  std::vector<ansan::KVCache<float>> caches_;  // one per layer
+};
+
+}  // namespace anllm

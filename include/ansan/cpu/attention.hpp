@@ -1,0 +1,94 @@
+// ansan/cpu/attention.hpp - the fused anchor-attention forward on the CPU.
+//
+//   ansan::cpu::attention_forward(args);                 // all hardware threads
+//   ansan::cpu::attention_forward(args, 1);              // one thread
+//   ansan::cpu::attention_forward(args, {0, ansan::cpu::TileSkipping::dense_mask});
+//
+// Same AttentionArgs<T> and same results as ansan::reference_attention (which it must equal
+// up to fp32 rounding): prefill, chunked prefill and decode over a cache, ragged batches,
+// GQA/MQA, every MaskPolicy, any head_dim >= 1, strided views. T is float, ansan::bf16 or
+// ansan::half; everything is computed in fp32. Writes args.out and, if args.lse.data is set,
+// args.lse (natural-log log-sum-exp of the scaled scores; -inf, with O = 0, for a row that
+// sees no key).
+//
+// How (SPEC section 4): per (sequence, kv head) the keys are converted to float once and the
+// retained keys gathered into a contiguous block; then every query tile (detail/query_tile.hpp)
+// runs one online softmax over the prefix of retained keys it sees and the band of local keys
+// near its diagonal, with Eigen doing the products. Work is split over (sequence, kv head,
+// query tile) on std::threads; no O(n^2) mask or score matrix is ever built.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/cpu/attention_options.hpp"
+#include "ansan/cpu/detail/key_panel.hpp"
+#include "ansan/cpu/detail/parallel_for.hpp"
+#include "ansan/cpu/detail/query_tile.hpp"
+#include "ansan/dtype.hpp"
+#include "ansan/error.hpp"
+
+namespace ansan::cpu {
+
+template <class T>
+void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& options) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, half>,
+                "ansan::cpu::attention_forward reads float, ansan::bf16 or ansan::half");
+  const char* fn = "cpu::attention_forward";
+  validate_attention_shapes(args, fn);
+  require(args.head_dim() >= 1, fn, "q.shape[2] (head_dim)", args.head_dim(), ">= 1");
+  require(args.total_k() == 0 || (args.k.data && args.v.data), fn, "k.data/v.data", "null",
+          "buffers (k.shape[0] > 0)");
+  require(args.total_q() == 0 || args.out.data, fn, "out.data", "null", "a buffer");
+  require(options.num_threads >= 0, fn, "num_threads", options.num_threads,
+          ">= 0 (0: all hardware threads)");
+  require(options.skipping == TileSkipping::two_part ||
+              options.skipping == TileSkipping::dense_mask,
+          fn, "options.skipping", int(options.skipping), "two_part or dense_mask");
+  validate_attention_metadata(args, fn);
+
+  // Key panels, one per (sequence, kv head) that has query rows.
+  const index_t heads_kv = args.heads_kv();
+  std::vector<detail::KeyPanel> panels(std::size_t(args.batch * heads_kv));
+  const auto has_queries = [&](std::int32_t b) {
+    return args.cu_seqlens_q[b + 1] > args.cu_seqlens_q[b];
+  };
+  const auto panel_count = std::int64_t(panels.size());
+  detail::parallel_for(panel_count, detail::worker_count(options.num_threads, panel_count),
+                       [&](std::int64_t p, int) {
+                         const auto b = std::int32_t(p / heads_kv);
+                         if (has_queries(b))
+                           detail::fill_key_panel(panels[std::size_t(p)], args, b, p % heads_kv,
+                                                  options.skipping == TileSkipping::two_part);
+                       });
+
+  struct Tile {
+    std::int32_t batch;
+    index_t kv_head, first_row, rows;
+  };
+  std::vector<Tile> tiles;
+  for (std::int32_t b = 0; b < args.batch; ++b)
+    for (index_t h = 0; h < heads_kv; ++h)
+      for (index_t t = args.cu_seqlens_q[b]; t < args.cu_seqlens_q[b + 1]; t += detail::kQueryRows)
+        tiles.push_back({b, h, t, std::min<index_t>(detail::kQueryRows, args.cu_seqlens_q[b + 1] - t)});
+
+  const auto tile_count = std::int64_t(tiles.size());
+  const int workers = detail::worker_count(options.num_threads, tile_count);
+  std::vector<detail::TileScratch> scratch(static_cast<std::size_t>(workers));
+  detail::parallel_for(tile_count, workers, [&](std::int64_t i, int worker) {
+    // Last tiles first: they see the most keys, and starting them early balances the threads.
+    const Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
+    detail::attend_tile(args, panels[std::size_t(tile.batch * heads_kv + tile.kv_head)],
+                        tile.kv_head, tile.first_row, tile.rows, options.skipping,
+                        scratch[std::size_t(worker)]);
+  });
+}
+
+template <class T>
+void attention_forward(const AttentionArgs<T>& args, int num_threads = 0) {
+  attention_forward(args, AttentionOptions{num_threads});
+}
+
+}  // namespace ansan::cpu

@@ -1,0 +1,209 @@
+// ansan/cpu/detail/query_tile.hpp - one query tile of the fused CPU forward (SPEC section 4).
+//
+// A tile is up to kQueryRows consecutive query rows of one sequence, for every query head of
+// one GQA group, stacked so that one multiply by a key block serves the whole group:
+//     stacked row r  =  (query row first + r / group,  query head kv_head * group + r % group)
+//
+// Under TileSkipping::two_part the keys a query row sees form, in each part, one contiguous
+// interval of key indices:
+//     retained part  [0, number of retained keys with position < its local lower bound)
+//                    (empty for a row that does not see retained keys)
+//     local part     the keys with position in [local lower bound, pos]  (binary search)
+// A part is walked in blocks of kKeyBlock keys over the union of its rows' intervals. A block
+// inside every row's interval is used whole; in a block crossing an interval's edge each row
+// uses only its own columns (the others get probability 0, and no exp is spent on them).
+// Both parts feed one online softmax (running max, running sum, rescaled accumulator), so
+// the result equals ansan::reference_attention.
+//
+//     keys:   retained (gathered)            local (by position)
+//     row 0   [########....]                 [...###..........]     # seen by that row
+//     row 1   [#########...]                 [...####.........]     the tile multiplies the
+//     row 2   [#########...]                 [.......#........]     union of the intervals
+//
+// TileSkipping::dense_mask walks every key with position <= the tile's last row and applies
+// ansan::visible to each (row, key) pair: what a custom-mask kernel does.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/cpu/attention_options.hpp"
+#include "ansan/cpu/detail/key_panel.hpp"
+#include "ansan/dtype.hpp"
+#include "ansan/policy.hpp"
+
+namespace ansan::cpu::detail {
+
+inline constexpr index_t kQueryRows = 64;  // query rows per tile, before stacking the group
+inline constexpr index_t kLocalStacked = 32;  // stacked rows per local sub-tile, when that saves work
+inline constexpr index_t kKeyBlock = 128;  // keys per multiply
+inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+struct KeyInterval {
+  index_t begin = 0, end = 0;  // key indices [begin, end)
+};
+
+// What one worker reuses from tile to tile. Stacked rows are query-major (row i * group + g),
+// so the stacked rows of a run of query rows are contiguous.
+struct TileScratch {
+  RowMatrix q;                     // (rows * group, head_dim) queries times softmax_scale
+  RowMatrix score;                 // (stacked rows of a sub-tile, block) scores, then probabilities
+  RowMatrix acc;                   // (rows * group, head_dim) unnormalised output
+  Eigen::ArrayXf max_score, sum;   // (rows * group) running max and running sum of exp
+  std::vector<QueryInfo> query;    // (rows)
+  std::vector<KeyInterval> retained, local;  // (rows) visible keys of each part
+  std::vector<KeyInterval> block_cols;       // (stacked rows) columns of the block each row sees
+};
+
+// Folds one key block into the online softmax of stacked rows [first, first + score.rows()).
+// Row r of ts.score holds scaled scores; only columns ts.block_cols[r] count (entries there
+// may also be -inf). v_block is (block, head_dim). Row by row, so that every operation runs
+// along contiguous memory and exp is computed only where a row sees keys.
+inline void fold_block(TileScratch& ts, index_t first, const Eigen::Ref<const RowMatrix>& v_block) {
+  const index_t cols = ts.score.cols();
+  for (index_t r = 0; r < ts.score.rows(); ++r) {
+    auto prob = ts.score.row(r).array();  // (block)
+    const KeyInterval seen = ts.block_cols[std::size_t(r)];
+    const index_t s = first + r;
+    const float new_max = seen.begin < seen.end
+        ? std::max(ts.max_score[s], prob.segment(seen.begin, seen.end - seen.begin).maxCoeff())
+        : ts.max_score[s];
+    if (new_max == kMinusInf) {  // nothing seen yet, nor in this block
+      prob.setZero();
+      continue;
+    }
+    prob.segment(seen.begin, seen.end - seen.begin) =
+        (prob.segment(seen.begin, seen.end - seen.begin) - new_max).exp();
+    prob.head(seen.begin).setZero();
+    prob.tail(cols - seen.end).setZero();
+    const float rescale = std::exp(ts.max_score[s] - new_max);  // 0 for a row's first keys
+    ts.sum[s] = rescale * ts.sum[s] + prob.sum();
+    if (rescale != 1.f) ts.acc.row(s) *= rescale;
+    ts.max_score[s] = new_max;
+  }
+  ts.acc.middleRows(first, ts.score.rows()).noalias() += ts.score * v_block;  // O += P V
+}
+
+// One part of SPEC section 4 for query rows [begin, end) of the tile: query row i sees keys
+// visible[i] of (k, v).
+inline void attend_part(TileScratch& ts, const RowMatrix& k, const RowMatrix& v,
+                        const std::vector<KeyInterval>& visible, index_t begin, index_t end) {
+  const index_t group = ts.q.rows() / index_t(visible.size());
+  index_t keys_begin = k.rows(), keys_end = 0;  // union of the rows' intervals
+  index_t full_begin = 0, full_end = k.rows();  // intersection: keys every row sees
+  for (index_t i = begin; i < end; ++i) {
+    const KeyInterval& iv = visible[std::size_t(i)];
+    if (iv.begin < iv.end) keys_begin = std::min(keys_begin, iv.begin), keys_end = std::max(keys_end, iv.end);
+    full_begin = std::max(full_begin, iv.begin);
+    full_end = std::min(full_end, iv.end);
+  }
+  const auto q = ts.q.middleRows(begin * group, (end - begin) * group);  // (stacked, head_dim)
+  ts.block_cols.resize(std::size_t(q.rows()));
+  for (index_t j0 = keys_begin; j0 < keys_end; j0 += kKeyBlock) {
+    const index_t cols = std::min(kKeyBlock, keys_end - j0);
+    ts.score.noalias() = q * k.middleRows(j0, cols).transpose();  // S = Q K^T
+    const bool full = j0 >= full_begin && j0 + cols <= full_end;  // no row has an edge here
+    for (index_t r = 0; r < q.rows(); ++r) {
+      const KeyInterval& iv = visible[std::size_t(begin + r / group)];
+      const index_t lo = full ? 0 : std::clamp(iv.begin - j0, index_t(0), cols);
+      ts.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
+    }
+    fold_block(ts, begin * group, v.middleRows(j0, cols));
+  }
+}
+
+// Keys multiplied when query rows [begin, end) cover their local band in one piece.
+inline index_t band_keys(const std::vector<KeyInterval>& local, index_t begin, index_t end) {
+  index_t lo = std::numeric_limits<index_t>::max(), hi = 0;
+  for (index_t i = begin; i < end; ++i)
+    if (local[std::size_t(i)].begin < local[std::size_t(i)].end)
+      lo = std::min(lo, local[std::size_t(i)].begin), hi = std::max(hi, local[std::size_t(i)].end);
+  return hi > lo ? hi - lo : 0;
+}
+
+// TileSkipping::dense_mask: every key up to the tile's last position, masked per element.
+inline void attend_dense_mask(TileScratch& ts, const KeyPanel& panel, const MaskPolicy& policy) {
+  const index_t rows = index_t(ts.query.size()), group = ts.q.rows() / rows;
+  std::int32_t last_pos = 0;
+  for (const QueryInfo& query : ts.query) last_pos = std::max(last_pos, query.pos);
+  const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys(), last_pos) - panel.pos;
+  for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
+    const index_t cols = std::min(kKeyBlock, end - j0);
+    ts.score.noalias() = ts.q * panel.k.middleRows(j0, cols).transpose();  // S = Q K^T
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t c = 0; c < cols; ++c) {
+        const KeyInfo key{panel.pos[j0 + c], panel.is_anchor[j0 + c] != 0};
+        if (visible(policy, ts.query[std::size_t(i)], key)) continue;
+        for (index_t g = 0; g < group; ++g) ts.score(i * group + g, c) = kMinusInf;
+      }
+    ts.block_cols.assign(std::size_t(ts.q.rows()), KeyInterval{0, cols});
+    fold_block(ts, 0, panel.v.middleRows(j0, cols));
+  }
+}
+
+// Query rows [first, first + rows) of one sequence, query heads of kv_head's group.
+template <class T>
+void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_head, index_t first,
+                 index_t rows, TileSkipping skipping, TileScratch& ts) {
+  const index_t group = a.heads_q() / a.heads_kv(), dim = a.head_dim(), stacked = group * rows;
+  ts.q.resize(stacked, dim);
+  for (index_t i = 0; i < rows; ++i)
+    for (index_t g = 0; g < group; ++g) {
+      const T* src = &a.q(first + i, kv_head * group + g, 0);  // (head_dim)
+      for (index_t d = 0; d < dim; ++d) ts.q(i * group + g, d) = a.softmax_scale * to_float(src[d]);
+    }
+  ts.acc.setZero(stacked, dim);
+  ts.max_score.setConstant(stacked, kMinusInf);
+  ts.sum.setZero(stacked);
+  ts.query.resize(std::size_t(rows));
+  for (index_t i = 0; i < rows; ++i)
+    ts.query[std::size_t(i)] = {a.q_pos[first + i], a.q_seg_start[first + i],
+                                a.q_is_anchor[first + i] != 0};
+
+  if (skipping == TileSkipping::dense_mask) {
+    attend_dense_mask(ts, panel, a.policy);
+  } else {
+    const std::int32_t *pos = panel.pos, *pos_end = panel.pos + panel.keys();
+    const std::int32_t *retained = panel.retained_pos.data(),
+                       *retained_end = retained + panel.retained_pos.size();
+    ts.retained.resize(std::size_t(rows));
+    ts.local.resize(std::size_t(rows));
+    for (std::size_t i = 0; i < std::size_t(rows); ++i) {
+      const QueryInfo& query = ts.query[i];
+      const std::int32_t lower = local_lower_bound(a.policy, query);
+      ts.local[i] = {std::lower_bound(pos, pos_end, lower) - pos,
+                     std::upper_bound(pos, pos_end, query.pos) - pos};
+      ts.retained[i] = {0, sees_retained(a.policy, query)
+                               ? std::lower_bound(retained, retained_end, lower) - retained
+                               : 0};
+    }
+    attend_part(ts, panel.retained_k, panel.retained_v, ts.retained, 0, rows);
+    // The local band in one piece, or in sub-tiles of about kLocalStacked stacked rows, each
+    // with its own narrower band, when that multiplies clearly fewer keys (short segments or
+    // windows; a causal prefix gains nothing and keeps the larger multiplies).
+    const index_t sub_rows = std::max<index_t>(1, kLocalStacked / group);
+    index_t split = 0;
+    for (index_t i = 0; i < rows; i += sub_rows)
+      split += std::min(sub_rows, rows - i) * band_keys(ts.local, i, std::min(i + sub_rows, rows));
+    const index_t step = 4 * split < 3 * rows * band_keys(ts.local, 0, rows) ? sub_rows : rows;
+    for (index_t i = 0; i < rows; i += step)
+      attend_part(ts, panel.k, panel.v, ts.local, i, std::min(i + step, rows));
+  }
+
+  for (index_t r = 0; r < stacked; ++r) {
+    const index_t head = kv_head * group + r % group, row = first + r / group;
+    T* dst = &a.out(row, head, 0);  // (head_dim)
+    const bool seen = ts.sum[r] > 0.f;
+    const float normalise = seen ? 1.f / ts.sum[r] : 0.f;  // O = 0 for a row that sees nothing
+    for (index_t d = 0; d < dim; ++d) dst[d] = from_float<T>(ts.acc(r, d) * normalise);
+    if (a.lse.data) a.lse(head, row) = seen ? ts.max_score[r] + std::log(ts.sum[r]) : kMinusInf;
+  }
+}
+
+}  // namespace ansan::cpu::detail

@@ -1,0 +1,219 @@
+// ansan/cuda/attention.cuh - fused anchor attention on CUDA: prefill, chunked prefill and
+// decode over ragged batches, for every mask policy (SPEC.md sections 2, 4 and 5).
+//
+//   std::size_t bytes = 0;
+//   ansan::cuda::attention_forward(nullptr, bytes, args, stream);   // size query
+//   ansan::cuda::attention_forward(d_temp, bytes, args, stream);    // run
+// or, allocating and validating everything on the host:
+//   ansan::cuda::attention(args, stream);
+//
+// All pointers in `args` are device pointers; their meaning is attention_args.hpp's (sequence-
+// local positions, keys sorted by position, maybe_k_seq_start for a cache with slack, lse
+// (heads_q, total_q) in natural log, a row that sees nothing gets O = 0 and lse = -inf).
+// Key rows of different sequences must not overlap.
+//
+// Three kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
+//   decode     fp16/bf16, head_dim 64/128, at most 4 query rows per sequence on average:
+//              split-KV over the cache, partials merged by log-sum-exp;
+//   tensor     fp16/bf16, head_dim 64/128: FlashAttention-2 style prefill on mma.sync (sm_80+);
+//   simt       float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable kernel.
+// The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
+// multiples of 8 elements); other views fall back to simt.
+//
+// Status: compiled for sm_80 and sm_90, not yet run on a GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/cuda/detail/attention_decode.cuh"
+#include "ansan/cuda/detail/attention_mma_sm80.cuh"
+#include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/attention_plan.cuh"
+#include "ansan/cuda/detail/attention_simt.cuh"
+#include "ansan/cuda/detail/device_buffer.cuh"
+#include "ansan/cuda/device_layout.cuh"  // detail::require_device_pointer, detail::copy_to_host
+#include "ansan/cuda_check.hpp"
+#include "ansan/dtype.hpp"
+#include "ansan/error.hpp"
+
+namespace ansan::cuda {
+
+enum class AttentionKernel : std::uint8_t { automatic, simt, tensor, decode };
+
+inline const char* kernel_name(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::simt: return "simt";
+    case AttentionKernel::tensor: return "tensor";
+    case AttentionKernel::decode: return "decode";
+    default: return "automatic";
+  }
+}
+
+namespace detail {
+
+template <class T>
+constexpr bool is_16bit_v = std::is_same_v<T, half> || std::is_same_v<T, bf16>;
+
+template <class T, class U, int Rank>
+bool rows_aligned_16(const TensorView<U, Rank>& view) {
+  constexpr index_t vec = 16 / index_t(sizeof(T));
+  return reinterpret_cast<std::uintptr_t>(view.data) % 16 == 0 && view.stride[0] % vec == 0 &&
+         view.stride[1] % vec == 0;
+}
+
+template <class T>
+bool vector_rows_ok(const AttentionArgs<T>& a) {
+  return is_16bit_v<T> && (a.head_dim() == 64 || a.head_dim() == 128) &&
+         rows_aligned_16<T>(a.q) && rows_aligned_16<T>(a.k) && rows_aligned_16<T>(a.v) &&
+         rows_aligned_16<T>(a.out);
+}
+
+// Whether `kernel` can run `a`; automatic resolves to the fastest that can.
+template <class T>
+bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
+  switch (kernel) {
+    case AttentionKernel::simt: return a.head_dim() >= 1 && a.head_dim() <= 256;
+    case AttentionKernel::tensor: return vector_rows_ok(a);
+    case AttentionKernel::decode: return vector_rows_ok(a) && a.batch <= 65535;  // grid.z
+    default: return true;
+  }
+}
+
+}  // namespace detail
+
+// The kernel attention_forward runs for `a` when asked for `requested`.
+template <class T>
+AttentionKernel choose_kernel(const AttentionArgs<T>& a,
+                              AttentionKernel requested = AttentionKernel::automatic) {
+  if (requested != AttentionKernel::automatic) return requested;
+  if (detail::vector_rows_ok(a)) {
+    const bool few_rows = a.total_q() <= 4 * index_t(a.batch);
+    return few_rows && detail::supports(AttentionKernel::decode, a) ? AttentionKernel::decode
+                                                                     : AttentionKernel::tensor;
+  }
+  return AttentionKernel::simt;
+}
+
+// CUB protocol: with d_temp_storage null, sets temp_storage_bytes (always >= 1) and returns.
+// Otherwise runs on `stream` and returns the first failing CUDA status; an unsupported
+// (kernel, shape) pair or too small a temp block returns cudaErrorInvalidValue. Arguments are
+// not validated here (attention() does that); nothing is synchronised.
+template <class T>
+cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_bytes,
+                              const AttentionArgs<T>& args, cudaStream_t stream = 0,
+                              AttentionKernel kernel = AttentionKernel::automatic) {
+  static_assert(std::is_same_v<T, float> || detail::is_16bit_v<T>, "float, half or bf16");
+  using namespace detail;
+  const AttentionKernel path = choose_kernel(args, kernel);
+  if (!supports(path, args) || args.heads_q() > 65535) return cudaErrorInvalidValue;
+  AttentionParams<T> p = make_params(args);
+
+  // Pass 1 carves sizes only; pass 2 (real base) carves the same layout and fills it.
+  int multiprocessors = 1;
+  if (path == AttentionKernel::decode) {
+    int device = 0;
+    ANSAN_CUDA_RETURN(cudaGetDevice(&device));
+    ANSAN_CUDA_RETURN(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    p.splits = decode_splits(p.batch, p.heads_kv, p.total_k, multiprocessors);
+  }
+  const std::int32_t tile_rows = path == AttentionKernel::tensor ? kTensorRows : kSimtRows;
+  const bool empty = p.total_q == 0 || p.batch == 0;
+  const auto carve = [&](TempCarver& temp) -> cudaError_t {
+    temp.take<char>(1);
+    if (empty) return cudaSuccess;
+    if (path == AttentionKernel::decode) {
+      p.partial_out = temp.take<float>(std::size_t(p.splits) * std::size_t(p.total_q) *
+                                       std::size_t(p.heads_q) * std::size_t(p.head_dim));
+      p.partial_lse = temp.take<float>(std::size_t(p.splits) * std::size_t(p.heads_q) *
+                                       std::size_t(p.total_q));
+      return cudaSuccess;
+    }
+    return build_plan(temp, p, tile_rows, stream);
+  };
+  TempCarver sizes(nullptr);
+  ANSAN_CUDA_RETURN(carve(sizes));
+  if (!d_temp_storage) {
+    temp_storage_bytes = sizes.bytes();
+    return cudaSuccess;
+  }
+  if (temp_storage_bytes < sizes.bytes()) return cudaErrorInvalidValue;
+  TempCarver temp(d_temp_storage);
+  ANSAN_CUDA_RETURN(carve(temp));
+  if (empty) return cudaSuccess;
+  switch (path) {
+    case AttentionKernel::decode: return launch_attention_decode(p, stream);
+    case AttentionKernel::tensor: return launch_attention_tensor(p, stream);
+    default: return launch_attention_simt(p, stream);
+  }
+}
+
+// Validates everything, then runs attention_forward with temp storage allocated on `stream`.
+// Throws std::invalid_argument (naming the argument, the value seen and the value expected)
+// before any output is written, and ansan::cuda_error for a failed CUDA call. Validation
+// copies the metadata (offsets, positions) to the host and synchronises `stream` (also at the
+// end, before the temp storage is freed); call attention_forward directly to avoid that.
+template <class T>
+void attention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
+               AttentionKernel kernel = AttentionKernel::automatic) {
+  const char* fn = "cuda::attention";
+  validate_attention_shapes(args, fn);
+  require(args.head_dim() >= 1 && args.head_dim() <= 256, fn, "q.shape[2] (head_dim)", args.head_dim(),
+          "1..256");
+  require(args.heads_q() <= 65535, fn, "q.shape[1] (heads_q)", args.heads_q(), "<= 65535");
+  const index_t offsets = index_t(args.batch) + 1, total_q = args.total_q(), total_k = args.total_k();
+  struct Pointer {
+    const void* ptr;
+    index_t count;
+    const char* name;
+  };
+  const Pointer pointers[] = {{args.q.data, args.q.numel(), "q.data"},
+                              {args.k.data, args.k.numel(), "k.data"},
+                              {args.v.data, args.v.numel(), "v.data"},
+                              {args.out.data, args.out.numel(), "out.data"},
+                              {args.cu_seqlens_q, offsets, "cu_seqlens_q"},
+                              {args.cu_seqlens_k, offsets, "cu_seqlens_k"},
+                              {args.q_pos, total_q, "q_pos"},
+                              {args.q_seg_start, total_q, "q_seg_start"},
+                              {args.q_is_anchor, total_q, "q_is_anchor"},
+                              {args.k_pos, total_k, "k_pos"},
+                              {args.k_is_anchor, total_k, "k_is_anchor"}};
+  for (const Pointer& p : pointers) detail::require_device_pointer(p.ptr, p.count, fn, p.name);
+  if (args.lse.data) detail::require_device_pointer(args.lse.data, args.lse.numel(), fn, "lse.data");
+  if (args.maybe_k_seq_start)
+    detail::require_device_pointer(args.maybe_k_seq_start, offsets - 1, fn, "maybe_k_seq_start");
+  for (int i = 0; i < 4; ++i)
+    require(reinterpret_cast<std::uintptr_t>(pointers[i].ptr) % sizeof(T) == 0, fn, pointers[i].name,
+            "misaligned", ansan::detail::concat("aligned to ", sizeof(T), " bytes (", dtype_name<T>(), ")"));
+  require(reinterpret_cast<std::uintptr_t>(args.lse.data) % sizeof(float) == 0, fn, "lse.data",
+          "misaligned", "aligned to 4 bytes");
+  require(detail::supports(choose_kernel(args, kernel), args), fn, "kernel", kernel_name(kernel),
+          "a kernel that supports this dtype, head_dim and alignment (docs/cuda_attention.md)");
+
+  // Offsets and positions are read on the device without bounds checks: check host copies.
+  AttentionArgs<T> host = args;
+  const auto cu_q = detail::copy_to_host(args.cu_seqlens_q, std::size_t(offsets), stream);
+  const auto cu_k = detail::copy_to_host(args.cu_seqlens_k, std::size_t(offsets), stream);
+  const auto k_start = detail::copy_to_host(args.maybe_k_seq_start,
+                                            args.maybe_k_seq_start ? std::size_t(offsets) - 1 : 0, stream);
+  const auto q_pos = detail::copy_to_host(args.q_pos, std::size_t(total_q), stream);
+  const auto q_seg_start = detail::copy_to_host(args.q_seg_start, std::size_t(total_q), stream);
+  const auto k_pos = detail::copy_to_host(args.k_pos, std::size_t(total_k), stream);
+  host.cu_seqlens_q = cu_q.data(), host.cu_seqlens_k = cu_k.data();
+  host.maybe_k_seq_start = args.maybe_k_seq_start ? k_start.data() : nullptr;
+  host.q_pos = q_pos.data(), host.q_seg_start = q_seg_start.data(), host.k_pos = k_pos.data();
+  validate_attention_metadata(host, fn);
+
+  std::size_t bytes = 0;
+  ANSAN_CUDA_THROW(attention_forward<T>(nullptr, bytes, args, stream, kernel));
+  const detail::DeviceBuffer<char> temp(bytes);
+  ANSAN_CUDA_THROW(attention_forward<T>(temp.data(), bytes, args, stream, kernel));
+  ANSAN_CUDA_THROW(cudaStreamSynchronize(stream));  // temp is freed on return
+}
+
+}  // namespace ansan::cuda

@@ -1,0 +1,256 @@
+// ansan/cuda/detail/attention_mma_sm80.cuh - prefill on tensor cores (sm_80 and newer),
+// FlashAttention-2 style: fp16/bf16 in, f32 accumulation, head_dim 64 or 128.
+// It must equal attention_simt.cuh (and reference_attention); tests compare all three.
+//
+// One thread block = 64 query rows of one sequence and one query head; warp w owns rows
+// 16w .. 16w+15 and keeps them in registers: Q fragments, the S tile, the O accumulator.
+// Key tiles of 64 come from the two parts of SPEC section 4, in one online softmax:
+//   retained   64 entries of the sequence's retained list (rows gathered by index)
+//   local      64 consecutive key rows of the band [min local_begin, max local_end)
+// For each tile:
+//   S = Q K^T            mma.m16n8k16 over head_dim, K fragments by ldmatrix.x4
+//   mask                 per warp: no row sees the tile -> skip it; all rows see all of it ->
+//                        no check; otherwise compare the key index with the row's interval
+//                        (row_keys(): retained prefix, local band), i.e. visible_retained /
+//                        visible_local in index form (tests/test_attention_tiles.cpp)
+//   online softmax       in base 2 (scores pre-multiplied by scale * log2 e)
+//   O += P V             P re-used from the S accumulator as the A fragment (mma_layout.hpp),
+//                        V fragments by ldmatrix.x4.trans
+// Tiles are staged with cp.async into XOR-swizzled shared memory; V of tile j loads while S
+// of tile j is computed, K of tile j+1 while P V of tile j is.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/mma_layout.hpp"
+#include "ansan/cuda/detail/mma_sm80.cuh"
+#include "ansan/cuda_check.hpp"
+
+namespace ansan::cuda::detail {
+
+template <class T, int Dim>
+struct TensorTraits {
+  static constexpr int kRows = 64;  // query rows per thread block
+  static constexpr int kKeys = 64;  // keys per tile
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kChunks = Dim / 8;      // 16-byte chunks per row
+  static constexpr int kKSteps = Dim / 16;     // k-steps of S = Q K^T
+  static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
+  static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
+  static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
+  static_assert(Dim == 64 || Dim == 128, "head_dim 64 or 128");
+  static_assert(kRows == 16 * kWarps, "16 rows (one m16 tile) per warp");
+  static_assert(kKeys % 16 == 0 && Dim % 16 == 0, "whole k-steps");
+  static constexpr std::size_t smem_bytes() {
+    return sizeof(T) * std::size_t(kRows + 2 * kKeys) * Dim;
+  }
+};
+
+constexpr int kTensorRows = 64;
+
+template <class T, int Dim>
+__global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
+    attention_tensor_kernel(const __grid_constant__ AttentionParams<T> p) {
+  using Tr = TensorTraits<T, Dim>;
+  constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // (kRows, Dim) swizzled
+  T* sK = sQ + kRows * Dim;                // (kKeys, Dim) swizzled
+  T* sV = sK + kKeys * Dim;                // (kKeys, Dim) swizzled
+  __shared__ RowKeys sRowKeys[kRows];
+  __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
+  __shared__ TileBounds sBounds[2];                  // the whole block
+
+  const std::int32_t tile = std::int32_t(blockIdx.x);
+  if (tile >= p.tile_prefix[p.batch]) return;  // the grid is an upper bound on the tiles
+  const std::int32_t b = sequence_of_tile(p.tile_prefix, p.batch, tile);
+  const std::int32_t q_begin = p.cu_seqlens_q[b] + (tile - p.tile_prefix[b]) * kRows;
+  const std::int32_t rows = min(kRows, p.cu_seqlens_q[b + 1] - q_begin);
+  const std::int32_t h = std::int32_t(blockIdx.y), h_kv = h / (p.heads_q / p.heads_kv);
+  const std::int32_t k_begin = p.k_begin(b), k_end = p.k_end(b);
+  const std::int32_t retained_base = p.retained_prefix ? p.retained_prefix[k_begin] : 0;
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+
+  for (int i = tid; i < kRows * Tr::kChunks; i += Tr::kThreads) {
+    const int r = i / Tr::kChunks, c = i % Tr::kChunks;
+    const bool valid = r < rows;
+    cp_async_16(sQ + swizzled_offset(r, 8 * c, Dim), valid ? p.q_row(q_begin + r, h) + 8 * c : p.q, valid);
+  }
+  cp_async_commit();
+  if (tid < kRows)
+    sRowKeys[tid] = tid < rows ? row_keys(p.policy, p.query(q_begin + tid), p.k_pos, p.retained_prefix,
+                                          k_begin, k_end)
+                               : RowKeys{k_begin, k_begin, 0};
+  __syncthreads();
+  {  // bounds of each warp's 16 rows (lanes 16-31 repeat lanes 0-15), then of the block
+    const int row = 16 * warp + lane % 16;
+    const RowKeys rk = sRowKeys[row];
+    const bool active = row < rows;
+    const auto lo = [&](int x) { return __reduce_min_sync(0xffffffffu, active ? x : INT32_MAX); };
+    const auto hi = [&](int x) { return __reduce_max_sync(0xffffffffu, active ? x : INT32_MIN); };
+    const TileBounds retained{lo(0), hi(0), lo(rk.retained), hi(rk.retained)};
+    const TileBounds local{lo(rk.local_begin), hi(rk.local_begin), lo(rk.local_end), hi(rk.local_end)};
+    if (lane == 0) sWarpBounds[warp][0] = retained, sWarpBounds[warp][1] = local;
+  }
+  __syncthreads();
+  if (tid < 2) {
+    TileBounds all = TileBounds::empty();
+    for (int w = 0; w < Tr::kWarps; ++w) all.merge(sWarpBounds[w][tid]);
+    sBounds[tid] = all;
+  }
+  __syncthreads();
+  const TileBounds block_retained = sBounds[0], block_local = sBounds[1];
+  const std::int32_t retained_tiles = tiles_of(block_retained.last() - block_retained.first(), kKeys);
+  const std::int32_t tiles = retained_tiles + tiles_of(block_local.last() - block_local.first(), kKeys);
+  // Tile j: part (0 retained, 1 local) and its first index in that part's index space.
+  const auto tile_part = [&](std::int32_t j) { return j < retained_tiles ? 0 : 1; };
+  const auto tile_begin = [&](std::int32_t j) {
+    return j < retained_tiles ? block_retained.first() + j * kKeys
+                              : block_local.first() + (j - retained_tiles) * kKeys;
+  };
+  const auto load_tile = [&](T* dst, const T* src, index_t stride_t, index_t stride_h, std::int32_t j) {
+    const int part = tile_part(j);
+    const std::int32_t begin = tile_begin(j);
+    const TileBounds& bounds = part == 0 ? block_retained : block_local;
+    for (int i = tid; i < kKeys * Tr::kChunks; i += Tr::kThreads) {
+      const int c = i / Tr::kChunks, chunk = i % Tr::kChunks;
+      const std::int32_t index = begin + c;
+      std::int32_t row = -1;
+      if (index < bounds.max_end) row = part == 0 ? p.retained_rows[retained_base + index] : index;
+      const T* from = row >= 0 ? src + row * stride_t + h_kv * stride_h + 8 * chunk : src;
+      cp_async_16(dst + swizzled_offset(c, 8 * chunk, Dim), from, row >= 0);  // zeros past the end
+    }
+  };
+
+  // This thread's two rows of every C fragment: 16w + lane/4 and 16w + lane/4 + 8.
+  RowKeys my_rows[2];
+  for (int r = 0; r < 2; ++r) my_rows[r] = sRowKeys[16 * warp + lane / 4 + 8 * r];
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  std::uint32_t q_frag[Tr::kKSteps][4];
+  float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
+  float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
+
+  if (tiles > 0) load_tile(sK, p.k, p.k_stride_t, p.k_stride_h, 0);
+  cp_async_commit();
+  for (std::int32_t j = 0; j < tiles; ++j) {
+    cp_async_wait_all();
+    __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
+    if (j == 0)
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+        const RowCol at = ldmatrix_a_address(lane, ks);
+        ldmatrix_x4(q_frag[ks], sQ + swizzled_offset(16 * warp + at.row, at.col, Dim));
+      }
+    load_tile(sV, p.v, p.v_stride_t, p.v_stride_h, j);
+    cp_async_commit();
+
+    const int part = tile_part(j);
+    const std::int32_t begin = tile_begin(j);
+    const TileMask mask = classify_tile(sWarpBounds[warp][part], begin, begin + kKeys);  // warp-uniform
+    float s[Tr::kKeyTiles][4] = {};  // S: (16 rows, kKeys) per warp, C layout
+    if (mask != TileMask::none) {
+      for (int ks = 0; ks < Tr::kKSteps; ++ks)  // S = Q K^T
+        for (int np = 0; np < Tr::kKeyTiles / 2; ++np) {
+          const RowCol at = ldmatrix_k_address(lane, np, ks);
+          std::uint32_t kb[4];
+          ldmatrix_x4(kb, sK + swizzled_offset(at.row, at.col, Dim));
+          mma_m16n8k16<T>(s[2 * np], q_frag[ks], kb[0], kb[1]);
+          mma_m16n8k16<T>(s[2 * np + 1], q_frag[ks], kb[2], kb[3]);
+        }
+      float tile_max[2] = {kMinusInf, kMinusInf};
+      for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
+        for (int i = 0; i < 4; ++i) {
+          const int r = i / 2;
+          const std::int32_t index = begin + 8 * nt + mma_c_element(lane, i).col;
+          const RowKeys& rk = my_rows[r];
+          const bool seen = mask == TileMask::full ||
+                            (part == 0 ? index < rk.retained
+                                       : index >= rk.local_begin && index < rk.local_end);
+          s[nt][i] = seen ? s[nt][i] * scale_log2 : kMinusInf;
+          tile_max[r] = fmaxf(tile_max[r], s[nt][i]);
+        }
+      for (int r = 0; r < 2; ++r) {  // online softmax; a row's 4 lanes hold its 64 scores
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float new_max = fmaxf(row_max[r], tile_max[r]);
+        const float reference = new_max == kMinusInf ? 0.f : new_max;  // no NaN from -inf - -inf
+        const float rescale = exp2f(row_max[r] - reference);
+        float sum = 0.f;
+        for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
+          for (int i = 2 * r; i < 2 * r + 2; ++i) {
+            s[nt][i] = exp2f(s[nt][i] - reference);
+            sum += s[nt][i];
+          }
+        row_sum[r] = row_sum[r] * rescale + sum;  // this lane's part; quads add up at the end
+        row_max[r] = new_max;
+        for (int dt = 0; dt < Tr::kDimTiles; ++dt) acc_o[dt][2 * r] *= rescale, acc_o[dt][2 * r + 1] *= rescale;
+      }
+    }
+
+    cp_async_wait_all();
+    __syncthreads();  // V_j landed; every warp is done with K_j
+    if (j + 1 < tiles) load_tile(sK, p.k, p.k_stride_t, p.k_stride_h, j + 1);
+    cp_async_commit();
+    if (mask != TileMask::none)
+      for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V
+        const std::uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                                    pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                    pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {
+          const RowCol at = ldmatrix_v_address(lane, kk, dp);
+          std::uint32_t vb[4];
+          ldmatrix_x4_trans(vb, sV + swizzled_offset(at.row, at.col, Dim));
+          mma_m16n8k16<T>(acc_o[2 * dp], a, vb[0], vb[1]);
+          mma_m16n8k16<T>(acc_o[2 * dp + 1], a, vb[2], vb[3]);
+        }
+      }
+  }
+  cp_async_wait_all();
+
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int row = 16 * warp + lane / 4 + 8 * r;
+    if (row >= rows) continue;
+    const std::int32_t t = q_begin + row;
+    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
+    T* out = p.out_row(t, h);
+    for (int dt = 0; dt < Tr::kDimTiles; ++dt) {
+      const int col = 8 * dt + mma_c_element(lane, 2 * r).col;
+      *reinterpret_cast<std::uint32_t*>(out + col) =
+          pack2<T>(acc_o[dt][2 * r] * inv_sum, acc_o[dt][2 * r + 1] * inv_sum);
+    }
+    if (lane % 4 == 0)
+      p.store_lse(t, h, sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : kMinusInf);
+  }
+}
+
+template <class T, int Dim>
+cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t stream) {
+  using Tr = TensorTraits<T, Dim>;
+  static_assert(Tr::kRows == kTensorRows, "the query-tile table uses kTensorRows");
+  const dim3 grid(unsigned(tiles_of(p.total_q, Tr::kRows) + p.batch), unsigned(p.heads_q));
+  const auto kernel = attention_tensor_kernel<T, Dim>;
+  ANSAN_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(Tr::smem_bytes())));
+  kernel<<<grid, Tr::kThreads, Tr::smem_bytes(), stream>>>(p);
+  return cudaGetLastError();
+}
+
+// fp16/bf16 with head_dim 64 or 128 (the dispatcher checks); float never reaches here.
+template <class T>
+cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t stream) {
+  if constexpr (sizeof(T) != 2) {
+    return cudaErrorInvalidValue;
+  } else {
+    if (p.head_dim == 64) return launch_attention_tensor<T, 64>(p, stream);
+    return launch_attention_tensor<T, 128>(p, stream);
+  }
+}
+
+}  // namespace ansan::cuda::detail

@@ -1,0 +1,111 @@
+// ansan/cuda/detail/attention_params.cuh - the one plain struct every attention kernel takes
+// (passed __grid_constant__), built once from AttentionArgs<T> plus the temp-storage arrays,
+// and the small device helpers the kernels share (metadata accessors, warp reductions).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/config.hpp"
+#include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/dtype.hpp"
+#include "ansan/policy.hpp"
+
+namespace ansan::cuda::detail {
+
+template <class T>
+struct AttentionParams {
+  const T* q;      // (total_q, heads_q, head_dim), strides q_stride_t / q_stride_h / 1
+  const T* k;      // (total_k, heads_kv, head_dim)
+  const T* v;      // (total_k, heads_kv, head_dim)
+  T* out;          // (total_q, heads_q, head_dim)
+  float* maybe_lse;  // (heads_q, total_q) with strides lse_stride_h / lse_stride_t, or null
+  index_t q_stride_t, q_stride_h, k_stride_t, k_stride_h, v_stride_t, v_stride_h;
+  index_t out_stride_t, out_stride_h, lse_stride_h, lse_stride_t;
+
+  std::int32_t batch, heads_q, heads_kv, head_dim, total_q, total_k;
+  const std::int32_t* cu_seqlens_q;       // (B+1)
+  const std::int32_t* cu_seqlens_k;       // (B+1)
+  const std::int32_t* q_pos;              // (total_q)
+  const std::int32_t* q_seg_start;        // (total_q)
+  const std::uint8_t* q_is_anchor;        // (total_q)
+  const std::int32_t* k_pos;              // (total_k)
+  const std::uint8_t* k_is_anchor;        // (total_k)
+  const std::int32_t* maybe_k_seq_start;  // (B) or null
+  MaskPolicy policy;
+  float softmax_scale;
+
+  // Temp storage (null where the path does not use it).
+  const std::int32_t* tile_prefix;      // (B+1) query tiles per sequence, prefix-summed
+  const std::int32_t* retained_prefix;  // (total_k+1) retained keys among rows [0, t)
+  const std::int32_t* retained_rows;    // (total retained) key row of each retained key
+  float* partial_out;                   // (splits, total_q, heads_q, head_dim) decode partials
+  float* partial_lse;                   // (splits, heads_q, total_q)
+  std::int32_t splits;                  // decode key splits per sequence
+
+  ANSAN_DEVICE std::int32_t k_begin(std::int32_t b) const {
+    return maybe_k_seq_start ? maybe_k_seq_start[b] : cu_seqlens_k[b];
+  }
+  ANSAN_DEVICE std::int32_t k_end(std::int32_t b) const {
+    return k_begin(b) + cu_seqlens_k[b + 1] - cu_seqlens_k[b];
+  }
+  ANSAN_DEVICE QueryInfo query(std::int32_t t) const {
+    return {q_pos[t], q_seg_start[t], q_is_anchor[t] != 0};
+  }
+  ANSAN_DEVICE KeyInfo key(std::int32_t row) const { return {k_pos[row], k_is_anchor[row] != 0}; }
+  ANSAN_DEVICE const T* q_row(std::int32_t t, std::int32_t h) const {
+    return q + t * q_stride_t + h * q_stride_h;
+  }
+  ANSAN_DEVICE const T* k_row(std::int32_t row, std::int32_t h) const {
+    return k + row * k_stride_t + h * k_stride_h;
+  }
+  ANSAN_DEVICE const T* v_row(std::int32_t row, std::int32_t h) const {
+    return v + row * v_stride_t + h * v_stride_h;
+  }
+  ANSAN_DEVICE T* out_row(std::int32_t t, std::int32_t h) const {
+    return out + t * out_stride_t + h * out_stride_h;
+  }
+  ANSAN_DEVICE void store_lse(std::int32_t t, std::int32_t h, float value) const {
+    if (maybe_lse) maybe_lse[h * lse_stride_h + t * lse_stride_t] = value;
+  }
+};
+
+template <class T>
+AttentionParams<T> make_params(const AttentionArgs<T>& a) {
+  AttentionParams<T> p{};
+  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.out = a.out.data, p.maybe_lse = a.lse.data;
+  p.q_stride_t = a.q.stride[0], p.q_stride_h = a.q.stride[1];
+  p.k_stride_t = a.k.stride[0], p.k_stride_h = a.k.stride[1];
+  p.v_stride_t = a.v.stride[0], p.v_stride_h = a.v.stride[1];
+  p.out_stride_t = a.out.stride[0], p.out_stride_h = a.out.stride[1];
+  p.lse_stride_h = a.lse.stride[0], p.lse_stride_t = a.lse.stride[1];
+  p.batch = a.batch;
+  p.heads_q = std::int32_t(a.heads_q()), p.heads_kv = std::int32_t(a.heads_kv());
+  p.head_dim = std::int32_t(a.head_dim());
+  p.total_q = std::int32_t(a.total_q()), p.total_k = std::int32_t(a.total_k());
+  p.cu_seqlens_q = a.cu_seqlens_q, p.cu_seqlens_k = a.cu_seqlens_k;
+  p.q_pos = a.q_pos, p.q_seg_start = a.q_seg_start, p.q_is_anchor = a.q_is_anchor;
+  p.k_pos = a.k_pos, p.k_is_anchor = a.k_is_anchor, p.maybe_k_seq_start = a.maybe_k_seq_start;
+  p.policy = a.policy;
+  p.softmax_scale = a.softmax_scale;
+  p.splits = 1;
+  return p;
+}
+
+constexpr float kMinusInf = -__builtin_huge_valf();
+
+ANSAN_DEVICE float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+ANSAN_DEVICE float warp_sum(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+// exp(x - max) that is 0, not NaN, when both are -inf (a row that has seen nothing yet).
+ANSAN_DEVICE float exp_from(float x, float max) { return max == kMinusInf ? 0.f : expf(x - max); }
+
+}  // namespace ansan::cuda::detail

@@ -1,0 +1,128 @@
+// ansan/cuda/detail/attention_tiles.hpp - which keys a query row, a query tile and a decode
+// split visit (SPEC.md section 4), as plain index arithmetic.
+//
+// Not CUDA-only: every function is ANSAN_HOST_DEVICE, so tests/test_attention_tiles.cpp checks
+// it on the host against the brute-force predicate ansan::visible, and the kernels call the
+// same code.
+//
+// A row's visible keys are two disjoint parts (policy.hpp, visible_local / visible_retained):
+//   local     key rows [local_begin, local_end): positions in [local_lower_bound, pos];
+//   retained  the first `retained` entries of its sequence's retained-key list (the keys with
+//             is_retained(), in key-row order); all lie below the local band.
+// The retained list is described by an exclusive prefix count over key rows:
+//   retained_prefix[t] = number of retained keys among rows [0, t)  (rows of every sequence)
+// so the retained keys of sequence b that lie below row t number
+//   retained_prefix[t] - retained_prefix[k_begin(b)].
+//
+//   k_pos       0  1  2  3  4  5  6  7  8  9        (AnLLM, anchors at 3 and 7; row pos 9)
+//   retained    .  .  .  1  .  .  .  1  .  .        retained_prefix = 0 0 0 0 1 1 1 1 2 2 2
+//   row 9       local rows [8, 10), retained 2 (keys 3 and 7)
+#pragma once
+
+#include <climits>
+#include <cstdint>
+
+#include "ansan/config.hpp"
+#include "ansan/policy.hpp"
+
+namespace ansan::cuda::detail {
+
+// First row in [begin, end) whose position is >= pos (k_pos ascending in the range), or end.
+ANSAN_HOST_DEVICE std::int32_t first_key_at_or_after(const std::int32_t* k_pos, std::int32_t begin,
+                                                     std::int32_t end, std::int32_t pos) {
+  while (begin < end) {
+    const std::int32_t mid = begin + (end - begin) / 2;
+    if (k_pos[mid] < pos) begin = mid + 1;
+    else end = mid;
+  }
+  return begin;
+}
+
+// The keys one query row sees, in the two parts of SPEC section 4.
+struct RowKeys {
+  std::int32_t local_begin;  // first key row of the local band
+  std::int32_t local_end;    // one past its last key row
+  std::int32_t retained;     // length of the visible prefix of the sequence's retained list
+};
+
+// Key rows of the row's sequence are [k_begin, k_end). retained_prefix may be null when the
+// policy retains nothing.
+ANSAN_HOST_DEVICE RowKeys row_keys(const MaskPolicy& policy, const QueryInfo& q,
+                                   const std::int32_t* k_pos, const std::int32_t* retained_prefix,
+                                   std::int32_t k_begin, std::int32_t k_end) {
+  RowKeys r;
+  r.local_begin = first_key_at_or_after(k_pos, k_begin, k_end, local_lower_bound(policy, q));
+  r.local_end = first_key_at_or_after(k_pos, r.local_begin, k_end, q.pos + 1);
+  const bool any = policy.has_retained() && sees_retained(policy, q) && retained_prefix;
+  r.retained = any ? retained_prefix[r.local_begin] - retained_prefix[k_begin] : 0;
+  return r;
+}
+
+// The rows of a query tile see intervals [begin_r, end_r) of one index space (key rows for
+// the local part, retained-list indices for the retained part); bounds hold their extremes.
+struct TileBounds {
+  std::int32_t min_begin, max_begin;
+  std::int32_t min_end, max_end;
+
+  ANSAN_HOST_DEVICE static TileBounds empty() { return {INT32_MAX, INT32_MIN, INT32_MAX, INT32_MIN}; }
+  ANSAN_HOST_DEVICE void add(std::int32_t begin, std::int32_t end) {
+    min_begin = begin < min_begin ? begin : min_begin;
+    max_begin = begin > max_begin ? begin : max_begin;
+    min_end = end < min_end ? end : min_end;
+    max_end = end > max_end ? end : max_end;
+  }
+  ANSAN_HOST_DEVICE void merge(const TileBounds& o) {
+    min_begin = o.min_begin < min_begin ? o.min_begin : min_begin;
+    max_begin = o.max_begin > max_begin ? o.max_begin : max_begin;
+    min_end = o.min_end < min_end ? o.min_end : min_end;
+    max_end = o.max_end > max_end ? o.max_end : max_end;
+  }
+  // The key tiles a kernel walks: [min_begin, max_end), empty when no row sees anything.
+  ANSAN_HOST_DEVICE std::int32_t first() const { return min_begin; }
+  ANSAN_HOST_DEVICE std::int32_t last() const { return max_end > min_begin ? max_end : min_begin; }
+};
+
+enum class TileMask : std::uint8_t {
+  none,     // no row of the tile sees any key of it: skip
+  full,     // every row sees every key: no per-element check
+  partial,  // check each (row, key) with the predicate
+};
+
+// How a key tile [begin, end) meets the rows of a query tile.
+ANSAN_HOST_DEVICE TileMask classify_tile(const TileBounds& b, std::int32_t begin, std::int32_t end) {
+  if (end <= b.min_begin || begin >= b.max_end || b.min_begin >= b.max_end) return TileMask::none;
+  if (begin >= b.max_begin && end <= b.min_end) return TileMask::full;
+  return TileMask::partial;
+}
+
+// Decode: split s of `splits` takes key rows [begin, end) of a sequence with `keys` rows;
+// splits hold whole tiles of `tile` keys, the last ones may be empty.
+struct SplitRange {
+  std::int32_t begin, end;  // relative to the sequence's first key row
+};
+ANSAN_HOST_DEVICE SplitRange split_range(std::int32_t keys, std::int32_t splits, std::int32_t s,
+                                         std::int32_t tile) {
+  const std::int32_t tiles = (keys + tile - 1) / tile;
+  const std::int32_t per_split = ((tiles + splits - 1) / splits) * tile;
+  const std::int32_t begin = s * per_split < keys ? s * per_split : keys;
+  const std::int32_t end = begin + per_split < keys ? begin + per_split : keys;
+  return {begin, end};
+}
+
+// Query tiles of a ragged batch: sequence b owns tiles [tile_prefix[b], tile_prefix[b+1]).
+ANSAN_HOST_DEVICE std::int32_t tiles_of(std::int32_t rows, std::int32_t tile_rows) {
+  return (rows + tile_rows - 1) / tile_rows;
+}
+// The sequence owning global tile x: the last b with tile_prefix[b] <= x (b in [0, batch)).
+ANSAN_HOST_DEVICE std::int32_t sequence_of_tile(const std::int32_t* tile_prefix, std::int32_t batch,
+                                                std::int32_t x) {
+  std::int32_t lo = 0, hi = batch - 1;
+  while (lo < hi) {
+    const std::int32_t mid = lo + (hi - lo + 1) / 2;
+    if (tile_prefix[mid] <= x) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+}  // namespace ansan::cuda::detail

@@ -1,0 +1,69 @@
+// ansan/cuda/detail/mma_sm80.cuh - the sm_80 instructions the tensor-core kernel uses, as
+// inline PTX: mma.sync m16n8k16 (fp16/bf16 in, f32 accumulate), ldmatrix .x4 (plain and
+// .trans) and cp.async with zero fill. Which lane holds which element is in mma_layout.hpp.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "ansan/dtype.hpp"
+
+namespace ansan::cuda::detail {
+
+ANSAN_DEVICE std::uint32_t shared_address(const void* ptr) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// 16 bytes global -> shared, bypassing L1; reads 0 bytes (and writes zeros) when !valid.
+ANSAN_DEVICE void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
+               "l"(gmem), "r"(src_bytes));
+}
+ANSAN_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+ANSAN_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Four 8x8 matrices of 16-bit elements; lane l gives the address of row l % 8 of matrix l / 8.
+ANSAN_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(smem)));
+}
+ANSAN_DEVICE void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(smem)));
+}
+
+// d += a b for a 16x16 (row) A, 16x8 (col) B, f32 16x8 C.
+template <class T>
+ANSAN_DEVICE void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                               std::uint32_t b1) {
+  static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, half>, "bf16 or fp16 inputs");
+  if constexpr (std::is_same_v<T, bf16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two floats rounded to T, low element first (the order of a fragment register).
+template <class T>
+ANSAN_DEVICE std::uint32_t pack2(float lo, float hi) {
+  T pair[2] = {from_float<T>(lo), from_float<T>(hi)};
+  std::uint32_t word;
+  memcpy(&word, pair, sizeof word);
+  return word;
+}
+
+}  // namespace ansan::cuda::detail

@@ -1,0 +1,230 @@
+// ansan/cuda/kv_cache.cuh - the anchor KV cache of one layer on the GPU.
+//
+// Same members and semantics as ansan::KVCache (ansan/kv_cache.hpp; the shared bookkeeping and
+// validation live in ansan::detail::KVCacheBook): K and V rows, positions and anchor flags live
+// in device memory; each sequence owns capacity_per_seq() rows; reduce() drops what no future
+// query can see (SPEC.md section 3) with ansan::cuda::compact_kv_inplace.
+//
+// Where the arguments live: append() takes K and V as device views and the small per-row
+// metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
+// device work and the cache keeps a host mirror of positions and flags. reduce() therefore
+// computes its keep flags on the host (the same keep_flags() as the host cache) and uploads
+// them: no synchronisation. bind_keys() binds device pointers. Work is ordered on the stream
+// given at construction; inspection copies (positions(), keys(), ...) synchronise it.
+//
+// Bad input throws std::invalid_argument and leaves the cache unchanged; a failed CUDA call
+// throws ansan::cuda_error.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/compaction.hpp"
+#include "ansan/cuda/compaction.cuh"
+#include "ansan/cuda/detail/device_buffer.cuh"
+#include "ansan/cuda_check.hpp"
+#include "ansan/kv_cache.hpp"
+
+namespace ansan::cuda {
+
+template <class T>
+class KVCache : public ansan::detail::KVCacheBook {
+ public:
+  KVCache(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim, MaskPolicy policy,
+          std::int32_t initial_capacity_per_seq = 0, KVStorage storage = KVStorage::nhd,
+          cudaStream_t stream = 0)
+      : KVCacheBook(batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
+                    "cuda::KVCache"),
+        stream_(stream),
+        d_k_(std::size_t(rows_allocated()) * heads_kv * head_dim),
+        d_v_(d_k_.size()),
+        d_pos_(std::size_t(rows_allocated())),
+        d_anchor_(d_pos_.size()),
+        d_cu_(std::size_t(batch) + 1),
+        d_row_start_(std::size_t(batch)) {
+    upload(d_cu_.data(), cu_);
+    upload(d_row_start_.data(), KVCacheBook::row_start_);
+  }
+
+  // Appends m_b rows to sequence b. k, v: device (sum m_b, heads_kv, head_dim) views, any strides
+  // with head_dim contiguous; cu_new (B+1), pos and is_anchor (sum m_b): host memory.
+  void append(TensorView<const T, 3> k, TensorView<const T, 3> v, span<const std::int32_t> cu_new,
+              span<const std::int32_t> pos, span<const std::uint8_t> is_anchor) {
+    const std::int32_t capacity =
+        plan_append(k, v, cu_new, pos, is_anchor, "cuda::KVCache::append");
+    if (capacity != capacity_) grow(capacity);
+    const index_t m = k.shape[0];
+    if (m > 0) {
+      // One upload: cu_new (B+1), each sequence's first free row (B), positions (m); flags (m).
+      std::vector<std::int32_t> stage(cu_new.begin(), cu_new.end());
+      for (std::int32_t b = 0; b < batch_; ++b) stage.push_back(row_start_host(b) + len_[b]);
+      stage.insert(stage.end(), pos.begin(), pos.end());
+      std::vector<std::uint8_t> flags(is_anchor.size());
+      for (std::size_t t = 0; t < flags.size(); ++t) flags[t] = is_anchor[t] != 0;
+      reserve(d_stage_i32_, stage.size());
+      reserve(d_stage_u8_, flags.size());
+      upload(d_stage_i32_.data(), stage);
+      upload(d_stage_u8_.data(), flags);
+      const std::int32_t* d_cu_new = d_stage_i32_.data();
+      const std::int32_t* d_first_free = d_cu_new + batch_ + 1;
+      const KVRows<const T> chunk{k, v, d_first_free + batch_, d_stage_u8_.data()};
+      const detail::GatherParams<T> p{
+          chunk,   rows(), RaggedRows{batch_, d_cu_new, nullptr}, d_cu_new, d_first_free, nullptr,
+          nullptr, m,      detail::SourceIndex::identity};
+      ANSAN_CUDA_THROW(detail::launch_gather(p, stream_));
+    }
+    commit_append(cu_new, pos, is_anchor);
+    upload(d_cu_.data(), cu_);
+  }
+
+  // Drops every row no future query can see; returns the number of rows dropped.
+  std::int64_t reduce() {
+    const std::int64_t total = entries();
+    if (total == 0) return 0;
+    const std::vector<std::uint8_t> keep = reduce_flags();
+    reserve(d_stage_u8_, keep.size());
+    upload(d_stage_u8_.data(), keep);
+    const RaggedRows held{batch_, d_cu_.data(), d_row_start_.data()};
+    std::size_t bytes = 0;
+    ANSAN_CUDA_THROW(compact_kv_inplace(nullptr, bytes, rows(), held, total, d_stage_u8_.data(),
+                                        d_cu_.data(), stream_));
+    reserve(d_temp_, bytes);
+    ANSAN_CUDA_THROW(compact_kv_inplace(d_temp_.data(), bytes, rows(), held, total,
+                                        d_stage_u8_.data(), d_cu_.data(), stream_));
+    const std::vector<std::int32_t> cu_out = compact_metadata(keep);
+    commit_lengths(cu_out);
+    return total - cu_out.back();
+  }
+
+  // Fills the key side of attention with device pointers: k, v, cu_seqlens_k, k_pos,
+  // k_is_anchor, maybe_k_seq_start. Valid until the next append() that grows the cache.
+  template <class U>
+  void bind_keys(AttentionArgs<U>& args) const {
+    static_assert(std::is_same_v<U, T>, "attention must read the cache's element type");
+    args.k = storage_view<const T>(d_k_.data());
+    args.v = storage_view<const T>(d_v_.data());
+    args.cu_seqlens_k = d_cu_.data();
+    args.k_pos = d_pos_.data();
+    args.k_is_anchor = d_anchor_.data();
+    args.maybe_k_seq_start = d_row_start_.data();
+  }
+
+  std::size_t bytes() const { return std::size_t(entries()) * row_bytes(); }
+  std::size_t full_cache_bytes() const { return std::size_t(rows_appended()) * row_bytes(); }
+  std::size_t allocated_bytes() const { return std::size_t(rows_allocated()) * row_bytes(); }
+  cudaStream_t stream() const { return stream_; }
+
+  // Host copies of sequence b's rows read back from the device (synchronises the stream).
+  std::vector<std::int32_t> positions(std::int32_t b) const {
+    return download(d_pos_.data() + row_start_host(b), std::size_t(seq_len(b)));
+  }
+  std::vector<std::uint8_t> anchor_flags(std::int32_t b) const {
+    return download(d_anchor_.data() + row_start_host(b), std::size_t(seq_len(b)));
+  }
+  std::vector<T> keys(std::int32_t b) const {
+    return download_rows(d_k_.data(), b);
+  }  // (len, heads, dim)
+  std::vector<T> values(std::int32_t b) const {
+    return download_rows(d_v_.data(), b);
+  }  // (len, heads, dim)
+
+ private:
+  std::size_t row_bytes() const { return 2 * std::size_t(heads_) * dim_ * sizeof(T); }
+  std::int32_t row_start_host(std::int32_t b) const {
+    return KVCacheBook::row_start_[std::size_t(b)];
+  }
+  template <class E>
+  TensorView<E, 3> storage_view(E* data, index_t rows_allocated) const {
+    return kv_view(data, storage_, rows_allocated, heads_, dim_);
+  }
+  template <class E>
+  TensorView<E, 3> storage_view(E* data) const {
+    return storage_view(data, rows_allocated());
+  }
+  KVRows<T> rows() const {
+    return {storage_view(d_k_.data()), storage_view(d_v_.data()), d_pos_.data(), d_anchor_.data()};
+  }
+
+  template <class E>
+  void upload(E* d_dst, const std::vector<E>& host) const {
+    if (!host.empty())
+      ANSAN_CUDA_THROW(cudaMemcpyAsync(d_dst, host.data(), host.size() * sizeof(E),
+                                       cudaMemcpyHostToDevice, stream_));
+  }
+  template <class E>
+  std::vector<E> download(const E* d_src, std::size_t count) const {
+    std::vector<E> host(count);
+    if (count > 0) {
+      ANSAN_CUDA_THROW(
+          cudaMemcpyAsync(host.data(), d_src, count * sizeof(E), cudaMemcpyDeviceToHost, stream_));
+      ANSAN_CUDA_THROW(cudaStreamSynchronize(stream_));
+    }
+    return host;
+  }
+  // Sequence b's rows as (len, heads, dim): one strided 2D copy per head.
+  std::vector<T> download_rows(const T* d_store, std::int32_t b) const {
+    const std::int32_t n = seq_len(b);
+    std::vector<T> host(std::size_t(n) * heads_ * dim_);
+    const auto view = storage_view(d_store);
+    for (index_t h = 0; h < heads_ && n > 0; ++h)
+      ANSAN_CUDA_THROW(cudaMemcpy2DAsync(
+          host.data() + h * dim_, std::size_t(heads_) * dim_ * sizeof(T),
+          &view(row_start_host(b), h, 0), std::size_t(view.stride[0]) * sizeof(T),
+          std::size_t(dim_) * sizeof(T), std::size_t(n), cudaMemcpyDeviceToHost, stream_));
+    ANSAN_CUDA_THROW(cudaStreamSynchronize(stream_));
+    return host;
+  }
+  template <class E>
+  void reserve(detail::DeviceBuffer<E>& buffer, std::size_t count) {
+    if (buffer.size() < count) buffer = detail::DeviceBuffer<E>(count + count / 2);
+  }
+
+  // Re-lays every sequence out with `capacity` rows. Each (sequence[, head]) block of the old
+  // capacity moves with one strided 2D copy; nothing is committed before every call succeeded.
+  void grow(std::int32_t capacity) {
+    const index_t rows = index_t(batch_) * capacity;
+    detail::DeviceBuffer<T> k{std::size_t(rows) * heads_ * dim_}, v{k.size()};
+    detail::DeviceBuffer<std::int32_t> pos{std::size_t(rows)};
+    detail::DeviceBuffer<std::uint8_t> anchor{std::size_t(rows)};
+    std::vector<std::int32_t> host_pos;
+    std::vector<std::uint8_t> host_anchor;
+    grown_metadata(capacity, host_pos, host_anchor);
+    if (capacity_ > 0) {
+      // NHD: one block of capacity*H*D per sequence; HND: one of capacity*D per (head, sequence).
+      const bool nhd = storage_ == KVStorage::nhd;
+      const std::size_t block = std::size_t(nhd ? heads_ : 1) * dim_ * sizeof(T);
+      const std::size_t blocks = std::size_t(batch_) * (nhd ? 1 : heads_);
+      for (auto [to, from] :
+           {std::pair<T*, const T*>{k.data(), d_k_.data()}, {v.data(), d_v_.data()}})
+        ANSAN_CUDA_THROW(cudaMemcpy2DAsync(to, capacity * block, from, capacity_ * block,
+                                           capacity_ * block, blocks, cudaMemcpyDeviceToDevice,
+                                           stream_));
+    }
+    upload(pos.data(), host_pos);
+    upload(anchor.data(), host_anchor);
+    std::vector<std::int32_t> starts(static_cast<std::size_t>(batch_));
+    for (std::int32_t b = 0; b < batch_; ++b) starts[b] = b * capacity;
+    upload(d_row_start_.data(), starts);
+    d_k_ = std::move(k), d_v_ = std::move(v), d_pos_ = std::move(pos),
+    d_anchor_ = std::move(anchor);
+    commit_growth(capacity, std::move(host_pos), std::move(host_anchor));
+  }
+
+  cudaStream_t stream_;
+  detail::DeviceBuffer<T> d_k_;  // (rows_allocated, heads_kv, head_dim), storage_ order
+  detail::DeviceBuffer<T> d_v_;  // (rows_allocated, heads_kv, head_dim), storage_ order
+  detail::DeviceBuffer<std::int32_t> d_pos_;        // (rows_allocated)
+  detail::DeviceBuffer<std::uint8_t> d_anchor_;     // (rows_allocated)
+  detail::DeviceBuffer<std::int32_t> d_cu_;         // (B+1) rows held, as offsets
+  detail::DeviceBuffer<std::int32_t> d_row_start_;  // (B)
+  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // append's offsets and positions
+  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // append's flags, reduce's keep flags
+  detail::DeviceBuffer<unsigned char> d_temp_;      // compact_kv_inplace's temporary storage
+};
+
+}  // namespace ansan::cuda

@@ -1,0 +1,333 @@
+// ansan/kv_cache.hpp - the anchor KV cache of one layer, for a batch of B sequences, on the host.
+//
+// Anchor-based inference (SPEC.md section 3, the authors' Algorithm 1): prefill the prompt,
+// reduce(), then decode token by token, calling reduce() after every generated anchor. A
+// reduction drops exactly the keys no future query can see (ansan::still_visible), so the
+// outputs equal those of the whole text under the mask of SPEC section 2.
+//
+//   before reduce   [T h e .  C a t .  S o]  pos 0..9, anchors at 3 and 7, open segment 8..
+//   after (AnLLM)   [. . S o]                pos 3 7 8 9: closed anchors, then the open segment
+//
+// Storage: each sequence owns `capacity_per_seq()` rows (row_start[b] = b * capacity), so an
+// append never repacks the batch; bind_keys() hands attention the rows through
+// maybe_k_seq_start. A chunk that does not fit grows every sequence's capacity (at least
+// doubling, data kept) unless set_growth(false), in which case append() throws.
+// K and V are (rows, heads_kv, head_dim) in NHD or HND order (KVStorage).
+//
+// Kept keys keep their original positions and new rows bring their true positions. The
+// authors' released code instead numbers new tokens by the compacted cache length; that
+// compatibility mode is not offered here (it would give keys non-increasing positions, which
+// attention and the reduction rule both rely on).
+//
+// Every member validates its arguments before changing anything: on bad input it throws
+// std::invalid_argument and the cache is left as it was. ansan::cuda::KVCache
+// (ansan/cuda/kv_cache.cuh) has the same members over device memory.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ansan/attention_args.hpp"
+#include "ansan/compaction.hpp"
+#include "ansan/error.hpp"
+#include "ansan/policy.hpp"
+#include "ansan/span.hpp"
+#include "ansan/tensor.hpp"
+
+namespace ansan {
+
+namespace detail {
+
+// The bookkeeping both caches share: lengths, capacity, positions and anchor flags of every
+// row (the storage itself on the host, a host mirror for the device cache), the validation of
+// appends and the keep rule of reductions. Element storage is the derived class's.
+class KVCacheBook {
+ public:
+  KVCacheBook(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim,
+              const MaskPolicy& policy, std::int32_t initial_capacity_per_seq, KVStorage storage,
+              const char* fn)
+      : batch_(batch), heads_(heads_kv), dim_(head_dim), policy_(policy), storage_(storage) {
+    require(batch >= 0, fn, "batch", batch, ">= 0");
+    require(heads_kv >= 1, fn, "heads_kv", heads_kv, ">= 1");
+    require(head_dim >= 1, fn, "head_dim", head_dim, ">= 1");
+    require(initial_capacity_per_seq >= 0, fn, "initial_capacity_per_seq", initial_capacity_per_seq,
+            ">= 0");
+    require(std::int64_t(batch) * initial_capacity_per_seq <= INT32_MAX, fn,
+            "batch * initial_capacity_per_seq", std::int64_t(batch) * initial_capacity_per_seq,
+            "<= 2^31 - 1 rows");
+    validate_policy(policy, fn);
+    const auto B = std::size_t(batch);
+    len_.assign(B, 0), row_start_.assign(B, 0), cu_.assign(B + 1, 0);
+    next_pos_.assign(B, 0), open_seg_start_.assign(B, 0);
+    commit_growth(initial_capacity_per_seq, std::vector<std::int32_t>(B * initial_capacity_per_seq),
+                  std::vector<std::uint8_t>(B * initial_capacity_per_seq));
+  }
+
+  std::int32_t batch() const { return batch_; }
+  std::int32_t heads_kv() const { return heads_; }
+  std::int32_t head_dim() const { return dim_; }
+  const MaskPolicy& policy() const { return policy_; }
+  KVStorage storage() const { return storage_; }
+  std::int32_t capacity_per_seq() const { return capacity_; }
+  index_t rows_allocated() const { return index_t(batch_) * capacity_; }
+  void set_growth(bool grow) { growth_ = grow; }
+  bool growth() const { return growth_; }
+
+  std::int32_t seq_len(std::int32_t b) const { return len_[check_seq(b)]; }
+  // One past the last appended position of sequence b (0 before any append).
+  std::int32_t next_pos(std::int32_t b) const { return next_pos_[check_seq(b)]; }
+  // First position of the open segment: one past the last appended anchor, or 0.
+  std::int32_t open_seg_start(std::int32_t b) const { return open_seg_start_[check_seq(b)]; }
+  std::int64_t entries() const { return cu_[std::size_t(batch_)]; }
+  // Host offsets of the held rows (B+1), as attention's cu_seqlens_k.
+  span<const std::int32_t> cu_seqlens() const { return cu_; }
+  std::int64_t rows_appended() const { return appended_; }
+
+ protected:
+  std::size_t check_seq(std::int32_t b) const {
+    if (b < 0 || b >= batch_)
+      fail("KVCache", "sequence index b", b, concat("in [0, ", batch_, ")"));
+    return std::size_t(b);
+  }
+  RaggedRows held_rows() const { return {batch_, cu_.data(), row_start_.data()}; }
+
+  // Checks a chunk (see KVCache::append) and returns the capacity per sequence it needs:
+  // capacity_per_seq() when it fits. Throws if it does not fit and growth is off.
+  template <class T>
+  std::int32_t plan_append(const TensorView<const T, 3>& k, const TensorView<const T, 3>& v,
+                           span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                           span<const std::uint8_t> is_anchor, const char* fn) const {
+    const index_t m = k.shape[0];
+    if (!(k.shape[1] == heads_ && k.shape[2] == dim_))
+      fail(fn, "k.shape", shape_string(k), concat("(rows, ", heads_, ", ", dim_, ")"));
+    for (int d = 0; d < 3; ++d)
+      if (!(v.shape[d] == k.shape[d])) fail(fn, "v.shape", shape_string(v), shape_string(k));
+    if (!(k.stride[2] == 1 && v.stride[2] == 1))
+      fail(fn, "innermost stride of k/v", concat(k.stride[2], "/", v.stride[2]),
+           "1 (head_dim contiguous)");
+    require((k.data && v.data) || m == 0, fn, "k.data/v.data", "null", "buffers");
+    if (!(cu_new.size() == std::size_t(batch_) + 1))
+      fail(fn, "cu_new.size()", cu_new.size(), concat("B+1 = ", batch_ + 1));
+    validate_offsets(cu_new, m, fn, "", "cu_new");
+    if (!(pos.size() == std::size_t(m)))
+      fail(fn, "pos.size()", pos.size(), concat("the chunk's row count ", m));
+    if (!(is_anchor.size() == std::size_t(m)))
+      fail(fn, "is_anchor.size()", is_anchor.size(), concat("the chunk's row count ", m));
+    std::int64_t needed = capacity_;
+    for (std::int32_t b = 0; b < batch_; ++b) {
+      for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
+        const std::int32_t lo = t > cu_new[b] ? pos[t - 1] + 1 : next_pos_[b];
+        if (pos[t] < lo || pos[t] == INT32_MAX)
+          fail(fn, concat("pos[", t, "]"), pos[t],
+               concat(">= ", lo, " (sequence ", b, ": positions continue the cache and ascend)"));
+      }
+      const std::int64_t rows = std::int64_t(len_[b]) + cu_new[b + 1] - cu_new[b];
+      if (rows > capacity_ && !growth_)
+        fail(fn, concat("rows of sequence ", b), rows,
+             concat("<= capacity_per_seq() = ", capacity_, " (growth is disabled)"));
+      needed = std::max(needed, rows);
+    }
+    if (needed == capacity_) return capacity_;
+    const std::int64_t grown = std::max<std::int64_t>({needed, 2 * std::int64_t(capacity_), 16});
+    const std::int64_t limit = batch_ ? INT32_MAX / batch_ : INT32_MAX;
+    if (!(needed <= limit))
+      fail(fn, "rows per sequence", needed, concat("<= ", limit, " (2^31 - 1 rows in all)"));
+    return std::int32_t(std::min(grown, limit));
+  }
+
+  // Host metadata for `capacity` rows per sequence, holding the current rows.
+  void grown_metadata(std::int32_t capacity, std::vector<std::int32_t>& pos,
+                      std::vector<std::uint8_t>& is_anchor) const {
+    pos.assign(std::size_t(batch_) * capacity, 0);
+    is_anchor.assign(pos.size(), 0);
+    for (std::int32_t b = 0; b < batch_; ++b) {
+      std::copy_n(&pos_[row_start_[b]], len_[b], &pos[std::size_t(b) * capacity]);
+      std::copy_n(&anchor_[row_start_[b]], len_[b], &is_anchor[std::size_t(b) * capacity]);
+    }
+  }
+  void commit_growth(std::int32_t capacity, std::vector<std::int32_t>&& pos,
+                     std::vector<std::uint8_t>&& is_anchor) noexcept {
+    capacity_ = capacity;
+    pos_ = std::move(pos), anchor_ = std::move(is_anchor);
+    for (std::int32_t b = 0; b < batch_; ++b) row_start_[b] = b * capacity;
+  }
+
+  // Records a chunk whose K/V rows the derived class has written after each sequence's rows.
+  void commit_append(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                     span<const std::uint8_t> is_anchor) noexcept {
+    for (std::int32_t b = 0; b < batch_; ++b) {
+      for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
+        const std::size_t row = std::size_t(row_start_[b] + len_[b] + t - cu_new[b]);
+        pos_[row] = pos[t];
+        anchor_[row] = is_anchor[t] != 0;
+        next_pos_[b] = pos[t] + 1;
+        if (is_anchor[t]) open_seg_start_[b] = pos[t] + 1;
+      }
+      len_[b] += cu_new[b + 1] - cu_new[b];
+      cu_[b + 1] = cu_[b] + len_[b];
+    }
+    appended_ += cu_new[std::size_t(batch_)];
+  }
+
+  // keep[cu[b] + i]: may row i of sequence b still be seen (SPEC section 3).
+  std::vector<std::uint8_t> reduce_flags() const {
+    std::vector<std::uint8_t> keep(static_cast<std::size_t>(entries()));
+    keep_flags(policy_, pos_, anchor_, held_rows(), next_pos_, open_seg_start_, keep);
+    return keep;
+  }
+  // Applies `keep` to the host metadata (the device cache's mirror); returns the kept offsets.
+  std::vector<std::int32_t> compact_metadata(const std::vector<std::uint8_t>& keep) {
+    std::vector<std::int32_t> cu_out(cu_.size(), 0);
+    for (std::int32_t b = 0; b < batch_; ++b) {
+      std::int32_t kept = 0;
+      for (std::int32_t i = 0; i < len_[b]; ++i)
+        if (keep[std::size_t(cu_[b] + i)]) {
+          pos_[std::size_t(row_start_[b] + kept)] = pos_[std::size_t(row_start_[b] + i)];
+          anchor_[std::size_t(row_start_[b] + kept)] = anchor_[std::size_t(row_start_[b] + i)];
+          ++kept;
+        }
+      cu_out[b + 1] = cu_out[b] + kept;
+    }
+    return cu_out;
+  }
+  // New lengths after a reduction (cu_out: kept rows as offsets).
+  void commit_lengths(const std::vector<std::int32_t>& cu_out) noexcept {
+    for (std::int32_t b = 0; b < batch_; ++b) len_[b] = cu_out[b + 1] - cu_out[b];
+    cu_ = cu_out;
+  }
+
+  std::int32_t batch_, heads_, dim_;
+  MaskPolicy policy_;
+  KVStorage storage_;
+  bool growth_ = true;
+  std::int32_t capacity_ = 0;
+  std::vector<std::int32_t> len_;             // (B) rows held
+  std::vector<std::int32_t> row_start_;       // (B) first row of each sequence: b * capacity
+  std::vector<std::int32_t> cu_;              // (B+1) rows held, as offsets
+  std::vector<std::int32_t> next_pos_;        // (B)
+  std::vector<std::int32_t> open_seg_start_;  // (B)
+  std::vector<std::int32_t> pos_;             // (B * capacity) position of every row
+  std::vector<std::uint8_t> anchor_;          // (B * capacity)
+  std::int64_t appended_ = 0;                 // rows ever appended: what a full cache holds
+};
+
+}  // namespace detail
+
+template <class T>
+class KVCache : public detail::KVCacheBook {
+ public:
+  KVCache(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim, MaskPolicy policy,
+          std::int32_t initial_capacity_per_seq = 0, KVStorage storage = KVStorage::nhd)
+      : KVCacheBook(batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
+                    "KVCache"),
+        k_(std::size_t(rows_allocated()) * heads_kv * head_dim),
+        v_(k_.size()) {}
+
+  // Appends m_b rows to sequence b (rows already rotated). k, v: (sum m_b, heads_kv, head_dim),
+  // any strides with head_dim contiguous; cu_new: (B+1); pos: (sum m_b) true positions, above
+  // next_pos(b) - 1 and ascending; is_anchor: (sum m_b).
+  void append(TensorView<const T, 3> k, TensorView<const T, 3> v, span<const std::int32_t> cu_new,
+              span<const std::int32_t> pos, span<const std::uint8_t> is_anchor) {
+    const std::int32_t capacity = plan_append(k, v, cu_new, pos, is_anchor, "KVCache::append");
+    if (capacity != capacity_) grow(capacity);
+    const auto keys = storage_view(k_.data()), values = storage_view(v_.data());
+    const auto row_bytes = std::size_t(dim_) * sizeof(T);
+    for (std::int32_t b = 0; b < batch_; ++b)
+      for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
+        const index_t row = row_start_[b] + len_[b] + t - cu_new[b];
+        for (index_t h = 0; h < heads_; ++h) {
+          std::memcpy(&keys(row, h, 0), &k(t, h, 0), row_bytes);
+          std::memcpy(&values(row, h, 0), &v(t, h, 0), row_bytes);
+        }
+      }
+    commit_append(cu_new, pos, is_anchor);
+  }
+
+  // Drops every row no future query can see; returns the number of rows dropped.
+  std::int64_t reduce(int num_threads = 0) {
+    const std::vector<std::uint8_t> keep = reduce_flags();
+    std::vector<std::int32_t> cu_out(cu_.size());
+    const KVRows<T> rows{storage_view(k_.data()), storage_view(v_.data()), pos_.data(),
+                         anchor_.data()};
+    compact_kv_inplace(rows, held_rows(), keep, cu_out, num_threads);
+    const std::int64_t dropped = entries() - cu_out.back();
+    commit_lengths(cu_out);
+    return dropped;
+  }
+
+  // Fills the key side of attention: k, v, cu_seqlens_k, k_pos, k_is_anchor, maybe_k_seq_start.
+  // The pointers stay valid until the next append() that grows the cache.
+  template <class U>
+  void bind_keys(AttentionArgs<U>& args) const {
+    static_assert(std::is_same_v<U, T>, "attention must read the cache's element type");
+    args.k = storage_view(k_.data());
+    args.v = storage_view(v_.data());
+    args.cu_seqlens_k = cu_.data();
+    args.k_pos = pos_.data();
+    args.k_is_anchor = anchor_.data();
+    args.maybe_k_seq_start = row_start_.data();
+  }
+
+  std::size_t bytes() const { return std::size_t(entries()) * row_bytes(); }
+  std::size_t full_cache_bytes() const { return std::size_t(rows_appended()) * row_bytes(); }
+  std::size_t allocated_bytes() const { return std::size_t(rows_allocated()) * row_bytes(); }
+
+  // Copies of sequence b's rows, for tests and inspection.
+  std::vector<std::int32_t> positions(std::int32_t b) const {
+    const auto first = pos_.begin() + row_start_[check_seq(b)];
+    return {first, first + len_[b]};
+  }
+  std::vector<std::uint8_t> anchor_flags(std::int32_t b) const {
+    const auto first = anchor_.begin() + row_start_[check_seq(b)];
+    return {first, first + len_[b]};
+  }
+  std::vector<T> keys(std::int32_t b) const { return copy_rows(k_, b); }    // (len, heads, dim)
+  std::vector<T> values(std::int32_t b) const { return copy_rows(v_, b); }  // (len, heads, dim)
+
+ private:
+  std::size_t row_bytes() const { return 2 * std::size_t(heads_) * dim_ * sizeof(T); }
+  template <class E>
+  TensorView<E, 3> storage_view(E* data) const {
+    return kv_view(data, storage_, rows_allocated(), heads_, dim_);
+  }
+  std::vector<T> copy_rows(const std::vector<T>& store, std::int32_t b) const {
+    const auto from = storage_view(store.data());
+    const std::int32_t n = len_[check_seq(b)];
+    std::vector<T> rows(std::size_t(n) * heads_ * dim_);
+    const auto to = make_view(rows.data(), n, heads_, dim_);
+    for (std::int32_t i = 0; i < n; ++i)
+      for (index_t h = 0; h < heads_; ++h)
+        std::memcpy(&to(i, h, 0), &from(row_start_[b] + i, h, 0), std::size_t(dim_) * sizeof(T));
+    return rows;
+  }
+  // Re-lays every sequence out with `capacity` rows; all allocation happens before any commit.
+  void grow(std::int32_t capacity) {
+    const index_t rows = index_t(batch_) * capacity;
+    std::vector<T> k(std::size_t(rows) * heads_ * dim_), v(k.size());
+    std::vector<std::int32_t> pos;
+    std::vector<std::uint8_t> is_anchor;
+    grown_metadata(capacity, pos, is_anchor);
+    const auto from_k = storage_view(k_.data()), from_v = storage_view(v_.data());
+    const auto to_k = kv_view(k.data(), storage_, rows, heads_, dim_);
+    const auto to_v = kv_view(v.data(), storage_, rows, heads_, dim_);
+    for (std::int32_t b = 0; b < batch_; ++b)
+      for (std::int32_t i = 0; i < len_[b]; ++i)
+        for (index_t h = 0; h < heads_; ++h) {
+          const index_t to_row = index_t(b) * capacity + i, from_row = row_start_[b] + i;
+          std::memcpy(&to_k(to_row, h, 0), &from_k(from_row, h, 0), std::size_t(dim_) * sizeof(T));
+          std::memcpy(&to_v(to_row, h, 0), &from_v(from_row, h, 0), std::size_t(dim_) * sizeof(T));
+        }
+    k_ = std::move(k), v_ = std::move(v);
+    commit_growth(capacity, std::move(pos), std::move(is_anchor));
+  }
+
+  std::vector<T> k_;  // (rows_allocated, heads_kv, head_dim) in storage_ order
+  std::vector<T> v_;  // (rows_allocated, heads_kv, head_dim) in storage_ order
+};
+
+}  // namespace ansan

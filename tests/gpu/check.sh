@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# tests/gpu/check.sh - the one-call GPU check, run ON THE GPU MACHINE from the repository root
+# with $OUT set, after tests/gpu/prepare.sh staged the binaries in .gpu-carry/ (see
+# docs/gpu_check.md). At most ~8 minutes; every step has a time limit inside that budget.
+#
+#   1. nvidia-smi
+#   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output
+#   3. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
+#   4. the GPU benchmarks, short (--benchmark_min_time), JSON kept
+#   5. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
+#      same inputs, same warm device
+# and prints a summary table last. Files under $OUT: summary.txt, logs.tar.gz.
+# A step is PASS only if it ran and passed; no device, no tool or no torch is SKIP or
+# MISSING, never PASS. Exit status: 0 all passed, 1 something failed, 2 nothing failed but
+# something did not run.
+set -uo pipefail
+root=$(pwd)
+carry=$root/.gpu-carry
+OUT=${OUT:-/tmp/ansan-gpu-check}
+logs=$OUT/logs
+mkdir -p "$logs"
+summary=$OUT/summary.txt
+budget_s=${CHECK_BUDGET_S:-450}  # leave headroom under the 8-minute limit for tar and transfer
+start=$(date +%s)
+export LD_LIBRARY_PATH=$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+rows=()
+fails=0
+not_run=0
+record() {  # step status seconds note
+  rows+=("$(printf '%-44s %-8s %7s  %s' "$1" "$2" "$3" "$4")")
+  case $2 in
+    PASS) ;;
+    FAIL | TIMEOUT) fails=$((fails + 1)) ;;
+    *) not_run=$((not_run + 1)) ;;
+  esac
+}
+left() { echo $((budget_s - ($(date +%s) - start))); }
+# run_step NAME LIMIT LOG CMD...: runs CMD under `timeout`, output to LOG; sets $rc and $took.
+run_step() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local remaining
+  remaining=$(left)
+  if ((remaining < 10)); then
+    rc=-1
+    took=0
+    echo "not run: the ${budget_s}s budget is spent" >"$log"
+    return
+  fi
+  ((limit > remaining)) && limit=$remaining
+  local t0
+  t0=$(date +%s.%N)
+  echo "\$ $*" >"$log"
+  timeout --kill-after=5 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  echo "[check.sh] $name: exit $rc after ${took}s (limit ${limit}s)" >>"$log"
+}
+doctest_note() {  # the doctest summary line of a log
+  grep -a '\[doctest\] test cases:' "$1" | tail -n 1 | sed 's/\[doctest\] //; s/  */ /g'
+}
+
+echo "ansan GPU check: $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$summary"
+if [[ ! -d $carry/bin ]]; then
+  echo "check.sh: $carry/bin is missing: run tests/gpu/prepare.sh first and carry .gpu-carry" | tee -a "$summary"
+  exit 1
+fi
+cat "$carry/BUILD" >>"$summary" 2>/dev/null
+
+# 1. the device
+device=yes
+if command -v nvidia-smi >/dev/null; then
+  run_step nvidia-smi 30 "$logs/nvidia-smi.log" nvidia-smi
+  if ((rc == 0)); then
+    gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
+    record nvidia-smi PASS "$took" "$gpu"
+  else
+    device=no
+    record nvidia-smi SKIP "$took" "nvidia-smi failed (exit $rc): no usable GPU"
+  fi
+else
+  device=no
+  record nvidia-smi SKIP 0 "nvidia-smi not found: no GPU on this machine"
+fi
+
+# 2. every GPU test binary
+for test in "$carry"/bin/test_*; do
+  name=$(basename "$test")
+  run_step "$name" 200 "$logs/$name.log" "$test" --duration=true
+  note=$(doctest_note "$logs/$name.log")
+  case $rc in
+    0) record "$name" PASS "$took" "$note" ;;
+    77) record "$name" SKIP "$took" "binary reports no CUDA device" ;;
+    124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit; $note" ;;
+    -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+    *) record "$name" FAIL "$took" "exit $rc; $note (logs/$name.log)" ;;
+  esac
+done
+
+# 3. compute-sanitizer on the small deterministic case of each kernel
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+attention_test=$carry/bin/test_attention_cuda
+for tool in memcheck racecheck; do
+  for kernel in simt tensor decode; do
+    name="sanitizer $tool: $kernel"
+    if [[ $device == no ]]; then
+      record "$name" SKIP 0 "no GPU"
+      continue
+    elif [[ -z $sanitizer ]]; then
+      record "$name" MISSING 0 "compute-sanitizer not found"
+      continue
+    elif [[ ! -x $attention_test ]]; then
+      record "$name" MISSING 0 "test_attention_cuda was not staged"
+      continue
+    fi
+    log="$logs/sanitizer-$tool-$kernel.log"
+    run_step "$name" 120 "$log" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
+      "$attention_test" "--test-case=sanitizer: $kernel"
+    hazards=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -n 1)
+    case $rc in
+      0) record "$name" PASS "$took" "${hazards:-clean}; $(doctest_note "$log")" ;;
+      124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
+      -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+      *) record "$name" FAIL "$took" "exit $rc; ${hazards}; $(doctest_note "$log")" ;;
+    esac
+  done
+done
+
+# 4. GPU benchmarks (short)
+for bench in "$carry"/bin/bench_*; do
+  name=$(basename "$bench")
+  run_step "$name" 150 "$logs/$name.log" "$bench" --benchmark_min_time=0.05 \
+    --benchmark_out="$logs/$name.json" --benchmark_out_format=json
+  skipped=$(grep -a -c 'no CUDA device' "$logs/$name.log")
+  case $rc in
+    0) if ((skipped > 0)); then record "$name" SKIP "$took" "cases skipped: no CUDA device"; else
+      record "$name" PASS "$took" "figures in logs/$name.log"; fi ;;
+    124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
+    -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+    *) record "$name" FAIL "$took" "exit $rc (logs/$name.log)" ;;
+  esac
+done
+
+# 5. PyTorch: FlexAttention with our BlockMask, SDPA dense causal
+name=torch_compare
+if ! python3 -c 'import torch' >/dev/null 2>&1; then
+  record "$name" MISSING 0 "python3 cannot import torch"
+elif [[ $device == no ]]; then
+  record "$name" SKIP 0 "no GPU"
+else
+  run_step "$name" 200 "$logs/torch_compare.log" python3 "$root/tests/gpu/torch_compare.py" \
+    --bench "$carry/bin/bench_attention_cuda" --work "${TMPDIR:-/tmp}/ansan-torch"
+  case $rc in
+    0) record "$name" PASS "$took" "matches FlexAttention; timings below" ;;
+    124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
+    -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+    *) record "$name" FAIL "$took" "exit $rc (logs/torch_compare.log)" ;;
+  esac
+fi
+
+# Figures, then the table last.
+{
+  echo
+  for bench in "$logs"/bench_*.log; do
+    [[ -e $bench ]] || continue
+    echo "== $(basename "$bench" .log) (Google Benchmark console output)"
+    grep -a -E '^(prefill|decode|copy|[A-Za-z_]+/)' "$bench" | head -n 60
+  done
+  if [[ -e $logs/torch_compare.log ]]; then
+    echo "== torch_compare"
+    grep -a -E '^(shape|n=|check|torch)' "$logs/torch_compare.log" | head -n 40
+  fi
+  echo
+  printf '%-44s %-8s %7s  %s\n' step status seconds note
+  printf '%s\n' "${rows[@]}"
+  if ((fails > 0)); then
+    echo "RESULT: FAILED ($fails failing steps, $not_run not run)"
+  elif ((not_run > 0)); then
+    echo "RESULT: NOT VERIFIED ($not_run steps did not run: skipped or missing; nothing failed)"
+  else
+    echo "RESULT: ALL PASSED"
+  fi
+  echo "elapsed: $(($(date +%s) - start))s"
+} >>"$summary"
+tar -C "$OUT" -czf "$OUT/logs.tar.gz" logs && rm -rf "$logs"
+cat "$summary"
+if ((fails > 0)); then exit 1; elif ((not_run > 0)); then exit 2; fi
+exit 0

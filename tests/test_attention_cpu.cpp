@@ -1,0 +1,549 @@
+// The fused CPU forward (ansan::cpu::attention_forward) against the float64 reference
+// (ansan::reference_attention) on fresh random inputs: every policy, GQA ratio, head dim,
+// ragged batch and edge layout; bf16/half inputs; strided head-major views; chunked prefill
+// and decode over a cache with spare rows; rows that see nothing; large logits; bad input.
+// Outputs are poisoned with NaN before every run, so an unwritten element fails.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ansan/cpu/attention.hpp"
+#include "ansan/reference_attention.hpp"
+#include "support/random_layouts.hpp"
+
+using namespace ansan;
+
+namespace {
+
+#ifdef NDEBUG
+constexpr int kMaxLen = 200; // longest random sequence
+#else
+constexpr int kMaxLen = 32;  // Debug/ASan builds run Eigen unoptimised
+#endif
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+// Owned (tokens, heads, dim) storage, token-major (NHD) or head-major (HND) behind the view.
+template <class T>
+struct Tensor {
+  index_t tokens = 0, heads = 0, dim = 0;
+  bool head_major = false;
+  std::vector<T> data;
+
+  Tensor(index_t tokens_, index_t heads_, index_t dim_, bool head_major_)
+      : tokens(tokens_), heads(heads_), dim(dim_), head_major(head_major_),
+        data(std::size_t(tokens_ * heads_ * dim_)) {}
+  TensorView<T, 3> view() {
+    TensorView<T, 3> v = make_view(data.data(), tokens, heads, dim);
+    if (head_major) v.stride[0] = dim, v.stride[1] = tokens * dim;
+    return v;
+  }
+};
+
+// The metadata AttentionArgs points at.
+struct Batch {
+  std::vector<std::int32_t> cu_q{0}, cu_k{0}, q_pos, q_seg_start, k_pos, k_start;
+  std::vector<std::uint8_t> q_anchor, k_anchor;
+  index_t q_rows() const { return index_t(q_pos.size()); }
+  index_t k_rows() const { return index_t(k_pos.size()); }  // allocated, spare rows included
+};
+
+// Every sequence of the layout attends to itself.
+Batch prefill_batch(const AnchorLayout& layout) {
+  Batch b;
+  b.cu_q = b.cu_k = layout.cu_seqlens;
+  b.q_pos = b.k_pos = layout.pos;
+  b.q_seg_start = layout.seg_start;
+  b.q_anchor = b.k_anchor = layout.is_anchor;
+  return b;
+}
+
+double as_double(double x) { return x; }
+template <class T>
+double as_double(T x) { return double(to_float(x)); }
+
+// A random problem in T and the same values in float64 for the reference. Key rows outside
+// every sequence (spare cache rows) hold NaN, so reading one poisons the result.
+template <class T>
+struct Problem {
+  Batch batch;
+  MaskPolicy policy;
+  float scale;
+  Tensor<T> q, k, v, out;
+  Tensor<double> q64, k64, v64, out64;
+  std::vector<float> lse, lse64;  // (heads_q, q rows)
+
+  Problem(Batch batch_, MaskPolicy policy_, index_t heads_q, index_t heads_kv, index_t dim,
+          std::mt19937& rng, bool head_major = false)
+      : batch(std::move(batch_)), policy(policy_), scale(float(1 / std::sqrt(double(dim)))),
+        q(batch.q_rows(), heads_q, dim, head_major), k(batch.k_rows(), heads_kv, dim, head_major),
+        v(k), out(q), q64(batch.q_rows(), heads_q, dim, head_major),
+        k64(batch.k_rows(), heads_kv, dim, head_major), v64(k64), out64(q64),
+        lse(std::size_t(heads_q * batch.q_rows())), lse64(lse) {
+    std::uniform_real_distribution<float> value(-1.f, 1.f);
+    fill(q, q64, [&](index_t) { return value(rng); });
+    const std::vector<bool> used = used_key_rows();
+    const auto key_value = [&](index_t row) { return used[std::size_t(row)] ? value(rng) : float(kNaN); };
+    fill(k, k64, key_value);
+    fill(v, v64, key_value);
+  }
+
+  // Sets every element of (x, x64) to the same value, make(token) rounded to T.
+  template <class Make>
+  void fill(Tensor<T>& x, Tensor<double>& x64, const Make& make) {
+    auto view = x.view();
+    auto view64 = x64.view();
+    for (index_t t = 0; t < x.tokens; ++t)
+      for (index_t h = 0; h < x.heads; ++h)
+        for (index_t d = 0; d < x.dim; ++d) {
+          view(t, h, d) = from_float<T>(make(t));
+          view64(t, h, d) = as_double(view(t, h, d));
+        }
+  }
+  std::vector<bool> used_key_rows() const {
+    std::vector<bool> used(std::size_t(batch.k_rows()), batch.k_start.empty());
+    for (std::size_t b = 0; b + 1 < batch.cu_k.size() && !batch.k_start.empty(); ++b)
+      for (std::int32_t j = 0; j < batch.cu_k[b + 1] - batch.cu_k[b]; ++j)
+        used[std::size_t(batch.k_start[b] + j)] = true;
+    return used;
+  }
+
+  template <class U>
+  AttentionArgs<U> make_args(Tensor<U>& q_, Tensor<U>& k_, Tensor<U>& v_, Tensor<U>& out_,
+                             std::vector<float>& lse_) {
+    AttentionArgs<U> a;
+    a.q = q_.view(), a.k = k_.view(), a.v = v_.view(), a.out = out_.view();
+    a.lse = make_view(lse_.data(), q_.heads, q_.tokens);
+    a.batch = std::int32_t(batch.cu_q.size()) - 1;
+    a.cu_seqlens_q = batch.cu_q.data(), a.cu_seqlens_k = batch.cu_k.data();
+    // validate_attention_shapes wants metadata pointers even for zero rows, which an empty
+    // std::vector does not give: point those at a dummy.
+    static const std::int32_t no_int = 0;
+    static const std::uint8_t no_flag = 0;
+    const auto ints = [](const std::vector<std::int32_t>& x) { return x.empty() ? &no_int : x.data(); };
+    const auto flags = [](const std::vector<std::uint8_t>& x) { return x.empty() ? &no_flag : x.data(); };
+    a.q_pos = ints(batch.q_pos), a.q_seg_start = ints(batch.q_seg_start);
+    a.q_is_anchor = flags(batch.q_anchor);
+    a.k_pos = ints(batch.k_pos), a.k_is_anchor = flags(batch.k_anchor);
+    a.maybe_k_seq_start = batch.k_start.empty() ? nullptr : batch.k_start.data();
+    a.policy = policy, a.softmax_scale = scale;
+    return a;
+  }
+  AttentionArgs<T> args() { return make_args(q, k, v, out, lse); }
+  AttentionArgs<double> args64() { return make_args(q64, k64, v64, out64, lse64); }
+
+  void poison() {
+    for (T& x : out.data) x = from_float<T>(float(kNaN));
+    for (double& x : out64.data) x = kNaN;
+    for (float& x : lse) x = float(kNaN);
+    for (float& x : lse64) x = float(kNaN);
+  }
+  // Runs the fused path (poisoned first) and, once, the reference.
+  void run(const cpu::AttentionOptions& options = {}) {
+    poison();
+    cpu::attention_forward(args(), options);
+    reference_attention<double>(args64());
+  }
+};
+
+// ||got - ref|| / ||ref|| over every element (0 when both are 0); NaN anywhere gives NaN.
+double relative_error(const std::vector<double>& got, const std::vector<double>& ref) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    diff += (got[i] - ref[i]) * (got[i] - ref[i]), norm += ref[i] * ref[i];
+  if (std::isnan(diff)) return kNaN;
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+template <class T>
+std::vector<double> values(Tensor<T>& x) {
+  std::vector<double> flat;
+  auto view = x.view();
+  for (index_t t = 0; t < x.tokens; ++t)
+    for (index_t h = 0; h < x.heads; ++h)
+      for (index_t d = 0; d < x.dim; ++d) flat.push_back(as_double(view(t, h, d)));
+  return flat;
+}
+
+// lse: -inf exactly where the reference has -inf, relative error elsewhere.
+double lse_error(const std::vector<float>& got, const std::vector<float>& ref) {
+  std::vector<double> finite_got, finite_ref;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isinf(ref[i]) && got[i] == ref[i]) continue;
+    finite_got.push_back(got[i]);
+    finite_ref.push_back(ref[i]);
+  }
+  return relative_error(finite_got, finite_ref);
+}
+
+template <class T>
+void check_matches_reference(Problem<T>& p, double tolerance,
+                             const cpu::AttentionOptions& options = {}) {
+  p.run(options);
+  const double out_error = relative_error(values(p.out), values(p.out64));
+  const double lse_err = lse_error(p.lse, p.lse64);
+  CHECK(out_error < tolerance);
+  CHECK(lse_err < tolerance);
+}
+
+constexpr double kFloatTolerance = 1e-5, kBf16Tolerance = 1e-2;
+
+}  // namespace
+
+TEST_CASE("fused matches the reference for every policy on random ragged batches") {
+  std::mt19937 rng(1);
+  for (const MaskPolicy& policy : test::all_policies())
+    for (double mean_segment : {1.0, 3.0, 8.0, 20.0}) {
+      const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+      CAPTURE(mean_segment);
+      Problem<float> p(prefill_batch(test::random_layout(rng, 4, kMaxLen, mean_segment)), policy,
+                       4, 2, 64, rng);
+      check_matches_reference(p, kFloatTolerance);
+    }
+}
+
+TEST_CASE("fused matches the reference for every GQA ratio, MQA and head dim") {
+  std::mt19937 rng(2);
+  const int head_pairs[][2] = {{2, 2}, {4, 2}, {8, 2}, {8, 1}, {3, 1}, {1, 1}};
+  for (const auto& heads : head_pairs)
+    for (index_t dim : {32, 64, 80, 96, 128, 256}) {
+      CAPTURE(heads[0]);
+      CAPTURE(heads[1]);
+      CAPTURE(dim);
+      const MaskPolicy policy = dim % 64 ? MaskPolicy::sepllm(2, 4) : MaskPolicy::anllm();
+      Problem<float> p(prefill_batch(test::random_layout(rng, 2, kMaxLen, 6.0)), policy, heads[0],
+                       heads[1], dim, rng);
+      check_matches_reference(p, kFloatTolerance);
+    }
+}
+
+TEST_CASE("fused matches the reference on the edge layouts, alone and as one ragged batch") {
+  std::mt19937 rng(3);
+  std::vector<std::uint8_t> all_flags;
+  std::vector<std::int32_t> all_cu{0};
+  for (const auto& flags : test::edge_flags()) {
+    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
+    all_cu.push_back(all_cu.back() + std::int32_t(flags.size()));
+  }
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+    for (const auto& flags : test::edge_flags()) {
+      CAPTURE(flags.size());
+      const std::vector<std::int32_t> cu{0, std::int32_t(flags.size())};
+      Problem<float> p(prefill_batch(build_layout_from_flags(flags, cu)), policy, 2, 1, 32, rng);
+      check_matches_reference(p, kFloatTolerance);
+    }
+    Problem<float> p(prefill_batch(build_layout_from_flags(all_flags, all_cu)), policy, 4, 2, 32,
+                     rng);
+    check_matches_reference(p, kFloatTolerance);
+  }
+}
+
+TEST_CASE_TEMPLATE("16-bit inputs match the reference within bf16 rounding", T, bf16, half) {
+  std::mt19937 rng(4);
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+    Problem<T> p(prefill_batch(test::random_layout(rng, 3, kMaxLen, 5.0)), policy, 4, 2, 64, rng);
+    check_matches_reference(p, kBf16Tolerance);
+  }
+}
+
+TEST_CASE("head-major (HND) strided views give the same result as token-major storage") {
+  std::mt19937 rng(5);
+  for (const MaskPolicy& policy : {MaskPolicy::anllm(), MaskPolicy::streaming_llm(1, 3)}) {
+    const AnchorLayout layout = test::random_layout(rng, 3, kMaxLen, 4.0);
+    Problem<float> p(prefill_batch(layout), policy, 4, 2, 48, rng, /*head_major=*/true);
+    check_matches_reference(p, kFloatTolerance);
+  }
+}
+
+TEST_CASE("thread counts and the dense-mask mode give the same result") {
+  std::mt19937 rng(6);
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+    Problem<float> p(prefill_batch(test::random_layout(rng, 3, 3 * kMaxLen, 7.0)), policy, 4, 1,
+                     32, rng);
+    p.run({1});
+    const std::vector<double> one_thread = values(p.out);
+    const std::vector<float> one_thread_lse = p.lse;
+    for (int threads : {2, 3, 0}) {
+      CAPTURE(threads);
+      p.run({threads});
+      CHECK(values(p.out) == one_thread);  // tiles are independent: bitwise equal
+      CHECK(p.lse == one_thread_lse);
+    }
+    check_matches_reference(p, kFloatTolerance, {0, cpu::TileSkipping::dense_mask});
+  }
+}
+
+TEST_CASE("chunked prefill over a cache with spare rows equals running at once") {
+  // Each sequence is cut into chunks; chunk c runs its queries against the cache prefix that
+  // ends with the chunk, stored at maybe_k_seq_start with NaN in the spare rows.
+  std::mt19937 rng(7);
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+    const AnchorLayout layout = test::random_layout(rng, 3, 2 * kMaxLen, 5.0);
+    Problem<float> whole(prefill_batch(layout), policy, 4, 2, 32, rng);
+    whole.run();
+    const index_t heads_q = 4, heads_kv = 2, dim = 32;
+
+    // Cache: sequence b at rows [start_b, start_b + len_b), then 0-7 spare rows.
+    Batch cache;
+    std::vector<std::int32_t> start;
+    for (std::int32_t b = 0; b < layout.batch(); ++b) {
+      start.push_back(std::int32_t(cache.k_pos.size()));
+      const std::int32_t spare = std::int32_t(rng() % 8);
+      for (std::int32_t j = 0; j < layout.seq_len(b) + spare; ++j) {
+        const bool used = j < layout.seq_len(b);
+        cache.k_pos.push_back(used ? j : -1);
+        cache.k_anchor.push_back(used ? layout.is_anchor[layout.cu_seqlens[b] + j] : 0);
+      }
+    }
+    const int chunks = 3;
+    std::vector<std::vector<std::int32_t>> cut(std::size_t(layout.batch()));  // chunk ends
+    for (std::int32_t b = 0; b < layout.batch(); ++b) {
+      std::uniform_int_distribution<std::int32_t> at(0, layout.seq_len(b));
+      for (int c = 0; c + 1 < chunks; ++c) cut[b].push_back(at(rng));
+      std::sort(cut[b].begin(), cut[b].end());
+      cut[b].push_back(layout.seq_len(b));
+    }
+    std::vector<double> chunked(values(whole.out).size(), kNaN);
+    std::vector<float> chunked_lse(whole.lse.size(), float(kNaN));
+    for (int c = 0; c < chunks; ++c) {
+      Batch step = cache;
+      step.k_start = start;
+      std::vector<index_t> rows;  // rows of the whole batch this chunk queries
+      for (std::int32_t b = 0; b < layout.batch(); ++b) {
+        const std::int32_t begin = c ? cut[b][c - 1] : 0, end = cut[b][c];
+        for (std::int32_t i = begin; i < end; ++i) {
+          const index_t t = layout.cu_seqlens[b] + i;
+          rows.push_back(t);
+          step.q_pos.push_back(i);
+          step.q_seg_start.push_back(layout.seg_start[t]);
+          step.q_anchor.push_back(layout.is_anchor[t]);
+        }
+        step.cu_q.push_back(std::int32_t(rows.size()));
+        step.cu_k.push_back(step.cu_k.back() + end);
+      }
+      Problem<float> p(step, policy, heads_q, heads_kv, dim, rng);
+      // Same values as the whole run: copy in its queries and the keys up to the chunk's end.
+      auto q = p.q.view(), k = p.k.view(), v = p.v.view();
+      auto whole_q = whole.q.view(), whole_k = whole.k.view(), whole_v = whole.v.view();
+      for (std::size_t r = 0; r < rows.size(); ++r)
+        for (index_t h = 0; h < heads_q; ++h)
+          for (index_t d = 0; d < dim; ++d) q(index_t(r), h, d) = whole_q(rows[r], h, d);
+      for (std::int32_t b = 0; b < layout.batch(); ++b)
+        for (std::int32_t j = 0; j < cut[b][c]; ++j)
+          for (index_t h = 0; h < heads_kv; ++h)
+            for (index_t d = 0; d < dim; ++d) {
+              k(start[b] + j, h, d) = whole_k(layout.cu_seqlens[b] + j, h, d);
+              v(start[b] + j, h, d) = whole_v(layout.cu_seqlens[b] + j, h, d);
+            }
+      p.poison();
+      cpu::attention_forward(p.args());
+      auto out = p.out.view();
+      for (std::size_t r = 0; r < rows.size(); ++r)
+        for (index_t h = 0; h < heads_q; ++h) {
+          for (index_t d = 0; d < dim; ++d)
+            chunked[std::size_t((rows[r] * heads_q + h) * dim + d)] = out(index_t(r), h, d);
+          chunked_lse[std::size_t(h * whole.q.tokens + rows[r])] =
+              p.lse[std::size_t(h * index_t(rows.size()) + index_t(r))];
+        }
+    }
+    CHECK(relative_error(chunked, values(whole.out)) < kFloatTolerance);
+    CHECK(lse_error(chunked_lse, whole.lse) < kFloatTolerance);
+  }
+}
+
+TEST_CASE("decode over a compacted cache equals the prefill row (SPEC section 3)") {
+  // For each sequence pick a position p; the cache holds the keys before p that a row at p can
+  // still see (ansan::still_visible) plus p itself. Decoding p must give prefill's row p.
+  std::mt19937 rng(8);
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const std::string policy_label = policy_name(policy);
+    CAPTURE(policy_label);
+    const AnchorLayout layout = test::random_layout(rng, 4, 2 * kMaxLen, 4.0);
+    Problem<float> whole(prefill_batch(layout), policy, 4, 2, 64, rng);
+    whole.run();
+    Batch step;
+    std::vector<index_t> query_rows, key_rows;  // rows of the whole batch
+    for (std::int32_t b = 0; b < layout.batch(); ++b) {
+      if (layout.seq_len(b) == 0) {  // an empty sequence: no query, no key
+        step.cu_q.push_back(step.cu_q.back());
+        step.cu_k.push_back(step.cu_k.back());
+        continue;
+      }
+      const std::int32_t p = std::int32_t(rng() % std::uint32_t(layout.seq_len(b)));
+      const index_t t = layout.cu_seqlens[b] + p;
+      query_rows.push_back(t);
+      step.q_pos.push_back(p);
+      step.q_seg_start.push_back(layout.seg_start[t]);
+      step.q_anchor.push_back(layout.is_anchor[t]);
+      for (std::int32_t j = 0; j <= p; ++j)
+        if (j == p || still_visible(policy, layout.key(b, j), p, layout.seg_start[t])) {
+          key_rows.push_back(layout.cu_seqlens[b] + j);
+          step.k_pos.push_back(j);
+          step.k_anchor.push_back(layout.is_anchor[layout.cu_seqlens[b] + j]);
+        }
+      step.cu_q.push_back(std::int32_t(query_rows.size()));
+      step.cu_k.push_back(std::int32_t(key_rows.size()));
+    }
+    Problem<float> p(step, policy, 4, 2, 64, rng);
+    auto q = p.q.view(), k = p.k.view(), v = p.v.view();
+    auto wq = whole.q.view(), wk = whole.k.view(), wv = whole.v.view();
+    for (std::size_t r = 0; r < query_rows.size(); ++r)
+      for (index_t h = 0; h < 4; ++h)
+        for (index_t d = 0; d < 64; ++d) q(index_t(r), h, d) = wq(query_rows[r], h, d);
+    for (std::size_t r = 0; r < key_rows.size(); ++r)
+      for (index_t h = 0; h < 2; ++h)
+        for (index_t d = 0; d < 64; ++d)
+          k(index_t(r), h, d) = wk(key_rows[r], h, d), v(index_t(r), h, d) = wv(key_rows[r], h, d);
+    p.poison();
+    cpu::attention_forward(p.args());
+    std::vector<double> decoded, prefilled;
+    auto out = p.out.view();
+    auto whole_ref = whole.out64.view();
+    for (std::size_t r = 0; r < query_rows.size(); ++r)
+      for (index_t h = 0; h < 4; ++h)
+        for (index_t d = 0; d < 64; ++d) {
+          decoded.push_back(out(index_t(r), h, d));
+          prefilled.push_back(whole_ref(query_rows[r], h, d));
+        }
+    CHECK(relative_error(decoded, prefilled) < kFloatTolerance);
+  }
+}
+
+TEST_CASE("rows that see no key give O = 0 and lse = -inf") {
+  // AnLLM over a cache that lost keys: an anchor query at 10 (segment 8..10) sees only its own
+  // segment, which is not cached; a non-anchor query at 9 sees the retained anchor 3; the
+  // second sequence has no key at all.
+  std::mt19937 rng(9);
+  Batch cache;
+  cache.cu_q = {0, 2, 3};
+  cache.q_pos = {10, 9, 0};
+  cache.q_seg_start = {8, 8, 0};
+  cache.q_anchor = {1, 0, 0};
+  cache.cu_k = {0, 2, 2};
+  cache.k_pos = {3, 5};
+  cache.k_anchor = {1, 0};
+  Problem<float> p(cache, MaskPolicy::anllm(), 4, 2, 32, rng);
+  check_matches_reference(p, kFloatTolerance);
+  auto out = p.out.view();
+  for (index_t h = 0; h < 4; ++h) {
+    for (index_t d = 0; d < 32; ++d) {
+      CHECK(out(0, h, d) == 0.f);
+      CHECK(out(2, h, d) == 0.f);
+      CHECK(std::isfinite(out(1, h, d)));
+    }
+    CHECK(p.lse[std::size_t(h * 3 + 0)] == kMinusInf);
+    CHECK(p.lse[std::size_t(h * 3 + 2)] == kMinusInf);
+    CHECK(std::isfinite(p.lse[std::size_t(h * 3 + 1)]));
+  }
+}
+
+TEST_CASE("large logits (scale * q.k ~ 1e4) stay finite and match the reference") {
+  // Small integers and a power-of-two scale make every score exact in float, so the only
+  // difference to the reference is the exponential, and the tolerance stays 1e-5.
+  std::mt19937 rng(10);
+  for (const MaskPolicy& policy : {MaskPolicy::anllm(), MaskPolicy::causal()}) {
+    Problem<float> p(prefill_batch(test::random_layout(rng, 2, kMaxLen, 6.0)), policy, 2, 1, 64,
+                     rng);
+    std::uniform_int_distribution<int> small(-4, 4);
+    for (auto* x : {&p.q, &p.k, &p.v})
+      for (float& e : x->data) e = float(small(rng));
+    p.q64.data.assign(p.q.data.begin(), p.q.data.end());
+    p.k64.data.assign(p.k.data.begin(), p.k.data.end());
+    p.v64.data.assign(p.v.data.begin(), p.v.data.end());
+    p.scale = 128.f;
+    check_matches_reference(p, kFloatTolerance);
+    double largest = 0;
+    for (float x : p.lse64) largest = std::max(largest, double(std::abs(x)));
+    CHECK(largest > 5e3);  // the test does reach large logits
+  }
+}
+
+TEST_CASE("a batch with no query rows, and one with no sequences, run and write nothing") {
+  std::mt19937 rng(11);
+  Batch empty;
+  Problem<float> none(empty, MaskPolicy::anllm(), 2, 1, 32, rng);
+  CHECK_NOTHROW(cpu::attention_forward(none.args()));
+  Batch keys_only;
+  keys_only.cu_q = {0, 0};
+  keys_only.cu_k = {0, 3};
+  keys_only.k_pos = {0, 1, 2};
+  keys_only.k_anchor = {0, 1, 0};
+  Problem<float> p(keys_only, MaskPolicy::anllm(), 2, 1, 32, rng);
+  CHECK_NOTHROW(cpu::attention_forward(p.args()));
+}
+
+TEST_CASE("bad input is reported, naming the argument, before any output is written") {
+  std::mt19937 rng(12);
+  const AnchorLayout layout = build_layout_from_flags(
+      std::vector<std::uint8_t>{0, 0, 1, 0, 0, 0, 1, 0, 0}, std::vector<std::int32_t>{0, 5, 9});
+  const auto expect_error = [&](const char* name, const std::function<void(AttentionArgs<float>&,
+                                                                           cpu::AttentionOptions&)>& spoil) {
+    CAPTURE(name);
+    Problem<float> p(prefill_batch(layout), MaskPolicy::anllm(), 4, 2, 16, rng);
+    p.poison();
+    AttentionArgs<float> a = p.args();
+    cpu::AttentionOptions options;
+    spoil(a, options);
+    std::string message;
+    try {
+      cpu::attention_forward(a, options);
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    CHECK(message.rfind("ansan::cpu::attention_forward: ", 0) == 0);
+    CHECK(message.find(name) != std::string::npos);
+    for (float x : p.out.data) CHECK(std::isnan(x));
+    for (float x : p.lse) CHECK(std::isnan(x));
+  };
+  using Args = AttentionArgs<float>;
+  using Options = cpu::AttentionOptions;
+  expect_error("batch", [](Args& a, Options&) { a.batch = -1; });
+  expect_error("q.shape[1] (heads_q)", [](Args& a, Options&) { a.q.shape[1] = 3, a.out.shape[1] = 3; });
+  expect_error("k.shape[2]", [](Args& a, Options&) { a.k.shape[2] = 8; });
+  expect_error("v.shape", [](Args& a, Options&) { a.v.shape[1] = 1; });
+  expect_error("out.shape", [](Args& a, Options&) { a.out.shape[2] = 8; });
+  expect_error("lse.shape", [](Args& a, Options&) { a.lse.shape[0] = 2; });
+  expect_error("innermost stride", [](Args& a, Options&) { a.k.stride[2] = 2; });
+  expect_error("softmax_scale", [](Args& a, Options&) { a.softmax_scale = 0.f; });
+  expect_error("policy.window", [](Args& a, Options&) { a.policy = MaskPolicy::sliding_window(0); });
+  expect_error("q_pos/q_seg_start/q_is_anchor", [](Args& a, Options&) { a.q_seg_start = nullptr; });
+  expect_error("k_pos/k_is_anchor", [](Args& a, Options&) { a.k_is_anchor = nullptr; });
+  expect_error("k.data/v.data", [](Args& a, Options&) { a.v.data = nullptr; });
+  expect_error("out.data", [](Args& a, Options&) { a.out.data = nullptr; });
+  expect_error("num_threads", [](Args&, Options& o) { o.num_threads = -1; });
+  expect_error("cu_seqlens_q[B]", [](Args& a, Options&) { a.q.shape[0] -= 1, a.out.shape[0] -= 1, a.lse.shape[1] -= 1; });
+
+  // Metadata errors need their own arrays.
+  std::vector<std::int32_t> bad_pos = layout.pos, bad_seg = layout.seg_start, start{0, 0};
+  const std::size_t t = 6;  // second sequence, not its first row
+  expect_error("k_pos[", [&](Args& a, Options&) {
+    bad_pos = layout.pos;
+    bad_pos[t] = bad_pos[t - 1];
+    a.k_pos = bad_pos.data();
+  });
+  expect_error("q_pos/q_seg_start[", [&](Args& a, Options&) {
+    bad_seg = layout.seg_start;
+    bad_seg[t] = layout.pos[t] + 1;
+    a.q_seg_start = bad_seg.data();
+  });
+  expect_error("maybe_k_seq_start[", [&](Args& a, Options&) {
+    start = {0, std::int32_t(a.total_k())};  // the second sequence would run past the end
+    a.maybe_k_seq_start = start.data();
+  });
+}

@@ -1,0 +1,190 @@
+// The key-range arithmetic of the CUDA attention kernels (cuda/detail/attention_tiles.hpp),
+// on the host: a row's local band plus its retained prefix is exactly the set the predicate
+// ansan::visible allows, tiles classified "none"/"full" really are, decode splits partition
+// the keys, and the query-tile table maps every tile to its sequence.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/layout.hpp"
+#include "ansan/policy.hpp"
+#include "support/random_layouts.hpp"
+
+using namespace ansan;
+using namespace ansan::cuda::detail;
+
+namespace {
+
+// One sequence's keys as a cache holds them: some positions of [0, n), ascending, stored at
+// rows [first_row, first_row + size) of a larger buffer (rows outside are slack).
+struct Cache {
+  std::vector<std::int32_t> k_pos;            // (rows)
+  std::vector<std::uint8_t> k_is_anchor;      // (rows)
+  std::vector<std::int32_t> retained_prefix;  // (rows + 1)
+  std::vector<std::int32_t> retained_rows;    // (retained keys)
+  std::int32_t first_row = 0, keys = 0;
+};
+
+Cache make_cache(std::mt19937& rng, const MaskPolicy& p, const AnchorLayout& L, double keep) {
+  Cache c;
+  std::uniform_int_distribution<int> slack(0, 3);
+  std::bernoulli_distribution kept(keep);
+  c.first_row = slack(rng);
+  c.k_pos.assign(std::size_t(c.first_row), -7);  // slack rows: garbage the kernels never read
+  c.k_is_anchor.assign(std::size_t(c.first_row), 1);
+  for (std::int32_t j = 0; j < L.seq_len(0); ++j)
+    if (kept(rng)) {
+      c.k_pos.push_back(j);
+      c.k_is_anchor.push_back(L.is_anchor[std::size_t(j)]);
+      ++c.keys;
+    }
+  for (int s = slack(rng); s > 0; --s) c.k_pos.push_back(-7), c.k_is_anchor.push_back(1);
+  // retained flags over every row (0 for slack), prefix-summed, as build_plan does
+  c.retained_prefix.assign(c.k_pos.size() + 1, 0);
+  for (std::size_t t = 0; t < c.k_pos.size(); ++t) {
+    const bool inside = std::int32_t(t) >= c.first_row && std::int32_t(t) < c.first_row + c.keys;
+    const bool flag = inside && is_retained(p, KeyInfo{c.k_pos[t], c.k_is_anchor[t] != 0});
+    c.retained_prefix[t + 1] = c.retained_prefix[t] + flag;
+    if (flag) c.retained_rows.push_back(std::int32_t(t));
+  }
+  return c;
+}
+
+std::set<std::int32_t> rows_of(const RowKeys& rk, const Cache& c) {
+  std::set<std::int32_t> rows;
+  for (std::int32_t t = rk.local_begin; t < rk.local_end; ++t) rows.insert(t);
+  const std::int32_t base = c.retained_prefix[std::size_t(c.first_row)];
+  for (std::int32_t r = 0; r < rk.retained; ++r) {
+    const std::int32_t row = c.retained_rows[std::size_t(base + r)];
+    CHECK_MESSAGE(rows.count(row) == 0, "retained key ", row, " is also in the local band");
+    rows.insert(row);
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("row_keys: local band + retained prefix == the predicate, every policy and cache") {
+  std::mt19937 rng(20240521);
+  int rows_checked = 0;
+  for (const MaskPolicy& p : test::all_policies()) {
+    for (int trial = 0; trial < 150; ++trial) {
+      const double mean_segment = 1.0 + trial % 9;
+      AnchorLayout L = test::random_layout(rng, 1, 40, mean_segment);
+      if (trial < int(test::edge_flags().size()))
+        L = build_layout_from_flags(test::edge_flags()[std::size_t(trial)],
+                                    std::vector<std::int32_t>{0, std::int32_t(test::edge_flags()[std::size_t(trial)].size())});
+      const double keep = trial % 3 == 0 ? 1.0 : (trial % 3 == 1 ? 0.7 : 0.3);  // full, thinned caches
+      const Cache c = make_cache(rng, p, L, keep);
+      for (std::int32_t i = 0; i < L.seq_len(0); ++i) {
+        const QueryInfo q = L.query(0, i);
+        const RowKeys rk = row_keys(p, q, c.k_pos.data(), c.retained_prefix.data(), c.first_row,
+                                    c.first_row + c.keys);
+        std::set<std::int32_t> expected;
+        for (std::int32_t t = c.first_row; t < c.first_row + c.keys; ++t)
+          if (visible(p, q, KeyInfo{c.k_pos[std::size_t(t)], c.k_is_anchor[std::size_t(t)] != 0}))
+            expected.insert(t);
+        REQUIRE_MESSAGE(rows_of(rk, c) == expected, policy_name(p), " trial ", trial, " row ", i);
+        for (std::int32_t t = rk.local_begin; t < rk.local_end; ++t)  // the band is the local half
+          CHECK(visible_local(p, q, KeyInfo{c.k_pos[std::size_t(t)], c.k_is_anchor[std::size_t(t)] != 0}));
+        ++rows_checked;
+      }
+    }
+  }
+  CHECK(rows_checked > 10000);
+}
+
+TEST_CASE("classify_tile: 'none' tiles hold no visible pair, 'full' tiles only visible pairs") {
+  std::mt19937 rng(77);
+  int full = 0, none = 0, partial = 0;
+  for (const MaskPolicy& p : test::all_policies()) {
+    for (int trial = 0; trial < 60; ++trial) {
+      const AnchorLayout L = test::random_layout(rng, 1, 120, 2.0 + trial % 20);
+      const Cache c = make_cache(rng, p, L, trial % 2 ? 1.0 : 0.6);
+      const std::int32_t n = L.seq_len(0);
+      for (const int tile_rows : {1, 4, 16}) {
+        for (const int tile_keys : {1, 8, 16}) {
+          for (std::int32_t q0 = 0; q0 < n; q0 += tile_rows) {
+            std::vector<RowKeys> rks;
+            TileBounds local = TileBounds::empty(), retained = TileBounds::empty();
+            for (std::int32_t i = q0; i < std::min(n, q0 + tile_rows); ++i) {
+              rks.push_back(row_keys(p, L.query(0, i), c.k_pos.data(), c.retained_prefix.data(),
+                                     c.first_row, c.first_row + c.keys));
+              local.add(rks.back().local_begin, rks.back().local_end);
+              retained.add(0, rks.back().retained);
+            }
+            for (int part = 0; part < 2; ++part) {
+              const TileBounds& bounds = part == 0 ? retained : local;
+              // the walk [first, last) covers every index any row sees
+              for (const RowKeys& rk : rks) {
+                const std::int32_t lo = part == 0 ? 0 : rk.local_begin;
+                const std::int32_t hi = part == 0 ? rk.retained : rk.local_end;
+                if (lo < hi) CHECK((lo >= bounds.first() && hi <= bounds.last()));
+              }
+              for (std::int32_t begin = bounds.first(); begin < bounds.last(); begin += tile_keys) {
+                const TileMask mask = classify_tile(bounds, begin, begin + tile_keys);
+                int seen = 0, pairs = 0;
+                for (const RowKeys& rk : rks)
+                  for (std::int32_t x = begin; x < begin + tile_keys; ++x, ++pairs)
+                    seen += part == 0 ? x < rk.retained : (x >= rk.local_begin && x < rk.local_end);
+                if (mask == TileMask::none) {
+                  CHECK(seen == 0);
+                  ++none;
+                }
+                if (mask == TileMask::full) {
+                  CHECK(seen == pairs);
+                  ++full;
+                }
+                partial += mask == TileMask::partial;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(full > 0);  // every class occurs, so none of the checks above is vacuous
+  CHECK(partial > 0);
+  CHECK(none + full + partial > 1000);
+}
+
+TEST_CASE("split_range: the splits of a sequence partition its keys in whole tiles") {
+  for (std::int32_t keys = 0; keys < 300; keys += 7)
+    for (const std::int32_t splits : {1, 2, 3, 5, 8, 64})
+      for (const std::int32_t tile : {1, 16, 64}) {
+        std::int32_t next = 0;
+        for (std::int32_t s = 0; s < splits; ++s) {
+          const SplitRange r = split_range(keys, splits, s, tile);
+          CHECK(r.begin == next);
+          CHECK(r.end >= r.begin);
+          CHECK((r.begin % tile == 0 || r.begin == keys));
+          next = r.end;
+        }
+        CHECK(next == keys);
+      }
+}
+
+TEST_CASE("query-tile table: every tile maps to the sequence that owns it") {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int batch = 1 + trial % 9;
+    std::uniform_int_distribution<int> len(0, trial % 2 ? 5 : 200);  // many empty sequences too
+    const int tile_rows = trial % 3 == 0 ? 16 : 64;
+    std::vector<std::int32_t> prefix{0};
+    for (int b = 0; b < batch; ++b) prefix.push_back(prefix.back() + tiles_of(len(rng), tile_rows));
+    for (std::int32_t x = 0; x < prefix.back(); ++x) {
+      const std::int32_t b = sequence_of_tile(prefix.data(), batch, x);
+      REQUIRE((b >= 0 && b < batch));
+      CHECK(prefix[std::size_t(b)] <= x);
+      CHECK(x < prefix[std::size_t(b) + 1]);
+    }
+  }
+  CHECK(tiles_of(0, 64) == 0);
+  CHECK(tiles_of(64, 64) == 1);
+  CHECK(tiles_of(65, 64) == 2);
+}
