@@ -11,11 +11,14 @@
 // per visible pair per second, sgemm_GFLOPs = the all-thread sgemm rate measured right before
 // the case (best of 3; the machine is shared, so the ceiling is taken beside each case),
 // of_sgemm = GFLOPs / sgemm_GFLOPs, and for the dense cases x_anchor = their time over the
-// anchor path's time at the same n and L.
+// anchor path's time at the same n and L. The *_cpu variants use process CPU time (all
+// threads) instead of wall time: on a machine shared with other jobs they are the steadier
+// figures, as time spent descheduled does not count.
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <map>
 #include <random>
@@ -32,7 +35,10 @@ namespace {
 constexpr index_t kHeadsQ = 8, kHeadsKv = 2, kDim = 128;
 constexpr int kSgemmSize = 1024;
 
-std::map<std::pair<int, int>, double> g_anchor_seconds;  // (n, L) -> anchor path time
+struct WallCpu {
+  double wall = 0, cpu = 0;  // a wall-clock and a CPU-time figure (CPU: all threads)
+};
+std::map<std::pair<int, int>, WallCpu> g_anchor_seconds;  // (n, L) -> anchor path time
 
 // One sequence of n tokens; segment lengths uniform in [L/2, 3L/2]; random q, k, v.
 struct Problem {
@@ -91,17 +97,26 @@ Problem& problem(int n, int mean_segment) {
   return it->second;
 }
 
+double process_cpu_seconds() {
+  timespec now;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
+}
+
 template <class Body>
-double time_iterations(benchmark::State& state, const Body& body) {
-  double total = 0;
+WallCpu time_iterations(benchmark::State& state, const Body& body) {
+  WallCpu total;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = process_cpu_seconds();
     body();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    state.SetIterationTime(seconds);
-    total += seconds;
+    const double cpu = process_cpu_seconds() - cpu_start;
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(wall);
+    total.wall += wall, total.cpu += cpu;
   }
-  return total / double(state.iterations());
+  const double iterations = double(state.iterations());
+  return {total.wall / iterations, total.cpu / iterations};
 }
 
 // C = A B on `threads` threads (0: all), each multiplying a slice of B's columns.
@@ -119,24 +134,27 @@ struct Sgemm {
     });
     benchmark::DoNotOptimize(c.data());
   }
-  // Best of `tries` all-thread runs, in flop/s.
-  double rate(int tries = 3) {
+  // Best of `tries` all-thread runs, in flop per wall second and per CPU second.
+  WallCpu rate(int tries = 3) {
     const int workers = cpu::detail::worker_count(0, kSgemmSize);
-    double best = 1e30;
+    WallCpu best{1e30, 1e30};
     for (int t = 0; t < tries; ++t) {
       const auto start = std::chrono::steady_clock::now();
+      const double cpu_start = process_cpu_seconds();
       run(workers);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      best.cpu = std::min(best.cpu, process_cpu_seconds() - cpu_start);
+      best.wall = std::min(best.wall, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    return flops / best;
+    return {flops / best.wall, flops / best.cpu};
   }
 };
 
 void bench_sgemm(benchmark::State& state, int threads) {
   static Sgemm sgemm;
   const int workers = cpu::detail::worker_count(threads, kSgemmSize);
-  const double seconds = time_iterations(state, [&] { sgemm.run(workers); });
-  state.counters["GFLOPs"] = Sgemm::flops / seconds * 1e-9;
+  const WallCpu seconds = time_iterations(state, [&] { sgemm.run(workers); });
+  state.counters["GFLOPs"] = Sgemm::flops / seconds.wall * 1e-9;
+  state.counters["GFLOPs_per_cpu_s"] = Sgemm::flops / seconds.cpu * 1e-9;
   state.counters["threads"] = workers;
 }
 
@@ -149,19 +167,24 @@ void bench_attention(benchmark::State& state, Path path, int n, int mean_segment
       0, path == Path::dense_mask ? cpu::TileSkipping::dense_mask : cpu::TileSkipping::two_part};
   const AttentionArgs<float> args = p.args(policy);
   static Sgemm sgemm;
-  const double ceiling = sgemm.rate();
-  const double seconds = time_iterations(state, [&] {
+  const WallCpu ceiling = sgemm.rate();  // flop/s
+  const WallCpu seconds = time_iterations(state, [&] {
     cpu::attention_forward(args, options);
     benchmark::DoNotOptimize(p.out.data());
   });
   const double pairs = p.visible_pairs(policy), flops = 4.0 * kDim * pairs;
   state.counters["visible_pairs"] = pairs;
-  state.counters["GFLOPs"] = flops / seconds * 1e-9;
-  state.counters["sgemm_GFLOPs"] = ceiling * 1e-9;
-  state.counters["of_sgemm"] = flops / seconds / ceiling;
+  state.counters["GFLOPs"] = flops / seconds.wall * 1e-9;
+  state.counters["sgemm_GFLOPs"] = ceiling.wall * 1e-9;
+  state.counters["of_sgemm"] = flops / seconds.wall / ceiling.wall;
+  state.counters["of_sgemm_cpu"] = flops / seconds.cpu / ceiling.cpu;
   const auto key = std::make_pair(n, mean_segment);
-  if (path == Path::anchor) g_anchor_seconds[key] = seconds;
-  else if (g_anchor_seconds.count(key)) state.counters["x_anchor"] = seconds / g_anchor_seconds[key];
+  if (path == Path::anchor) {
+    g_anchor_seconds[key] = seconds;
+  } else if (g_anchor_seconds.count(key)) {
+    state.counters["x_anchor"] = seconds.wall / g_anchor_seconds[key].wall;
+    state.counters["x_anchor_cpu"] = seconds.cpu / g_anchor_seconds[key].cpu;
+  }
 }
 
 void register_all() {

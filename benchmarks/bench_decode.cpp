@@ -18,7 +18,9 @@
 // Counters: tokens_per_s; keys_per_token (cached rows one layer's attention reads, mean over
 // the steps); cache_bytes (K+V of all layers at the end) and full_cache_bytes (what a cache
 // that never reduces holds); attn_GFLOPs (4 * head_dim flops per query head per key read);
-// sgemv_GFLOPs and memcpy_GBps (the in-run ceilings, on the case that measures them).
+// sgemv_GFLOPs and memcpy_GBps (the in-run ceilings: bytes read + written per second); on
+// anchor cases x_full (the full-cache step time at the same prompt over this one, wall clock)
+// and cache_saved_pct (1 - cache_bytes / full_cache_bytes).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -37,6 +39,8 @@
 namespace {
 
 constexpr int kDecodeSteps = 256;
+
+std::map<int, double> g_full_seconds_per_token;  // prompt length -> full-cache step time
 
 const anllm::Weights& model() {
   static const anllm::Weights weights = anllm::init_weights(anllm::ModelConfig{}, 1);
@@ -71,7 +75,7 @@ Prefilled& prefilled(int n, bool anchor) {
   Prefilled& p = cache[{n, anchor}];
   if (p.decoder) return p;
   const anllm::Tokenizer tok{anllm::AnchorMode::ac};
-  const auto& ids = text_ids(std::size_t(n) + 64 * kDecodeSteps);
+  const auto& ids = text_ids(std::size_t(n) + kDecodeSteps + 1);
   const std::vector<std::int32_t> prompt(ids.begin(), ids.begin() + n);
   std::vector<std::uint8_t> flags;
   for (const auto id : prompt) flags.push_back(tok.is_anchor(id));
@@ -92,6 +96,7 @@ void BM_decode(benchmark::State& state, bool anchor) {
   const auto& ids = text_ids(0);
   const anllm::ModelConfig& c = model().config;
   double keys_read = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     if (p.next >= ids.size()) {
       state.SkipWithError("synthetic text exhausted");
@@ -104,6 +109,14 @@ void BM_decode(benchmark::State& state, bool anchor) {
     if (anchor && is_anchor) p.decoder->reduce();
   }
   const double steps = double(state.iterations());
+  const double seconds_per_token =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  if (!anchor) g_full_seconds_per_token[n] = seconds_per_token;
+  if (anchor && g_full_seconds_per_token.count(n)) {
+    state.counters["x_full"] = g_full_seconds_per_token[n] / seconds_per_token;
+    state.counters["cache_saved_pct"] =
+        100.0 * (1.0 - double(p.decoder->bytes()) / double(p.decoder->full_cache_bytes()));
+  }
   state.counters["tokens_per_s"] = benchmark::Counter(steps, benchmark::Counter::kIsRate);
   state.counters["keys_per_token"] = keys_read / steps;
   state.counters["attn_GFLOPs"] = benchmark::Counter(
@@ -122,8 +135,8 @@ void BM_ceiling_sgemv(benchmark::State& state) {
     y.noalias() = a * x;
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["sgemv_GFLOPs"] =
-      benchmark::Counter(2.0 * 4096 * 4096 * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["sgemv_GFLOPs"] = benchmark::Counter(
+      2.0 * 4096 * 4096 * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 void BM_ceiling_memcpy(benchmark::State& state) {
@@ -133,8 +146,8 @@ void BM_ceiling_memcpy(benchmark::State& state) {
     std::memcpy(to.data(), from.data(), bytes);
     benchmark::DoNotOptimize(to.data());
   }
-  state.counters["memcpy_GBps"] =
-      benchmark::Counter(2.0 * double(bytes) * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["memcpy_GBps"] = benchmark::Counter(
+      2.0 * double(bytes) * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 }  // namespace
@@ -142,10 +155,20 @@ void BM_ceiling_memcpy(benchmark::State& state) {
 BENCHMARK(BM_ceiling_sgemv)->Name("ceiling/sgemv_4096x4096")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ceiling_memcpy)->Name("ceiling/memcpy_64MiB")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_decode, full_cache, false)
-    ->ArgName("prompt")->Arg(1024)->Arg(4096)->Arg(16384)
-    ->Iterations(kDecodeSteps)->UseRealTime()->Unit(benchmark::kMicrosecond);
+    ->ArgName("prompt")
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(16384)
+    ->Iterations(kDecodeSteps)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_decode, anchor_cache, true)
-    ->ArgName("prompt")->Arg(1024)->Arg(4096)->Arg(16384)
-    ->Iterations(kDecodeSteps)->UseRealTime()->Unit(benchmark::kMicrosecond);
+    ->ArgName("prompt")
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(16384)
+    ->Iterations(kDecodeSteps)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

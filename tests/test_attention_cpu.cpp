@@ -474,7 +474,7 @@ TEST_CASE("large logits (scale * q.k ~ 1e4) stay finite and match the reference"
   }
 }
 
-TEST_CASE("a batch with no query rows, and one with no sequences, run and write nothing") {
+TEST_CASE("a batch with no sequences, and one with keys but no query rows, run without error") {
   std::mt19937 rng(11);
   Batch empty;
   Problem<float> none(empty, MaskPolicy::anllm(), 2, 1, 32, rng);
@@ -486,6 +486,20 @@ TEST_CASE("a batch with no query rows, and one with no sequences, run and write 
   keys_only.k_anchor = {0, 1, 0};
   Problem<float> p(keys_only, MaskPolicy::anllm(), 2, 1, 32, rng);
   CHECK_NOTHROW(cpu::attention_forward(p.args()));
+}
+
+TEST_CASE("lse is optional: a null lse.data leaves the output unchanged") {
+  std::mt19937 rng(13);
+  Problem<float> p(prefill_batch(test::random_layout(rng, 3, kMaxLen, 5.0)), MaskPolicy::anllm(),
+                   4, 2, 32, rng);
+  p.run();
+  const std::vector<double> with_lse = values(p.out);
+  p.poison();
+  AttentionArgs<float> a = p.args();
+  a.lse.data = nullptr;
+  cpu::attention_forward(a);
+  CHECK(values(p.out) == with_lse);
+  for (float x : p.lse) CHECK(std::isnan(x));  // untouched
 }
 
 TEST_CASE("bad input is reported, naming the argument, before any output is written") {

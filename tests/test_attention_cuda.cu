@@ -348,6 +348,19 @@ void prefill_sweep(std::uint32_t seed, const std::vector<int>& dims, int trials)
 
 }  // namespace
 
+// First, the smallest case each kernel can get wrong: one 64-token sequence, one head, one
+// tile. If this fails for a kernel and simt passes, look at that kernel's fragment or lane
+// arithmetic before its tile walk.
+TEST_CASE("smoke: one sequence of 64 tokens, one head, every kernel and policy") {
+  std::mt19937 rng(7);
+  const std::vector<std::uint8_t> flags = test::random_flags(rng, 64, 6.0);
+  const AnchorLayout L = build_layout_from_flags(flags, std::vector<std::int32_t>{0, 64});
+  for (const MaskPolicy& p : test::all_policies()) {
+    check_all<bf16>(rng, prefill_problem(L, p, shape(1, 1, 64), "smoke"));
+    check_all<float>(rng, prefill_problem(L, p, shape(1, 1, 64), "smoke"));
+  }
+}
+
 TEST_CASE("simt float32 equals the float64 reference: every policy, ragged batches, edge layouts") {
   prefill_sweep<float>(101, {64, 40, 256}, 2);
 }

@@ -188,3 +188,95 @@ TEST_CASE("query-tile table: every tile maps to the sequence that owns it") {
   CHECK(tiles_of(64, 64) == 1);
   CHECK(tiles_of(65, 64) == 2);
 }
+
+namespace {
+
+// Replays one kernel's walk over a ragged batch on the host and counts, per (query row, key
+// row), how often the kernel would add that pair to the softmax. It must be exactly once for
+// each visible pair and never for anything else (a zero-filled slot included).
+//   block_rows / warp_rows / tile_keys: the kernel's tile shape
+//   predicate_in_partial: simt asks visible_retained / visible_local per element, the tensor
+//   kernel compares indices (tile_element_seen) with a per-warp class
+void replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::mt19937& rng, int block_rows,
+                 int warp_rows, int tile_keys, bool predicate_in_partial) {
+  // Keys: each sequence's kept positions after a few slack rows, in one buffer.
+  std::bernoulli_distribution kept(keep);
+  std::vector<std::int32_t> k_pos, k_begin, k_end;
+  std::vector<std::uint8_t> k_anchor;
+  for (std::int32_t b = 0; b < L.batch(); ++b) {
+    for (int s = int(rng() % 3); s > 0; --s) k_pos.push_back(-5), k_anchor.push_back(1);
+    k_begin.push_back(std::int32_t(k_pos.size()));
+    for (std::int32_t j = 0; j < L.seq_len(b); ++j)
+      if (kept(rng)) k_pos.push_back(j), k_anchor.push_back(L.is_anchor[std::size_t(L.cu_seqlens[std::size_t(b)] + j)]);
+    k_end.push_back(std::int32_t(k_pos.size()));
+  }
+  std::vector<std::int32_t> prefix(k_pos.size() + 1, 0), retained_rows;
+  for (std::int32_t b = 0; b < L.batch(); ++b)
+    for (std::int32_t t = k_begin[std::size_t(b)]; t < k_end[std::size_t(b)]; ++t)
+      if (is_retained(p, KeyInfo{k_pos[std::size_t(t)], k_anchor[std::size_t(t)] != 0})) prefix[std::size_t(t) + 1] = 1;
+  for (std::size_t t = 0; t < k_pos.size(); ++t) {
+    if (prefix[t + 1]) retained_rows.push_back(std::int32_t(t));
+    prefix[t + 1] += prefix[t];
+  }
+  const auto key = [&](std::int32_t row) { return KeyInfo{k_pos[std::size_t(row)], k_anchor[std::size_t(row)] != 0}; };
+
+  for (std::int32_t b = 0; b < L.batch(); ++b) {
+    const std::int32_t kb = k_begin[std::size_t(b)], ke = k_end[std::size_t(b)], n = L.seq_len(b);
+    const std::int32_t retained_base = prefix[std::size_t(kb)];
+    for (std::int32_t q0 = 0; q0 < n; q0 += block_rows) {
+      const std::int32_t rows = std::min(block_rows, n - q0);
+      std::vector<RowKeys> rk;
+      for (std::int32_t r = 0; r < rows; ++r) rk.push_back(row_keys(p, L.query(b, q0 + r), k_pos.data(), prefix.data(), kb, ke));
+      const auto bounds_of = [&](std::int32_t r0, std::int32_t r1, int part) {
+        TileBounds bounds = TileBounds::empty();
+        for (std::int32_t r = r0; r < std::min(r1, rows); ++r)
+          part == 0 ? bounds.add(0, rk[std::size_t(r)].retained) : bounds.add(rk[std::size_t(r)].local_begin, rk[std::size_t(r)].local_end);
+        return bounds;
+      };
+      const TileWalk walk{bounds_of(0, rows, 0), bounds_of(0, rows, 1), tile_keys};
+      std::vector<std::vector<int>> count(std::size_t(rows), std::vector<int>(std::size_t(ke - kb), 0));
+      for (std::int32_t j = 0; j < walk.count(); ++j) {
+        const int part = walk.part(j);
+        const std::int32_t begin = walk.begin(j);
+        for (std::int32_t w0 = 0; w0 < rows; w0 += warp_rows) {
+          const TileMask mask = classify_tile(bounds_of(w0, w0 + warp_rows, part), begin, begin + tile_keys);
+          for (std::int32_t r = w0; r < std::min(w0 + warp_rows, rows); ++r)
+            for (std::int32_t index = begin; index < begin + tile_keys; ++index) {
+              const std::int32_t row = walk.holds(j, index) ? (part == 0 ? retained_rows[std::size_t(retained_base + index)] : index) : -1;
+              bool seen;
+              if (predicate_in_partial) {
+                const QueryInfo q = L.query(b, q0 + r);
+                seen = mask == TileMask::full ||
+                       (mask == TileMask::partial && row >= 0 &&
+                        (part == 0 ? visible_retained(p, q, key(row)) : visible_local(p, q, key(row))));
+              } else {
+                seen = tile_element_seen(mask, part, rk[std::size_t(r)], index);
+              }
+              if (!seen) continue;
+              REQUIRE_MESSAGE((row >= kb && row < ke), "pair (", q0 + r, ", slot ", index, ") counted outside the keys");
+              ++count[std::size_t(r)][std::size_t(row - kb)];
+            }
+        }
+      }
+      for (std::int32_t r = 0; r < rows; ++r)
+        for (std::int32_t t = kb; t < ke; ++t) {
+          const int expected = visible(p, L.query(b, q0 + r), key(t)) ? 1 : 0;
+          REQUIRE_MESSAGE(count[std::size_t(r)][std::size_t(t - kb)] == expected, policy_name(p), " sequence ", b,
+                          " row ", q0 + r, " key row ", t, " (pos ", k_pos[std::size_t(t)], ")");
+        }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tile walks of the tensor and simt kernels add each visible pair exactly once") {
+  std::mt19937 rng(4242);
+  for (const MaskPolicy& p : test::all_policies())
+    for (int trial = 0; trial < 12; ++trial) {
+      const AnchorLayout L = test::random_layout(rng, 1 + trial % 4, trial % 3 == 0 ? 400 : 150, 1.5 + 3 * trial);
+      const double keep = trial % 2 ? 1.0 : 0.75;
+      replay_walk(p, L, keep, rng, 64, 16, 64, false);  // attention_mma_sm80.cuh
+      replay_walk(p, L, keep, rng, 16, 16, 32, true);   // attention_simt.cuh (block-level class)
+    }
+}

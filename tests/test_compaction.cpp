@@ -6,14 +6,17 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "ansan/compaction.hpp"
+#include "ansan/cuda/detail/layout_steps.hpp"  // sequence_of(), host and device
 #include "ansan/dtype.hpp"
 #include "support/random_layouts.hpp"
 
@@ -184,17 +187,38 @@ TEST_CASE("compact_kv equals the reference on random flags, both storages, ragge
       }
 }
 
-TEST_CASE("compact_kv moves large blocks across many chunks and threads") {
+// Large enough (> 1 MiB moved) that the work is split over several threads: row chunks out of
+// place, head blocks in place.
+TEST_CASE("compaction moves large blocks across many chunks and threads") {
   std::mt19937 rng(12);
   for (const KVStorage storage : storages)
     for (const double rate : {0.05, 0.5, 0.97}) {
-      RowBuffer in = random_rows(rng, {3000, 0, 2500}, storage, 4, 32, false);
+      RowBuffer in = random_rows(rng, {3000, 0, 2500}, storage, 4, 64, false);
       const auto keep = random_keep(rng, in.cu.back(), rate);
       const auto kept = kept_lists(in, keep);
       RowBuffer out = poisoned_like(in, in.rows, storage);
-      std::vector<std::int32_t> cu_out(4);
+      std::vector<std::int32_t> cu_out(4), cu_inplace(4);
       compact_kv<float>(in.view(), in.seqs(), keep, out.view(), cu_out, nullptr, 3);
       check_compacted(in, kept, out, {0, cu_out[1], cu_out[2]});
+      compact_kv_inplace(in.view(), in.seqs(), keep, cu_inplace, 3);
+      CHECK(cu_inplace == cu_out);
+      const std::size_t kept_elements = std::size_t(cu_out[3]) * 4 * 64;
+      if (storage == KVStorage::nhd) {  // the packed prefix of both buffers is the same
+        CHECK(
+            std::equal(in.k.begin(), in.k.begin() + std::ptrdiff_t(kept_elements), out.k.begin()));
+        CHECK(
+            std::equal(in.v.begin(), in.v.begin() + std::ptrdiff_t(kept_elements), out.v.begin()));
+      } else {
+        for (index_t h = 0; h < 4; ++h) {
+          const auto first = std::ptrdiff_t(h * in.rows * 64),
+                     kept_head = std::ptrdiff_t(cu_out[3] * 64);
+          CHECK(std::equal(in.k.begin() + first, in.k.begin() + first + kept_head,
+                           out.k.begin() + first));
+          CHECK(std::equal(in.v.begin() + first, in.v.begin() + first + kept_head,
+                           out.v.begin() + first));
+        }
+      }
+      CHECK(std::equal(in.pos.begin(), in.pos.begin() + cu_out[3], out.pos.begin()));
     }
 }
 
@@ -269,6 +293,88 @@ TEST_CASE("cu_seqlens_out may be the input offsets themselves") {
   CHECK(std::vector<std::int32_t>(rows.pos.begin(), rows.pos.begin() + 5) ==
         std::vector<std::int32_t>{before.pos[0], before.pos[2], before.pos[6], before.pos[7],
                                   before.pos[11]});
+}
+
+namespace {
+
+// One launch of the device gather (ansan/cuda/compaction.cuh), run on the host through the very
+// index functions its kernel calls: every output row i < count, all heads, plus metadata.
+void emulate_gather(const KVRows<const float>& in, const RaggedRows& in_seqs,
+                    const std::vector<std::int32_t>& cu_out, const KVRows<float>& out,
+                    const std::int32_t* maybe_out_seq_start, const std::int32_t* src,
+                    detail::SourceIndex source, std::int32_t count) {
+  for (std::int32_t i = 0; i < count; ++i) {
+    const std::int32_t b = cuda::detail::sequence_of(cu_out.data(), in_seqs.batch, i);
+    const detail::RowPair row =
+        detail::gather_rows_of(i, b, cu_out.data(), in_seqs, maybe_out_seq_start, src, source);
+    for (index_t h = 0; h < in.k.shape[1]; ++h)
+      for (index_t d = 0; d < in.k.shape[2]; ++d) {
+        out.k(row.dst, h, d) = in.k(row.src, h, d);
+        out.v(row.dst, h, d) = in.v(row.src, h, d);
+      }
+    out.pos[row.dst] = in.pos[row.src];
+    out.is_anchor[row.dst] = in.is_anchor[row.src];
+  }
+}
+
+bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+// The GPU tests cannot run here; this runs the device algorithm's steps (select, offsets by
+// count_below, gather by gather_rows_of, the two in-place phases) on the host instead.
+TEST_CASE("the device compaction's index arithmetic, run on the host, equals the host one") {
+  std::mt19937 rng(19);
+  for (const KVStorage storage : storages)
+    for (const double rate : keep_rates)
+      for (int trial = 0; trial < 20; ++trial) {
+        const int batch = 1 + int(rng() % 5);
+        const bool slack = trial % 2;
+        RowBuffer in = random_rows(rng, random_lengths(rng, batch, 30), storage, 1 + rng() % 3,
+                                   1 + rng() % 6, slack);
+        const auto keep = random_keep(rng, in.cu.back(), rate);
+        // cub::DeviceSelect::Flagged over token indices, then kept_offsets_kernel.
+        std::vector<std::int32_t> kept_tokens, cu_out;
+        for (std::int32_t t = 0; t < in.cu.back(); ++t)
+          if (keep[std::size_t(t)]) kept_tokens.push_back(t);
+        const auto count = std::int32_t(kept_tokens.size());
+        for (const std::int32_t first : in.cu)
+          cu_out.push_back(detail::count_below(kept_tokens.data(), count, first));
+        // Out of place (packed output) against compact_kv.
+        RowBuffer expect = poisoned_like(in, in.rows, storage), out = expect;
+        std::vector<std::int32_t> cu_expect(in.cu.size());
+        compact_kv<float>(in.view(), in.seqs(), keep, expect.view(), cu_expect, nullptr, 1);
+        CHECK(cu_out == cu_expect);
+        emulate_gather(in.view(), in.seqs(), cu_out, out.view(), nullptr, kept_tokens.data(),
+                       detail::SourceIndex::kept_token, count);
+        CHECK(same_bytes(out.k, expect.k));
+        CHECK(same_bytes(out.v, expect.v));
+        CHECK(out.pos == expect.pos);
+        // By index lists (sequence-local) against the same result.
+        std::vector<std::int32_t> local(kept_tokens.size());
+        for (std::int32_t i = 0; i < count; ++i)
+          local[i] = kept_tokens[i] - in.cu[cuda::detail::sequence_of(cu_out.data(), batch, i)];
+        RowBuffer by_index = poisoned_like(in, in.rows, storage);
+        emulate_gather(in.view(), in.seqs(), cu_out, by_index.view(), nullptr, local.data(),
+                       detail::SourceIndex::kept_local, count);
+        CHECK(same_bytes(by_index.k, expect.k));
+        // In place in two phases, through packed NHD scratch, against compact_kv_inplace.
+        RowBuffer rows = in, scratch = poisoned_like(in, in.cu.back(), KVStorage::nhd);
+        std::vector<std::int32_t> cu_inplace(in.cu.size());
+        compact_kv_inplace(in.view(), in.seqs(), keep, cu_inplace, 1);
+        CHECK(cu_inplace == cu_out);
+        emulate_gather(rows.view(), rows.seqs(), cu_out, scratch.view(), nullptr, kept_tokens.data(),
+                       detail::SourceIndex::kept_token, count);
+        emulate_gather(scratch.view(), RaggedRows{batch, cu_out.data(), nullptr}, cu_out, rows.view(),
+                       rows.seq_start.empty() ? nullptr : rows.seq_start.data(), nullptr,
+                       detail::SourceIndex::identity, count);
+        CHECK(same_bytes(rows.k, in.k));
+        CHECK(same_bytes(rows.v, in.v));
+        CHECK(rows.pos == in.pos);
+        CHECK(rows.anchor == in.anchor);
+      }
 }
 
 TEST_CASE("keep_flags keeps exactly the keys some future query can see (every policy)") {

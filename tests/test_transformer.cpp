@@ -8,9 +8,11 @@
 // the tokenizer's AC insertion, and the safetensors reader on good and malformed files.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
@@ -39,9 +41,12 @@ std::string random_text(std::mt19937& rng, int words) {
   for (int w = 0; w < words; ++w) {
     for (int c = word_len(rng); c > 0; --c) text.push_back(char(letter(rng)));
     const int p = pick(rng);
-    if (p < 15) text += enders[pick(rng) % 8];
-    else if (p < 18) text += ",";
-    else if (p < 20) text += ".5";
+    if (p < 15)
+      text += enders[pick(rng) % 8];
+    else if (p < 18)
+      text += ",";
+    else if (p < 20)
+      text += ".5";
     if (w + 1 < words && (text.empty() || text.back() != '\n')) text.push_back(' ');
   }
   return text;
@@ -90,12 +95,16 @@ std::vector<std::int32_t> expected_cache(const ansan::AnchorLayout& layout, std:
   return keep;
 }
 
+// A scratch file name of this process (several builds may run the tests at once).
 std::string temp_path(const std::string& name) {
-  return (std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp")) + "/ansan_test_transformer_" + name;
+  const char* dir = std::getenv("TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/ansan_test_transformer_" + std::to_string(getpid()) +
+         "_" + name;
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), std::streamsize(bytes.size()));
 }
 std::string read_bytes(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -104,7 +113,8 @@ std::string read_bytes(const std::string& path) {
 // A safetensors file with the given JSON header and data bytes.
 std::string safetensors_bytes(const std::string& header, const std::string& data) {
   std::string out(8, '\0');
-  for (int b = 0; b < 8; ++b) out[std::size_t(b)] = char((std::uint64_t(header.size()) >> (8 * b)) & 0xff);
+  for (int b = 0; b < 8; ++b)
+    out[std::size_t(b)] = char((std::uint64_t(header.size()) >> (8 * b)) & 0xff);
   return out + header + data;
 }
 
@@ -132,7 +142,8 @@ TEST_CASE("tokenizer: decode(encode(text)) gives the text back, in both modes, f
   std::uniform_int_distribution<int> byte(0, 255), len(0, 200);
   for (int trial = 0; trial < 200; ++trial) {
     std::string text;
-    for (int i = len(rng); i > 0; --i) text.push_back(char(trial % 2 ? byte(rng) : " .!?\na"[byte(rng) % 6]));
+    for (int i = len(rng); i > 0; --i)
+      text.push_back(char(trial % 2 ? byte(rng) : " .!?\na"[byte(rng) % 6]));
     for (const AnchorMode mode : {AnchorMode::ac, AnchorMode::ep}) {
       const Tokenizer tok{mode};
       const auto ids = tok.encode(text);
@@ -148,23 +159,28 @@ TEST_CASE("tokenizer: decode(encode(text)) gives the text back, in both modes, f
   }
 }
 
-TEST_CASE("tokenizer: AC mode inserts <AC> after . ! ? followed by a space or the end, and after newlines") {
+TEST_CASE(
+    "tokenizer: AC mode inserts <AC> after . ! ? followed by a space or the end, and after "
+    "newlines") {
   const Tokenizer tok{AnchorMode::ac};
-  const auto marked = [&](const std::string& text) { return Tokenizer::decode(tok.encode(text, false), true, "|"); };
+  const auto marked = [&](const std::string& text) {
+    return Tokenizer::decode(tok.encode(text, false), true, "|");
+  };
   CHECK(marked("") == "");
   CHECK(marked("no sentence end here") == "no sentence end here");
   CHECK(marked("Ends in a period.") == "Ends in a period.|");
   CHECK(marked(".") == ".|");
   CHECK(marked("One. Two! Three? Four") == "One.| Two!| Three?| Four");
-  CHECK(marked("Wait... what?! Yes.") == "Wait...| what?!| Yes.|");     // consecutive punctuation
-  CHECK(marked("pi is 3.14, e.g. not") == "pi is 3.14, e.g.| not");    // only before a space
-  CHECK(marked("a\nb\n\nc") == "a\n|b\n|\n|c");                          // every newline
-  CHECK(marked("End.\nNext") == "End.\n|Next");                          // "." then newline: once
+  CHECK(marked("Wait... what?! Yes.") == "Wait...| what?!| Yes.|");  // consecutive punctuation
+  CHECK(marked("pi is 3.14, e.g. not") == "pi is 3.14, e.g.| not");  // only before a space
+  CHECK(marked("a\nb\n\nc") == "a\n|b\n|\n|c");                      // every newline
+  CHECK(marked("End.\nNext") == "End.\n|Next");                      // "." then newline: once
   CHECK(marked("Hi.  Two spaces") == "Hi.|  Two spaces");
   CHECK(Tokenizer::decode(tok.encode("A. B"), true) == "<bos>A.\u2693 B");
 }
 
-TEST_CASE("tokenizer: the layout's anchors are the <AC> tokens (AC) or the punctuation bytes (EP)") {
+TEST_CASE(
+    "tokenizer: the layout's anchors are the <AC> tokens (AC) or the punctuation bytes (EP)") {
   std::mt19937 rng(12);
   for (int trial = 0; trial < 50; ++trial) {
     const std::string text = random_text(rng, 1 + trial);
@@ -173,9 +189,9 @@ TEST_CASE("tokenizer: the layout's anchors are the <AC> tokens (AC) or the punct
       const auto ids = tok.encode(text);
       const auto layout = layout_of(ids, tok, Tokenizer::vocab);
       for (std::size_t i = 0; i < ids.size(); ++i) {
-        const bool expected = mode == AnchorMode::ac
-                                  ? ids[i] == Tokenizer::ac_id
-                                  : (ids[i] == '.' || ids[i] == '!' || ids[i] == '?' || ids[i] == '\n');
+        const bool expected = mode == AnchorMode::ac ? ids[i] == Tokenizer::ac_id
+                                                     : (ids[i] == '.' || ids[i] == '!' ||
+                                                        ids[i] == '?' || ids[i] == '\n');
         CHECK(bool(layout.is_anchor[i]) == expected);
         CHECK(tok.is_anchor(ids[i]) == expected);
       }
@@ -235,10 +251,17 @@ TEST_CASE("layers: rmsnorm, rope and swiglu match float64 references") {
     for (int t = 0; t < tokens; ++t)
       for (int h = 0; h < c.heads; ++h)
         for (int d = 0; d < half; ++d) {
-          const double angle = pos[std::size_t(t)] * std::pow(double(c.rope_theta), -2.0 * d / c.head_dim);
+          const double angle =
+              pos[std::size_t(t)] * std::pow(double(c.rope_theta), -2.0 * d / c.head_dim);
           const double x1 = q(t, h * c.head_dim + d), x2 = q(t, h * c.head_dim + d + half);
-          CHECK(rotated(t, h * c.head_dim + d) == doctest::Approx(x1 * std::cos(angle) - x2 * std::sin(angle)).epsilon(1e-5).scale(1.0));
-          CHECK(rotated(t, h * c.head_dim + d + half) == doctest::Approx(x2 * std::cos(angle) + x1 * std::sin(angle)).epsilon(1e-5).scale(1.0));
+          CHECK(rotated(t, h * c.head_dim + d) ==
+                doctest::Approx(x1 * std::cos(angle) - x2 * std::sin(angle))
+                    .epsilon(1e-5)
+                    .scale(1.0));
+          CHECK(rotated(t, h * c.head_dim + d + half) ==
+                doctest::Approx(x2 * std::cos(angle) + x1 * std::sin(angle))
+                    .epsilon(1e-5)
+                    .scale(1.0));
         }
   }
 }
@@ -269,11 +292,11 @@ TEST_CASE("weights: the seed names the model; configs out of range are rejected 
 TEST_CASE("exactness: anchor-based inference equals the whole text under the AnLLM mask") {
   std::mt19937 rng(31);
   int reductions_checked = 0;
-  for (int trial = 0; trial < 24; ++trial) {
+  for (int trial = 0; trial < 48; ++trial) {
     const anllm::ModelConfig c = random_config(rng);
     const anllm::Weights w = anllm::init_weights(c, rng());
     const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
-    const auto ids = tok.encode(random_text(rng, 4 + int(rng() % 60)));
+    const auto ids = tok.encode(random_text(rng, 1 + int(rng() % 80)));
     const auto layout = layout_of(ids, tok, c.vocab);
     // Prompt of at least one token (<bos>); the rest is teacher-forced token by token.
     const std::size_t prompt_len = 1 + rng() % ids.size();
@@ -296,12 +319,15 @@ TEST_CASE("exactness: anchor-based inference equals the whole text under the AnL
       const auto expected = expected_cache(layout, next_pos);
       for (int l = 0; l < c.layers; ++l) CHECK(decoder.cache(l).positions(0) == expected);
       CHECK(decoder.entries() == std::int64_t(expected.size()) * c.layers);
-      CHECK(decoder.bytes() == std::int64_t(expected.size()) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
-      CHECK(decoder.full_cache_bytes() == std::int64_t(next_pos) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
+      CHECK(decoder.bytes() ==
+            std::int64_t(expected.size()) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
+      CHECK(decoder.full_cache_bytes() ==
+            std::int64_t(next_pos) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
       ++reductions_checked;
     };
-    incremental.topRows(Eigen::Index(prompt_len)) =
-        decoder.feed(prompt, std::vector<std::uint8_t>(flags.begin(), flags.begin() + std::ptrdiff_t(prompt_len)));
+    incremental.topRows(Eigen::Index(prompt_len)) = decoder.feed(
+        prompt,
+        std::vector<std::uint8_t>(flags.begin(), flags.begin() + std::ptrdiff_t(prompt_len)));
     decoder.reduce();
     check_cache(std::int32_t(prompt_len));
     for (std::size_t i = prompt_len; i < ids.size(); ++i) {
@@ -333,7 +359,7 @@ TEST_CASE("exactness: anchor-based inference equals the whole text under the AnL
 
 TEST_CASE("exactness: generated continuations, and the causal baseline equals causal masking") {
   std::mt19937 rng(41);
-  for (int trial = 0; trial < 8; ++trial) {
+  for (int trial = 0; trial < 16; ++trial) {
     const anllm::ModelConfig c = random_config(rng);
     const anllm::Weights w = anllm::init_weights(c, rng());
     const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
@@ -366,7 +392,8 @@ TEST_CASE("exactness: generated continuations, and the causal baseline equals ca
     full_opt.reduce_at_anchors = false;
     full_opt.forced = &rest;
     const anllm::RunResult full = anllm::run_text(w, tok, prompt, full_opt);
-    const Matrix causal = anllm::forward_masked(w, anchored.ids, layout, ansan::MaskPolicy::causal());
+    const Matrix causal =
+        anllm::forward_masked(w, anchored.ids, layout, ansan::MaskPolicy::causal());
     CHECK(relative_error(causal, full.logits) < 1e-5);
     CHECK(full.reductions.empty());
     CHECK(full.final_cache.entries == std::int64_t(anchored.ids.size()) * c.layers);
@@ -374,7 +401,8 @@ TEST_CASE("exactness: generated continuations, and the causal baseline equals ca
     CHECK(anchored.final_cache.full_bytes == full.final_cache.bytes);
 
     // The mask matters: once a segment has closed, AnLLM and causal logits differ.
-    if (layout.anchor_pos.size() >= 1 && layout.anchor_pos.front() + 2 < std::int32_t(anchored.ids.size()))
+    if (layout.anchor_pos.size() >= 1 &&
+        layout.anchor_pos.front() + 2 < std::int32_t(anchored.ids.size()))
       CHECK(relative_error(causal, whole) > 1e-3);
   }
 }
@@ -422,7 +450,25 @@ TEST_CASE("model: bad arguments are rejected by name before anything runs") {
                     {"anllm::forward_masked", "layout", "1 sequence of 6 tokens"});
   anllm::IncrementalDecoder decoder(w, ansan::MaskPolicy::anllm());
   check_error_names([&] { decoder.feed(ids, {0, 1}); }, {"is_anchor.size()", "2"});
+  check_error_names([&] { decoder.feed({65, 259}, {0, 0}); }, {"ids[1]", "259", "[0, 259)"});
+  check_error_names([&] { decoder.feed({-1}, {0}); }, {"ids[0]", "-1"});
+  const std::vector<std::int32_t> bad_ids{1, 300};
+  check_error_names(
+      [&] {
+        anllm::forward_masked(w, bad_ids, layout_of({1, 2}, tok, c.vocab),
+                              ansan::MaskPolicy::anllm());
+      },
+      {"forward_masked", "ids[1]", "300"});
   CHECK(decoder.entries() == 0);
+  CHECK(decoder.next_pos() == 0);
+
+  // An empty prompt is allowed: generation starts with <bos>.
+  anllm::RunOptions opt;
+  opt.new_tokens = 3;
+  const anllm::RunResult run = anllm::run_text(w, tok, {}, opt);
+  REQUIRE(run.ids.size() == 3);
+  CHECK(run.ids[0] == Tokenizer::bos_id);
+  CHECK(run.logits.allFinite());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,7 +479,8 @@ TEST_CASE("safetensors: weights round-trip in F32 exactly and in BF16/F16 to the
   for (int trial = 0; trial < 6; ++trial) {
     anllm::ModelConfig c = random_config(rng);
     anllm::Weights w = anllm::init_weights(c, rng());
-    for (const anllm::FileDtype dtype : {anllm::FileDtype::f32, anllm::FileDtype::bf16, anllm::FileDtype::f16}) {
+    for (const anllm::FileDtype dtype :
+         {anllm::FileDtype::f32, anllm::FileDtype::bf16, anllm::FileDtype::f16}) {
       const std::string path = temp_path("roundtrip.safetensors");
       anllm::save_weights(w, path, dtype);
       CHECK(read_bytes(path).size() % 2 == 0);
@@ -448,8 +495,9 @@ TEST_CASE("safetensors: weights round-trip in F32 exactly and in BF16/F16 to the
         for (std::int64_t i = 0; i < numel; ++i) {
           const float x = want[p].data[i];
           const float expected = dtype == anllm::FileDtype::f32 ? x
-                               : dtype == anllm::FileDtype::bf16 ? ansan::to_float(ansan::from_float<ansan::bf16>(x))
-                                                                 : ansan::to_float(ansan::from_float<ansan::half>(x));
+                                 : dtype == anllm::FileDtype::bf16
+                                     ? ansan::to_float(ansan::from_float<ansan::bf16>(x))
+                                     : ansan::to_float(ansan::from_float<ansan::half>(x));
           if (got[p].data[i] != expected) {
             CHECK(got[p].data[i] == expected);
             break;
@@ -482,7 +530,8 @@ TEST_CASE("safetensors: malformed or mismatched files are rejected naming the fi
   const std::string bytes = read_bytes(good);
 
   SUBCASE("missing file") {
-    check_error_names([&] { anllm::read_safetensors(temp_path("does_not_exist")); }, {"does_not_exist", "unreadable"});
+    check_error_names([&] { anllm::read_safetensors(temp_path("does_not_exist")); },
+                      {"does_not_exist", "unreadable"});
   }
   SUBCASE("shorter than the length prefix") {
     write_bytes(bad, bytes.substr(0, 5));
@@ -495,7 +544,8 @@ TEST_CASE("safetensors: malformed or mismatched files are rejected naming the fi
   SUBCASE("truncated inside the data") {
     write_bytes(bad, bytes.substr(0, bytes.size() - 10));
     // The last tensor written is the one cut short.
-    check_error_names([&] { anllm::read_safetensors(bad); }, {"lm_head.weight", "data_offsets", "truncated"});
+    check_error_names([&] { anllm::read_safetensors(bad); },
+                      {"lm_head.weight", "data_offsets", "truncated"});
   }
   SUBCASE("bad JSON") {
     std::string corrupt = bytes;
@@ -506,21 +556,46 @@ TEST_CASE("safetensors: malformed or mismatched files are rejected naming the fi
     check_error_names([&] { anllm::read_safetensors(bad); }, {"JSON header", "array", "object"});
   }
   SUBCASE("unsupported dtype") {
-    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}})", std::string(8, '\0')));
-    check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' dtype", "I32", "F32, BF16 or F16"});
+    write_bytes(
+        bad, safetensors_bytes(R"({"x": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}})",
+                               std::string(8, '\0')));
+    check_error_names([&] { anllm::read_safetensors(bad); },
+                      {"tensor 'x' dtype", "I32", "F32, BF16 or F16"});
   }
   SUBCASE("byte count that does not match the shape") {
-    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", std::string(8, '\0')));
+    write_bytes(
+        bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})",
+                               std::string(8, '\0')));
     check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' byte count", "8", "12"});
   }
+  SUBCASE("a shape too large for the file, or for 64 bits") {
+    write_bytes(
+        bad,
+        safetensors_bytes(
+            R"({"x": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})",
+            ""));
+    check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' shape", "2^64"});
+    write_bytes(
+        bad,
+        safetensors_bytes(
+            R"({"x": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 0]}})",
+            ""));
+    check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' byte count"});
+  }
   SUBCASE("missing or malformed fields") {
-    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "F32", "data_offsets": [0, 4]}})", std::string(4, '\0')));
+    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "F32", "data_offsets": [0, 4]}})",
+                                       std::string(4, '\0')));
     check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' shape", "missing"});
-    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", std::string(4, '\0')));
+    write_bytes(
+        bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})",
+                               std::string(4, '\0')));
     check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' shape", "non-negative"});
-    write_bytes(bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [1]}})", std::string(4, '\0')));
-    check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' data_offsets", "missing"});
-    write_bytes(bad, safetensors_bytes(R"({"x": {"shape": [1], "data_offsets": [0, 4]}})", std::string(4, '\0')));
+    write_bytes(
+        bad, safetensors_bytes(R"({"x": {"dtype": "F32", "shape": [1]}})", std::string(4, '\0')));
+    check_error_names([&] { anllm::read_safetensors(bad); },
+                      {"tensor 'x' data_offsets", "missing"});
+    write_bytes(bad, safetensors_bytes(R"({"x": {"shape": [1], "data_offsets": [0, 4]}})",
+                                       std::string(4, '\0')));
     check_error_names([&] { anllm::read_safetensors(bad); }, {"tensor 'x' dtype", "missing"});
   }
   SUBCASE("wrong shape for the config") {
@@ -535,6 +610,19 @@ TEST_CASE("safetensors: malformed or mismatched files are rejected naming the fi
       if (p.name != "model.norm.weight") tensors.push_back({p.name, p.shape, p.data});
     anllm::write_safetensors(bad, tensors);
     check_error_names([&] { anllm::load_weights(c, bad); }, {"model.norm.weight", "missing"});
+  }
+  SUBCASE("the writer refuses duplicate names and null data") {
+    const float x = 1.f;
+    check_error_names(
+        [&] {
+          anllm::write_safetensors(bad, {{"a", {1}, &x}, {"a", {1}, &x}});
+        },
+        {"tensor name", "a", "unique"});
+    check_error_names(
+        [&] {
+          anllm::write_safetensors(bad, {{"b", {2}, nullptr}});
+        },
+        {"tensor 'b' data", "null"});
   }
   SUBCASE("untied checkpoint loaded as tied ignores lm_head; tied loaded as untied misses it") {
     anllm::ModelConfig tied = c;

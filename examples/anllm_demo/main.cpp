@@ -87,8 +87,10 @@ Options parse(int argc, char** argv) {
       const std::string m = value();
       if (m != "ac" && m != "ep") usage("--mode must be ac or ep");
       o.mode = m == "ac" ? anllm::AnchorMode::ac : anllm::AnchorMode::ep;
-    } else if (arg == "--tokens") o.tokens = std::int32_t(number(0));
-    else if (arg == "--layers") o.config.layers = std::int32_t(number(1));
+    } else if (arg == "--tokens")
+      o.tokens = std::int32_t(number(0));
+    else if (arg == "--layers")
+      o.config.layers = std::int32_t(number(1));
     else if (arg == "--dim") {
       // Heads of 32 dims, half as many KV heads (GQA), a SwiGLU 3x as wide as the model.
       const auto dim = std::int32_t(number(32));
@@ -96,14 +98,22 @@ Options parse(int argc, char** argv) {
       o.config.heads = std::max(1, dim / 32);
       o.config.kv_heads = o.config.heads % 2 == 0 ? o.config.heads / 2 : o.config.heads;
       o.config.ffn_dim = 3 * dim;
-    } else if (arg == "--seed") o.seed = std::uint64_t(number(0));
-    else if (arg == "--temperature") o.temperature = std::stof(value());
-    else if (arg == "--threads") o.threads = int(number(0));
-    else if (arg == "--save") o.save = value();
-    else if (arg == "--load") o.load = value();
-    else if (arg == "-h" || arg == "--help") usage("runs a text three ways through ansan");
-    else if (arg.size() > 1 && arg[0] == '-' && arg != "-") usage("unknown option " + arg);
-    else o.text_path = arg;
+    } else if (arg == "--seed")
+      o.seed = std::uint64_t(number(0));
+    else if (arg == "--temperature")
+      o.temperature = std::stof(value());
+    else if (arg == "--threads")
+      o.threads = int(number(0));
+    else if (arg == "--save")
+      o.save = value();
+    else if (arg == "--load")
+      o.load = value();
+    else if (arg == "-h" || arg == "--help")
+      usage("runs a text three ways through ansan");
+    else if (arg.size() > 1 && arg[0] == '-' && arg != "-")
+      usage("unknown option " + arg);
+    else
+      o.text_path = arg;
   }
   return o;
 }
@@ -191,22 +201,28 @@ int main(int argc, char** argv) {
     const anllm::ModelConfig& c = weights.config;
     std::printf("model: %d layers, dim %d, %d query / %d KV heads of %d, SwiGLU %d, vocab %d, %s\n",
                 c.layers, c.dim, c.heads, c.kv_heads, c.head_dim, c.ffn_dim, c.vocab,
-                opt.load.empty() ? ("seeded random weights (seed " + std::to_string(opt.seed) + ")").c_str()
-                                 : ("weights from " + opt.load).c_str());
+                opt.load.empty()
+                    ? ("seeded random weights (seed " + std::to_string(opt.seed) + ")").c_str()
+                    : ("weights from " + opt.load).c_str());
     if (!opt.save.empty()) std::printf("weights saved to %s\n", opt.save.c_str());
+    std::printf("attention: ansan::cpu::attention_forward (this demo has no GPU path yet), %s\n",
+                opt.threads == 0 ? "all hardware threads for prefill, one per decode step"
+                                 : "--threads for prefill, one per decode step");
 
     // The text, its tokens and its anchors.
     const anllm::Tokenizer tok{opt.mode};
     const std::string text = read_text(opt.text_path);
     const std::vector<std::int32_t> prompt = tok.encode(text);
     const std::vector<std::int32_t> cu{0, std::int32_t(prompt.size())};
-    const ansan::AnchorLayout prompt_layout = ansan::build_layout(prompt, cu, tok.selector(), c.vocab);
+    const ansan::AnchorLayout prompt_layout =
+        ansan::build_layout(prompt, cu, tok.selector(), c.vocab);
     const std::size_t anchors = prompt_layout.anchor_pos.size();
     std::printf("\ntext: %zu bytes -> %zu tokens in mode %s (%s), %zu anchors, %zu segments\n",
                 text.size(), prompt.size(), anllm::mode_name(opt.mode),
                 opt.mode == anllm::AnchorMode::ac ? "<AC> inserted after each sentence end"
                                                   : "the . ! ? and newline bytes are anchors",
-                anchors, anchors + std::size_t(anchors == 0 || prompt_layout.anchor_pos.back() + 1 < cu[1]));
+                anchors,
+                anchors + std::size_t(anchors == 0 || prompt_layout.anchor_pos.back() + 1 < cu[1]));
     // Segment ends: each anchor, then the open segment's last token if there is one.
     std::vector<std::size_t> ends;
     for (const std::int32_t a : prompt_layout.anchor_pos) ends.push_back(std::size_t(a) + 1);
@@ -227,30 +243,34 @@ int main(int argc, char** argv) {
     std::printf("\n(c) anchor-based inference: prefill %zu tokens, reduce, generate %d tokens\n",
                 prompt.size(), opt.tokens);
     const anllm::RunResult anchored = anllm::run_text(weights, tok, prompt, anchor_run);
-    std::printf("  entries and bytes: K/V rows of all %d layers; full cache: what a cache that never\n"
-                "  reduces would hold; position: tokens fed so far\n", c.layers);
+    std::printf(
+        "  entries and bytes: K/V rows of all %d layers; full cache: what a cache that never\n"
+        "  reduces would hold; position: tokens fed so far\n",
+        c.layers);
     std::printf("  %-14s %8s %14s %9s %12s %12s %7s\n", "reduction", "position", "dropped/layer",
                 "entries", "bytes", "full cache", "saved");
     const auto row = [](const char* what, const anllm::CacheSnapshot& s, bool show_kept = true) {
-      std::printf("  %-14s %8d %14lld %9lld %12s %12s %6.1f%%\n", what, s.position,
-                  static_cast<long long>(s.dropped), static_cast<long long>(s.entries),
-                  kib(s.bytes).c_str(), kib(s.full_bytes).c_str(),
-                  100.0 * (1.0 - double(s.bytes) / double(std::max<std::int64_t>(s.full_bytes, 1))));
+      std::printf(
+          "  %-14s %8d %14lld %9lld %12s %12s %6.1f%%\n", what, s.position,
+          static_cast<long long>(s.dropped), static_cast<long long>(s.entries),
+          kib(s.bytes).c_str(), kib(s.full_bytes).c_str(),
+          100.0 * (1.0 - double(s.bytes) / double(std::max<std::int64_t>(s.full_bytes, 1))));
       if (show_kept) std::printf("  %14s layer 0 keeps %s\n", "", kept_positions(s).c_str());
     };
     const std::size_t reductions = anchored.reductions.size();
     for (std::size_t i = 0; i < reductions; ++i) {
       if (reductions > 12 && i == 6) std::printf("  ... %zu more reductions\n", reductions - 11);
       if (reductions > 12 && i >= 6 && i + 5 < reductions) continue;
-      row(i == 0 ? "after prefill" : ("anchor " + std::to_string(i)).c_str(), anchored.reductions[i]);
+      row(i == 0 ? "after prefill" : ("anchor " + std::to_string(i)).c_str(),
+          anchored.reductions[i]);
     }
     row("end", anchored.final_cache);
     std::printf("  generated: \"%s\"\n",
                 excerpt(anchored.ids, prompt.size(), anchored.ids.size(), 400).c_str());
 
     // (a) the baseline: causal attention, cache never reduced, fed the same continuation.
-    const std::vector<std::int32_t> continuation(anchored.ids.begin() + std::ptrdiff_t(prompt.size()),
-                                                 anchored.ids.end());
+    const std::vector<std::int32_t> continuation(
+        anchored.ids.begin() + std::ptrdiff_t(prompt.size()), anchored.ids.end());
     anllm::RunOptions full_run;
     full_run.policy = ansan::MaskPolicy::causal();
     full_run.reduce_at_anchors = false;
@@ -265,7 +285,8 @@ int main(int argc, char** argv) {
 
     // (b) the whole text at once under the AnLLM mask, compared with (c)'s logits.
     const std::vector<std::int32_t> cu_all{0, std::int32_t(anchored.ids.size())};
-    const ansan::AnchorLayout layout = ansan::build_layout(anchored.ids, cu_all, tok.selector(), c.vocab);
+    const ansan::AnchorLayout layout =
+        ansan::build_layout(anchored.ids, cu_all, tok.selector(), c.vocab);
     std::printf("\n(b) whole text at once under the AnLLM mask: %zu tokens\n", anchored.ids.size());
     const anllm::Matrix masked = anllm::forward_masked(weights, anchored.ids, layout,
                                                        ansan::MaskPolicy::anllm(), opt.threads);
@@ -274,21 +295,27 @@ int main(int argc, char** argv) {
     const double relative = double(max_diff) / std::max(double(max_logit), 1e-30);
 
     std::printf("\nsummary\n");
-    std::printf("  KV cache at the end: (c) %lld entries, %s; full cache %lld entries, %s: %.1f%% smaller\n",
-                static_cast<long long>(anchored.final_cache.entries), kib(anchored.final_cache.bytes).c_str(),
-                static_cast<long long>(full.final_cache.entries), kib(full.final_cache.bytes).c_str(),
-                100.0 * (1.0 - double(anchored.final_cache.bytes) / double(full.final_cache.bytes)));
+    std::printf(
+        "  KV cache at the end: (c) %lld entries, %s; full cache %lld entries, %s: %.1f%% "
+        "smaller\n",
+        static_cast<long long>(anchored.final_cache.entries),
+        kib(anchored.final_cache.bytes).c_str(), static_cast<long long>(full.final_cache.entries),
+        kib(full.final_cache.bytes).c_str(),
+        100.0 * (1.0 - double(anchored.final_cache.bytes) / double(full.final_cache.bytes)));
     if (anchored.continuation > 0)
-      std::printf("  decode, %zu-token prompt + %d tokens: (a) full cache %.0f tokens/s, (c) anchor "
-                  "cache %.0f tokens/s (%.2fx)\n",
-                  prompt.size(), anchored.continuation, full.decode_tokens_per_s(),
-                  anchored.decode_tokens_per_s(),
-                  anchored.decode_tokens_per_s() / full.decode_tokens_per_s());
-    std::printf("  prefill: (a) %.3f s, (c) %.3f s\n", full.prefill_seconds, anchored.prefill_seconds);
-    std::printf("  exactness: max |logits(b) - logits(c)| = %.3g over %lld x %d logits "
-                "(max |logit| %.3g, relative %.2g): %s\n",
-                double(max_diff), static_cast<long long>(masked.rows()), c.vocab, double(max_logit),
-                relative, relative < 1e-5 ? "rounding level" : "MISMATCH");
+      std::printf(
+          "  decode, %zu-token prompt + %d tokens: (a) full cache %.0f tokens/s, (c) anchor "
+          "cache %.0f tokens/s (%.2fx)\n",
+          prompt.size(), anchored.continuation, full.decode_tokens_per_s(),
+          anchored.decode_tokens_per_s(),
+          anchored.decode_tokens_per_s() / full.decode_tokens_per_s());
+    std::printf("  prefill: (a) %.3f s, (c) %.3f s\n", full.prefill_seconds,
+                anchored.prefill_seconds);
+    std::printf(
+        "  exactness: max |logits(b) - logits(c)| = %.3g over %lld x %d logits "
+        "(max |logit| %.3g, relative %.2g): %s\n",
+        double(max_diff), static_cast<long long>(masked.rows()), c.vocab, double(max_logit),
+        relative, relative < 1e-5 ? "rounding level" : "MISMATCH");
     return relative < 1e-5 ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "anllm_demo: " << e.what() << "\n";

@@ -134,13 +134,13 @@ void validate_attention_metadata(const AttentionArgs<T>& a, const char* fn) {
   for (std::int32_t b = 0; b < a.batch; ++b) {
     const index_t first = a.k_row_begin(b), last = first + a.k_len(b);
     for (index_t t = first; t < last; ++t)
-      require(a.k_pos[t] >= 0 && (t == first || a.k_pos[t] > a.k_pos[t - 1]), fn,
-              detail::concat("k_pos[", t, "]").c_str(), a.k_pos[t],
-              "a position >= 0, strictly ascending within its sequence");
+      if (a.k_pos[t] < 0 || (t != first && a.k_pos[t] <= a.k_pos[t - 1]))
+        fail(fn, detail::concat("k_pos[", t, "]"), a.k_pos[t],
+             "a position >= 0, strictly ascending within its sequence");
     for (std::int32_t t = a.cu_seqlens_q[b]; t < a.cu_seqlens_q[b + 1]; ++t)
-      require(a.q_pos[t] >= 0 && a.q_seg_start[t] >= 0 && a.q_seg_start[t] <= a.q_pos[t], fn,
-              detail::concat("q_pos/q_seg_start[", t, "]").c_str(),
-              detail::concat(a.q_pos[t], "/", a.q_seg_start[t]), "0 <= seg_start <= pos");
+      if (a.q_pos[t] < 0 || a.q_seg_start[t] < 0 || a.q_seg_start[t] > a.q_pos[t])
+        fail(fn, detail::concat("q_pos/q_seg_start[", t, "]"),
+             detail::concat(a.q_pos[t], "/", a.q_seg_start[t]), "0 <= seg_start <= pos");
   }
 }
 

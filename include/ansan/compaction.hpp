@@ -22,8 +22,9 @@
 //   compact_kv()          out-of-place, by keep flags
 //   compact_kv_indices()  out-of-place, by lists of kept sequence-local indices
 //   compact_kv_inplace()  in place, by keep flags, for any keep pattern
-// Rows are moved by std::memcpy/memmove of whole head rows (or runs of consecutive rows),
-// parallel over row chunks and heads. The device versions are in ansan/cuda/compaction.cuh.
+// Rows move by memmove of a row's heads (or of runs of consecutive rows), scattered rows
+// prefetched ahead, split over row chunks and heads on std::threads (at least 1 MiB each).
+// The device versions are in ansan/cuda/compaction.cuh.
 #pragma once
 
 #include <algorithm>
@@ -109,13 +110,6 @@ struct identity {
 };
 template <class T>
 using no_deduce = typename identity<T>::type;
-
-// Throws require()'s message. The checks below test first and build a message only on
-// failure: they run on every call (decode steps included), so the common path stays cheap.
-template <class Seen, class Expected>
-void fail(const char* fn, const std::string& argument, const Seen& seen, const Expected& expected) {
-  require(false, fn, argument.c_str(), seen, expected);
-}
 
 // validate_cu_seqlens() with its messages built only when a scan finds a fault.
 inline void validate_offsets(span<const std::int32_t> cu, std::int64_t total, const char* fn,
@@ -218,11 +212,8 @@ inline void validate_destinations(const std::vector<std::int32_t>& cu_out,
   validate_disjoint(first, kept, fn, argument);
 }
 
-// Moves rows src[i] -> dst[i] of K, V and metadata. A "head block" is a range of heads that is
-// contiguous within a row; when a block is a whole row and rows are contiguous, runs of
-// consecutive rows move as one copy. In place (dst[i] <= src[i], ascending), each head block is
-// one task walking rows upwards: a row is read before any later row's copy can overwrite it.
-// Asks for the first cache lines of a row that will be copied soon (no-op where unsupported).
+// Asks for the cache lines (up to 4 KiB) of a row that will be copied soon (no-op where
+// unsupported).
 inline void prefetch(const void* row, std::size_t bytes) {
 #if defined(__GNUC__)
   const auto* p = static_cast<const char*>(row);
@@ -232,6 +223,10 @@ inline void prefetch(const void* row, std::size_t bytes) {
 #endif
 }
 
+// Moves rows src[i] -> dst[i] of K, V and metadata. A "head block" is a range of heads that is
+// contiguous within a row; when a block is a whole row and rows are contiguous, runs of
+// consecutive rows move as one copy. In place (dst[i] <= src[i], ascending), each head block is
+// one task walking rows upwards: a row is read before any later row's copy can overwrite it.
 template <class T>
 void move_rows(const KVRows<const T>& in, const KVRows<T>& out, const RowMoves& m, bool in_place,
                int num_threads) {
@@ -241,19 +236,23 @@ void move_rows(const KVRows<const T>& in, const KVRows<T>& out, const RowMoves& 
   const bool heads_contiguous = heads == 1 || (in.k.stride[1] == dim && in.v.stride[1] == dim &&
                                                out.k.stride[1] == dim && out.v.stride[1] == dim);
   static const int hardware = int(std::max(1u, std::thread::hardware_concurrency()));  // reads /sys
-  const int workers = num_threads > 0 ? num_threads : hardware;
+  const index_t bytes_per_row = 2 * heads * dim * index_t(sizeof(T));
+  // A thread costs tens of microseconds to start: give each at least 1 MiB to move.
+  const int workers = int(std::min<index_t>(num_threads > 0 ? num_threads : hardware,
+                                            std::max<index_t>(1, moved * bytes_per_row >> 20)));
   // Whole rows out of place; in place, split the heads between the workers.
   const index_t heads_per_block = !heads_contiguous ? 1
                                   : in_place        ? (heads + workers - 1) / workers
                                                     : heads;
   const index_t head_blocks = (heads + heads_per_block - 1) / heads_per_block;
-  const index_t bytes_per_row = 2 * heads * dim * index_t(sizeof(T));
+  // Kept rows are scattered: keep ~16 KiB of later rows' loads in flight while copying.
+  const index_t block_bytes = heads_per_block * dim * index_t(sizeof(T));
+  const index_t prefetch_rows = std::clamp<index_t>(16384 / block_bytes, 2, 64);
   const index_t rows_per_chunk =
       in_place ? moved : std::max<index_t>(64, (index_t(1) << 18) / bytes_per_row);
   const index_t chunks = (moved + rows_per_chunk - 1) / rows_per_chunk;
   const auto tasks = std::int64_t(head_blocks * chunks);
 
-  constexpr index_t prefetch_rows = 4;
   const auto move_block = [&](const TensorView<const T, 3>& from, const TensorView<T, 3>& to,
                               index_t h0, index_t h1, index_t i0, index_t i1) {
     const index_t block = (h1 - h0) * dim;
@@ -262,7 +261,7 @@ void move_rows(const KVRows<const T>& in, const KVRows<T>& out, const RowMoves& 
       index_t n = 1;
       if (runs)
         while (i + n < i1 && m.src[i + n] == m.src[i] + n && m.dst[i + n] == m.dst[i] + n) ++n;
-      if (i + prefetch_rows < i1)  // kept rows are scattered: start a later row's loads early
+      if (i + prefetch_rows < i1)
         prefetch(&from(m.src[i + prefetch_rows], h0, 0), std::size_t(block) * sizeof(T));
       const T* s = &from(m.src[i], h0, 0);
       T* d = &to(m.dst[i], h0, 0);
@@ -283,6 +282,40 @@ void move_rows(const KVRows<const T>& in, const KVRows<T>& out, const RowMoves& 
             out.is_anchor[m.dst[i]] = in.is_anchor[m.src[i]];
           }
       });
+}
+
+// Index arithmetic of the device gather (ansan/cuda/compaction.cuh), here so that a plain C++
+// compiler can test it. Output row i of sequence b has rank i - cu_out[b] in its sequence.
+enum class SourceIndex : std::uint8_t {
+  identity,    // it reads the row of the same rank (appending a chunk, copying scratch back)
+  kept_local,  // src[i] is the sequence-local row it reads (compact_kv_indices)
+  kept_token,  // src[i] is the packed token it reads, cu_seqlens[b] + local (a select's output)
+};
+struct RowPair {
+  index_t src, dst;
+};
+ANSAN_HOST_DEVICE RowPair gather_rows_of(index_t i, std::int32_t b, const std::int32_t* cu_out,
+                                         const RaggedRows& in_seqs,
+                                         const std::int32_t* maybe_out_seq_start,
+                                         const std::int32_t* src, SourceIndex source) {
+  const index_t rank = i - cu_out[b];
+  index_t local = rank;
+  if (source == SourceIndex::kept_local) local = src[i];
+  if (source == SourceIndex::kept_token) local = src[i] - in_seqs.cu_seqlens[b];
+  return {in_seqs.row_begin(b) + local,
+          (maybe_out_seq_start ? maybe_out_seq_start[b] : cu_out[b]) + rank};
+}
+// Entries of the ascending list kept[0, count) below `token`: the new offset of a sequence
+// that starts at packed token `token`.
+ANSAN_HOST_DEVICE std::int32_t count_below(const std::int32_t* kept, std::int32_t count,
+                                           std::int32_t token) {
+  std::int32_t lo = 0, hi = count;
+  while (lo < hi) {
+    const std::int32_t mid = lo + (hi - lo) / 2;
+    if (kept[mid] < token) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 template <class T>
@@ -307,20 +340,20 @@ inline void keep_flags(const MaskPolicy& policy, span<const std::int32_t> pos,
                        span<std::uint8_t> keep) {
   const char* fn = "keep_flags";
   validate_policy(policy, fn);
-  if (!(is_anchor.size() == pos.size()))
-    detail::fail(fn, "is_anchor.size()", is_anchor.size(),
+  if (is_anchor.size() != pos.size())
+    fail(fn, "is_anchor.size()", is_anchor.size(),
                  detail::concat("pos.size() = ", pos.size()));
   detail::validate_ragged(seqs, index_t(pos.size()), fn, "seqs");
-  if (!(keep.size() == std::size_t(seqs.total())))
-    detail::fail(fn, "keep.size()", keep.size(),
+  if (keep.size() != std::size_t(seqs.total()))
+    fail(fn, "keep.size()", keep.size(),
                  detail::concat("the token count cu_seqlens[B] = ", seqs.total()));
   if (!(next_pos.size() == std::size_t(seqs.batch) && open_seg_start.size() == next_pos.size()))
-    detail::fail(fn, "next_pos.size()/open_seg_start.size()",
+    fail(fn, "next_pos.size()/open_seg_start.size()",
                  detail::concat(next_pos.size(), "/", open_seg_start.size()),
                  detail::concat("batch = ", seqs.batch));
   for (std::int32_t b = 0; b < seqs.batch; ++b)
     if (open_seg_start[b] < 0 || open_seg_start[b] > next_pos[b])
-      detail::fail(fn, detail::concat("open_seg_start[", b, "]"), open_seg_start[b],
+      fail(fn, detail::concat("open_seg_start[", b, "]"), open_seg_start[b],
                    detail::concat("a position in [0, next_pos[", b, "] = ", next_pos[b], "]"));
   for (std::int32_t b = 0; b < seqs.batch; ++b)
     for (std::int32_t i = 0; i < seqs.len(b); ++i) {
@@ -356,11 +389,11 @@ void compact_kv(const KVRows<const detail::no_deduce<T>>& in, const RaggedRows& 
   const char* fn = "compact_kv";
   detail::validate_compaction_pair(in, out, fn);
   detail::validate_ragged(in_seqs, in.rows(), fn, "in_seqs");
-  if (!(keep.size() == std::size_t(in_seqs.total())))
-    detail::fail(fn, "keep.size()", keep.size(),
+  if (keep.size() != std::size_t(in_seqs.total()))
+    fail(fn, "keep.size()", keep.size(),
                  detail::concat("the token count in_seqs.cu_seqlens[B] = ", in_seqs.total()));
-  if (!(cu_seqlens_out.size() == std::size_t(in_seqs.batch) + 1))
-    detail::fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
+  if (cu_seqlens_out.size() != std::size_t(in_seqs.batch) + 1)
+    fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
                  detail::concat("B+1 = ", in_seqs.batch + 1));
   detail::RowMoves moves = detail::moves_from_flags(in_seqs, keep);
   detail::validate_destinations(moves.cu_out, maybe_out_seq_start, out.rows(), fn);
@@ -380,8 +413,8 @@ void compact_kv_indices(const KVRows<const detail::no_deduce<T>>& in, const Ragg
   const char* fn = "compact_kv_indices";
   detail::validate_compaction_pair(in, out, fn);
   detail::validate_ragged(in_seqs, in.rows(), fn, "in_seqs");
-  if (!(cu_keep.size() == std::size_t(in_seqs.batch) + 1))
-    detail::fail(fn, "cu_keep.size()", cu_keep.size(), detail::concat("B+1 = ", in_seqs.batch + 1));
+  if (cu_keep.size() != std::size_t(in_seqs.batch) + 1)
+    fail(fn, "cu_keep.size()", cu_keep.size(), detail::concat("B+1 = ", in_seqs.batch + 1));
   detail::validate_offsets(cu_keep, std::int64_t(keep_index.size()), fn, "", "cu_keep");
   detail::RowMoves moves;
   moves.cu_out.assign(cu_keep.begin(), cu_keep.end());
@@ -390,7 +423,7 @@ void compact_kv_indices(const KVRows<const detail::no_deduce<T>>& in, const Ragg
     for (std::int32_t j = cu_keep[b]; j < cu_keep[b + 1]; ++j) {
       const std::int32_t lo = j > cu_keep[b] ? keep_index[j - 1] + 1 : 0;
       if (keep_index[j] < lo || keep_index[j] >= in_seqs.len(b))
-        detail::fail(fn, detail::concat("keep_index[", j, "]"), keep_index[j],
+        fail(fn, detail::concat("keep_index[", j, "]"), keep_index[j],
                      detail::concat("an index in [", lo, ", ", in_seqs.len(b), ") of sequence ", b,
                                     " (strictly increasing)"));
       moves.src[j] = in_seqs.row_begin(b) + keep_index[j];
@@ -412,11 +445,11 @@ void compact_kv_inplace(const KVRows<T>& rows, const RaggedRows& seqs,
   const char* fn = "compact_kv_inplace";
   detail::validate_kv_rows(rows, fn, "rows");
   detail::validate_ragged(seqs, rows.rows(), fn, "seqs");
-  if (!(keep.size() == std::size_t(seqs.total())))
-    detail::fail(fn, "keep.size()", keep.size(),
+  if (keep.size() != std::size_t(seqs.total()))
+    fail(fn, "keep.size()", keep.size(),
                  detail::concat("the token count seqs.cu_seqlens[B] = ", seqs.total()));
-  if (!(cu_seqlens_out.size() == std::size_t(seqs.batch) + 1))
-    detail::fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
+  if (cu_seqlens_out.size() != std::size_t(seqs.batch) + 1)
+    fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
                  detail::concat("B+1 = ", seqs.batch + 1));
   if (seqs.maybe_seq_start) {
     std::vector<index_t> first(std::size_t(seqs.batch)), len(first.size());

@@ -22,13 +22,20 @@ std::string concat(const Parts&... parts) {
 }  // namespace detail
 
 // Throws std::invalid_argument naming the function, the argument, the value seen and the
-// value expected, unless `ok` holds.
+// value expected.
+template <class Argument, class Seen, class Expected>
+[[noreturn]] void fail(const char* function, const Argument& argument, const Seen& seen,
+                       const Expected& expected) {
+  throw std::invalid_argument(detail::concat("ansan::", function, ": ", argument, " is ", seen,
+                                             ", expected ", expected));
+}
+
+// fail(...) unless `ok` holds. Its arguments are evaluated either way: per-element checks in
+// loops write `if (!ok) fail(...)` so that the message is only built for bad input.
 template <class Seen, class Expected>
 void require(bool ok, const char* function, const char* argument, const Seen& seen,
              const Expected& expected) {
-  if (!ok)
-    throw std::invalid_argument(detail::concat("ansan::", function, ": ", argument, " is ", seen,
-                                               ", expected ", expected));
+  if (!ok) fail(function, argument, seen, expected);
 }
 
 }  // namespace ansan

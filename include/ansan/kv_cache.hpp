@@ -106,17 +106,17 @@ class KVCacheBook {
     if (!(k.shape[1] == heads_ && k.shape[2] == dim_))
       fail(fn, "k.shape", shape_string(k), concat("(rows, ", heads_, ", ", dim_, ")"));
     for (int d = 0; d < 3; ++d)
-      if (!(v.shape[d] == k.shape[d])) fail(fn, "v.shape", shape_string(v), shape_string(k));
+      if (v.shape[d] != k.shape[d]) fail(fn, "v.shape", shape_string(v), shape_string(k));
     if (!(k.stride[2] == 1 && v.stride[2] == 1))
       fail(fn, "innermost stride of k/v", concat(k.stride[2], "/", v.stride[2]),
            "1 (head_dim contiguous)");
     require((k.data && v.data) || m == 0, fn, "k.data/v.data", "null", "buffers");
-    if (!(cu_new.size() == std::size_t(batch_) + 1))
+    if (cu_new.size() != std::size_t(batch_) + 1)
       fail(fn, "cu_new.size()", cu_new.size(), concat("B+1 = ", batch_ + 1));
     validate_offsets(cu_new, m, fn, "", "cu_new");
-    if (!(pos.size() == std::size_t(m)))
+    if (pos.size() != std::size_t(m))
       fail(fn, "pos.size()", pos.size(), concat("the chunk's row count ", m));
-    if (!(is_anchor.size() == std::size_t(m)))
+    if (is_anchor.size() != std::size_t(m))
       fail(fn, "is_anchor.size()", is_anchor.size(), concat("the chunk's row count ", m));
     std::int64_t needed = capacity_;
     for (std::int32_t b = 0; b < batch_; ++b) {
@@ -135,7 +135,7 @@ class KVCacheBook {
     if (needed == capacity_) return capacity_;
     const std::int64_t grown = std::max<std::int64_t>({needed, 2 * std::int64_t(capacity_), 16});
     const std::int64_t limit = batch_ ? INT32_MAX / batch_ : INT32_MAX;
-    if (!(needed <= limit))
+    if (needed > limit)
       fail(fn, "rows per sequence", needed, concat("<= ", limit, " (2^31 - 1 rows in all)"));
     return std::int32_t(std::min(grown, limit));
   }

@@ -81,9 +81,9 @@ inline void validate_cu_seqlens(span<const std::int32_t> cu_seqlens, std::int64_
   require(cu_seqlens.size() >= 1, function, name, "empty", "B+1 >= 1 offsets");
   require(cu_seqlens[0] == 0, function, detail::concat(name, "[0]").c_str(), cu_seqlens[0], 0);
   for (std::size_t b = 1; b < cu_seqlens.size(); ++b)
-    require(cu_seqlens[b] >= cu_seqlens[b - 1], function,
-            detail::concat(name, "[", b, "]").c_str(), cu_seqlens[b],
-            detail::concat(">= ", name, "[", b - 1, "] = ", cu_seqlens[b - 1], " (non-decreasing)"));
+    if (cu_seqlens[b] < cu_seqlens[b - 1])
+      fail(function, detail::concat(name, "[", b, "]"), cu_seqlens[b],
+           detail::concat(">= ", name, "[", b - 1, "] = ", cu_seqlens[b - 1], " (non-decreasing)"));
   require(cu_seqlens[cu_seqlens.size() - 1] == total_tokens, function,
           detail::concat(name, "[B]").c_str(), cu_seqlens[cu_seqlens.size() - 1],
           detail::concat("the token count ", total_tokens));
@@ -138,8 +138,8 @@ inline AnchorLayout build_layout(span<const std::int32_t> tokens,
   std::vector<std::uint8_t> is_anchor(tokens.size());
   for (std::size_t t = 0; t < tokens.size(); ++t) {
     const std::int32_t id = tokens[t];
-    require(id >= 0 && id < vocab_size, fn, detail::concat("tokens[", t, "]").c_str(), id,
-            detail::concat("an id in [0, ", vocab_size, ")"));
+    if (id < 0 || id >= vocab_size)
+      fail(fn, detail::concat("tokens[", t, "]"), id, detail::concat("an id in [0, ", vocab_size, ")"));
     is_anchor[t] = is_id_anchor[std::size_t(id)];
   }
   return detail::layout_from_flags(cu_seqlens, std::move(is_anchor));
@@ -171,8 +171,8 @@ inline AnchorLayout build_layout_from_positions(span<const std::int32_t> anchor_
     const std::int32_t n = cu_seqlens[b + 1] - cu_seqlens[b];
     for (std::int32_t a = cu_anchors[b]; a < cu_anchors[b + 1]; ++a) {
       const std::int32_t lo = a > cu_anchors[b] ? anchor_pos[a - 1] + 1 : 0;
-      require(anchor_pos[a] >= lo && anchor_pos[a] < n, fn,
-              detail::concat("anchor_pos[", a, "]").c_str(), anchor_pos[a],
+      if (anchor_pos[a] < lo || anchor_pos[a] >= n)
+        fail(fn, detail::concat("anchor_pos[", a, "]"), anchor_pos[a],
               detail::concat("a position in [", lo, ", ", n, ") of sequence ", b,
                              " (strictly increasing)"));
     }

@@ -22,7 +22,8 @@ mkdir -p "$logs"
 summary=$OUT/summary.txt
 budget_s=${CHECK_BUDGET_S:-450}  # leave headroom under the 8-minute limit for tar and transfer
 start=$(date +%s)
-export LD_LIBRARY_PATH=$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Our binaries find libbenchmark/libcudart in .gpu-carry/lib; python (torch) keeps its own.
+with_libs=(env "LD_LIBRARY_PATH=$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 
 rows=()
 fails=0
@@ -87,7 +88,7 @@ fi
 # 2. every GPU test binary
 for test in "$carry"/bin/test_*; do
   name=$(basename "$test")
-  run_step "$name" 200 "$logs/$name.log" "$test" --duration=true
+  run_step "$name" 200 "$logs/$name.log" "${with_libs[@]}" "$test" --duration=true
   note=$(doctest_note "$logs/$name.log")
   case $rc in
     0) record "$name" PASS "$took" "$note" ;;
@@ -115,7 +116,7 @@ for tool in memcheck racecheck; do
       continue
     fi
     log="$logs/sanitizer-$tool-$kernel.log"
-    run_step "$name" 120 "$log" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
+    run_step "$name" 120 "$log" "${with_libs[@]}" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
       "$attention_test" "--test-case=sanitizer: $kernel"
     hazards=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -n 1)
     case $rc in
@@ -130,7 +131,7 @@ done
 # 4. GPU benchmarks (short)
 for bench in "$carry"/bin/bench_*; do
   name=$(basename "$bench")
-  run_step "$name" 150 "$logs/$name.log" "$bench" --benchmark_min_time=0.05 \
+  run_step "$name" 150 "$logs/$name.log" "${with_libs[@]}" "$bench" --benchmark_min_time=0.05 \
     --benchmark_out="$logs/$name.json" --benchmark_out_format=json
   skipped=$(grep -a -c 'no CUDA device' "$logs/$name.log")
   case $rc in

@@ -17,7 +17,7 @@ Needs only torch (no numpy: .npy files are parsed here). Exit status: 0 ok, 1 a 
 import argparse
 import ast
 import json
-import math
+import os
 import pathlib
 import struct
 import subprocess
@@ -142,6 +142,10 @@ def main():
         return 3
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     flex = torch.compile(flex_attention, dynamic=False)
+    bench_env = dict(os.environ)  # the bench binary's libraries staged by prepare.sh
+    libs = pathlib.Path(args.bench).resolve().parent.parent / "lib"
+    if libs.is_dir():
+        bench_env["LD_LIBRARY_PATH"] = f"{libs}:{bench_env.get('LD_LIBRARY_PATH', '')}"
     wanted = {tuple(float(x) for x in s.split(":")) for s in args.shapes.split(",") if s}
     failures = 0
     print("shape              ours_ms   flex_ms   sdpa_ms  x_flex  x_sdpa  ours_TFLOPs  check", flush=True)
@@ -153,7 +157,7 @@ def main():
             continue
         d = pathlib.Path(args.work) / f"n{n}_L{L}"
         cmd = [args.bench, f"--dump={d}", f"--n={n}", f"--L={L}"] + (["--tensors"] if check else [])
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=bench_env)
         ours = json.loads((d / "meta_ours.json").read_text())
         meta = json.loads((d / "meta.json").read_text())
         H, Hkv, D, scale = ours["heads_q"], ours["heads_kv"], ours["dim"], ours["softmax_scale"]

@@ -29,11 +29,11 @@ namespace anllm {
 
 // The caches after a reduction (or at the end), summed over layers.
 struct CacheSnapshot {
-  std::int32_t position = 0;     // tokens fed so far
-  std::int64_t dropped = 0;      // rows this reduction dropped from each layer
-  std::int64_t entries = 0;      // rows held, all layers
-  std::int64_t bytes = 0;        // K+V bytes held, all layers
-  std::int64_t full_bytes = 0;   // what caches that never reduce would hold
+  std::int32_t position = 0;            // tokens fed so far
+  std::int64_t dropped = 0;             // rows this reduction dropped from each layer
+  std::int64_t entries = 0;             // rows held, all layers
+  std::int64_t bytes = 0;               // K+V bytes held, all layers
+  std::int64_t full_bytes = 0;          // what caches that never reduce would hold
   std::int32_t open_seg_start = 0;      // first position of the open segment
   std::vector<std::int32_t> positions;  // the positions layer 0 holds (every layer holds the same)
 };
@@ -49,12 +49,12 @@ struct RunOptions {
   bool reduce_at_anchors = true;  // false: the cache keeps everything (the baseline)
   std::int32_t new_tokens = 64;   // tokens to generate (when not teacher-forcing)
   const std::vector<std::int32_t>* forced = nullptr;  // teacher forcing: feed these ids
-  float temperature = 1.f;        // 0: greedy
+  float temperature = 1.f;                            // 0: greedy
   std::uint64_t seed = 1;
-  bool insert_ac = true;          // AC mode: feed <AC> after a generated sentence end
-  bool keep_logits = true;        // return every position's logits
-  bool printable_only = false;    // sample only printable ASCII and newlines (readable noise)
-  int attention_threads = 0;      // ansan::cpu::attention_forward's num_threads
+  bool insert_ac = true;        // AC mode: feed <AC> after a generated sentence end
+  bool keep_logits = true;      // return every position's logits
+  bool printable_only = false;  // sample only printable ASCII and newlines (readable noise)
+  int attention_threads = 0;    // ansan::cpu::attention_forward's num_threads
   std::function<void(const Progress&)> on_step;  // called after every continuation token
 };
 
@@ -65,7 +65,7 @@ struct RunResult {
   std::vector<CacheSnapshot> reductions;
   CacheSnapshot final_cache;
   double prefill_seconds = 0, decode_seconds = 0;
-  std::int32_t continuation = 0;        // tokens fed after the prompt
+  std::int32_t continuation = 0;  // tokens fed after the prompt
   double decode_tokens_per_s() const { return continuation / std::max(decode_seconds, 1e-12); }
 };
 
@@ -95,6 +95,8 @@ inline std::int32_t pick_token(const Eigen::Ref<const Eigen::RowVectorXf>& logit
   return best;
 }
 
+// Algorithm 1 on `prompt`: prefill, reduce (if opt.reduce_at_anchors), then opt.new_tokens
+// generated or opt.forced teacher-forced tokens one at a time, reducing after each anchor.
 inline RunResult run_text(const Weights& w, const Tokenizer& tok,
                           const std::vector<std::int32_t>& prompt, const RunOptions& opt) {
   using clock = std::chrono::steady_clock;
@@ -103,12 +105,12 @@ inline RunResult run_text(const Weights& w, const Tokenizer& tok,
   };
   const std::int32_t total =
       opt.forced ? std::int32_t(opt.forced->size()) : std::max<std::int32_t>(opt.new_tokens, 0);
-  RunResult r;
-  r.ids = prompt;
-  for (const std::int32_t id : prompt) r.is_anchor.push_back(tok.is_anchor(id));
+  RunResult result;
+  result.ids = prompt;
+  for (const std::int32_t id : prompt) result.is_anchor.push_back(tok.is_anchor(id));
   if (opt.keep_logits)  // poisoned: a position the loop fails to write stays NaN
-    r.logits.setConstant(Eigen::Index(prompt.size()) + total, w.config.vocab,
-                         std::numeric_limits<float>::quiet_NaN());
+    result.logits.setConstant(Eigen::Index(prompt.size()) + total, w.config.vocab,
+                              std::numeric_limits<float>::quiet_NaN());
 
   IncrementalDecoder decoder(w, opt.policy, opt.attention_threads);
   const auto snapshot = [&](std::int64_t dropped) {
@@ -121,38 +123,41 @@ inline RunResult run_text(const Weights& w, const Tokenizer& tok,
 
   // Prefill the prompt in one chunk, then the first REDUCTION.
   auto t0 = clock::now();
-  Matrix logits = decoder.feed(r.ids, r.is_anchor);  // (prompt, vocab)
-  r.prefill_seconds = seconds_since(t0);
-  if (opt.keep_logits) r.logits.topRows(logits.rows()) = logits;
-  if (opt.reduce_at_anchors) r.reductions.push_back(snapshot(decoder.reduce()));
+  Matrix logits = decoder.feed(result.ids, result.is_anchor);  // (prompt, vocab)
+  result.prefill_seconds = seconds_since(t0);
+  if (opt.keep_logits) result.logits.topRows(logits.rows()) = logits;
+  if (opt.reduce_at_anchors) result.reductions.push_back(snapshot(decoder.reduce()));
 
   std::mt19937_64 rng(opt.seed);
   t0 = clock::now();
   for (std::int32_t step = 0; step < total; ++step) {
     std::int32_t next;
-    const std::int32_t previous = r.ids.empty() ? -1 : r.ids.back();
-    if (opt.forced) next = (*opt.forced)[std::size_t(step)];
+    const std::int32_t previous = result.ids.empty() ? -1 : result.ids.back();
+    if (opt.forced)
+      next = (*opt.forced)[std::size_t(step)];
     else if (tok.mode == AnchorMode::ac && opt.insert_ac &&
              (Tokenizer::is_sentence_punctuation(previous) || previous == '\n'))
       next = Tokenizer::ac_id;
-    else if (logits.rows() == 0) next = Tokenizer::bos_id;  // empty prompt: start a text
-    else next = pick_token(logits.row(logits.rows() - 1), tok, opt.temperature,
-                             opt.printable_only, rng);
+    else if (logits.rows() == 0)
+      next = Tokenizer::bos_id;  // empty prompt: start a text
+    else
+      next =
+          pick_token(logits.row(logits.rows() - 1), tok, opt.temperature, opt.printable_only, rng);
 
     const std::uint8_t anchor = tok.is_anchor(next);
-    r.ids.push_back(next);
-    r.is_anchor.push_back(anchor);
+    result.ids.push_back(next);
+    result.is_anchor.push_back(anchor);
     logits = decoder.feed({next}, {anchor});  // (1, vocab)
-    if (opt.keep_logits) r.logits.row(Eigen::Index(r.ids.size()) - 1) = logits.row(0);
-    if (anchor && opt.reduce_at_anchors) r.reductions.push_back(snapshot(decoder.reduce()));
-    ++r.continuation;
+    if (opt.keep_logits) result.logits.row(Eigen::Index(result.ids.size()) - 1) = logits.row(0);
+    if (anchor && opt.reduce_at_anchors) result.reductions.push_back(snapshot(decoder.reduce()));
+    ++result.continuation;
     if (opt.on_step)
       opt.on_step({step + 1, total, (step + 1) / std::max(seconds_since(t0), 1e-12),
                    decoder.entries(), decoder.bytes()});
   }
-  r.decode_seconds = seconds_since(t0);
-  r.final_cache = snapshot(0);
-  return r;
+  result.decode_seconds = seconds_since(t0);
+  result.final_cache = snapshot(0);
+  return result;
 }
 
 }  // namespace anllm

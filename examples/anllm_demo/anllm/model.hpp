@@ -15,20 +15,19 @@
 // This is a readable reference, not a fast inference engine: batch 1, fp32, Eigen matmuls.
 #pragma once
 
+#include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
-#include <Eigen/Core>
-
-#include "weights.hpp"
 #include "ansan/attention_args.hpp"
 #include "ansan/cpu/attention.hpp"
 #include "ansan/kv_cache.hpp"
 #include "ansan/layout.hpp"
 #include "ansan/policy.hpp"
 #include "ansan/tensor.hpp"
+#include "weights.hpp"
 
 namespace anllm {
 
@@ -52,7 +51,8 @@ inline void rope_forward(Matrix& x, const std::vector<std::int32_t>& pos, int he
   for (Eigen::Index t = 0; t < x.rows(); ++t)
     for (int d = 0; d < half; ++d) {
       // Angles in double: at position 16k a float angle would already be off by ~1e-3 rad.
-      const double angle = double(pos[std::size_t(t)]) * std::pow(double(theta), -2.0 * d / head_dim);
+      const double angle =
+          double(pos[std::size_t(t)]) * std::pow(double(theta), -2.0 * d / head_dim);
       const float c = float(std::cos(angle)), s = float(std::sin(angle));
       for (int h = 0; h < heads; ++h) {
         float& x1 = x(t, h * head_dim + d);
@@ -68,7 +68,8 @@ inline void rope_forward(Matrix& x, const std::vector<std::int32_t>& pos, int he
 inline void swiglu_forward(Matrix& out, const Matrix& x, const LayerWeights& L) {
   const Matrix gate = x * L.w_gate.transpose();  // (tokens, ffn_dim)
   const Matrix up = x * L.w_up.transpose();      // (tokens, ffn_dim)
-  const Matrix hidden = (gate.array() / (1.f + (-gate.array()).exp())).cwiseProduct(up.array()).matrix();
+  const Matrix hidden =
+      (gate.array() / (1.f + (-gate.array()).exp())).cwiseProduct(up.array()).matrix();
   out.noalias() = hidden * L.w_down.transpose();
 }
 
@@ -119,9 +120,13 @@ inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& 
                              int attention_threads = 0) {
   const ModelConfig& c = w.config;
   require(layout.batch() == 1 && layout.total_tokens() == std::int64_t(ids.size()),
-                 "forward_masked", "layout", ansan::detail::concat(
-                     layout.batch(), " sequences of ", layout.total_tokens(), " tokens"),
-                 ansan::detail::concat("1 sequence of ", ids.size(), " tokens"));
+          "forward_masked", "layout",
+          ansan::detail::concat(layout.batch(), " sequences of ", layout.total_tokens(), " tokens"),
+          ansan::detail::concat("1 sequence of ", ids.size(), " tokens"));
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    require(ids[i] >= 0 && ids[i] < c.vocab, "forward_masked",
+            ansan::detail::concat("ids[", i, "]").c_str(), ids[i],
+            ansan::detail::concat("a token id in [0, ", c.vocab, ")"));
   const auto attend = [&](int, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
     const auto args = ansan::prefill_args<float>(
         layout, heads_view(q, c.heads, c.head_dim), heads_view(k, c.kv_heads, c.head_dim),
@@ -151,10 +156,15 @@ class IncrementalDecoder {
 
   // The next tokens of the text and their anchor flags -> their logits: (tokens, vocab).
   Matrix feed(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& is_anchor) {
-    require(is_anchor.size() == ids.size(), "IncrementalDecoder::feed",
-                   "is_anchor.size()", is_anchor.size(), ids.size());
+    require(is_anchor.size() == ids.size(), "IncrementalDecoder::feed", "is_anchor.size()",
+            is_anchor.size(), ids.size());
     const ModelConfig& c = w_->config;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      require(ids[i] >= 0 && ids[i] < c.vocab, "IncrementalDecoder::feed",
+              ansan::detail::concat("ids[", i, "]").c_str(), ids[i],
+              ansan::detail::concat("a token id in [0, ", c.vocab, ")"));
     const auto tokens = std::int32_t(ids.size());
+    if (tokens == 0) return Matrix(0, c.vocab);  // nothing to append or attend
     // Query metadata: true positions after the cached ones; each row's segment starts one
     // past the last anchor before it (in the cache or earlier in this chunk).
     std::vector<std::int32_t> pos(ids.size()), seg_start(ids.size());
@@ -196,8 +206,12 @@ class IncrementalDecoder {
   const ansan::MaskPolicy& policy() const { return policy_; }
   const ansan::KVCache<float>& cache(int layer) const { return caches_[std::size_t(layer)]; }
   // Totals over all layers.
-  std::int64_t entries() const { return sum([](const auto& c) { return std::int64_t(c.entries()); }); }
-  std::int64_t bytes() const { return sum([](const auto& c) { return std::int64_t(c.bytes()); }); }
+  std::int64_t entries() const {
+    return sum([](const auto& c) { return std::int64_t(c.entries()); });
+  }
+  std::int64_t bytes() const {
+    return sum([](const auto& c) { return std::int64_t(c.bytes()); });
+  }
   std::int64_t full_cache_bytes() const {
     return sum([](const auto& c) { return std::int64_t(c.full_cache_bytes()); });
   }

@@ -15,12 +15,11 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "ansan/dtype.hpp"
 #include "ansan/error.hpp"
@@ -96,12 +95,14 @@ inline std::map<std::string, FileTensor> read_safetensors(const std::string& pat
   check_file(bytes.size() >= 8, fn, "the file size", bytes.size(), "at least 8 bytes");
 
   std::uint64_t header_len = 0;
-  for (int b = 7; b >= 0; --b) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[b]);
+  for (int b = 7; b >= 0; --b)
+    header_len = (header_len << 8) | static_cast<unsigned char>(bytes[b]);
   check_file(header_len <= bytes.size() - 8, fn, "the header length", header_len,
              ansan::detail::concat("<= ", bytes.size() - 8, " (the bytes after it; truncated?)"));
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(header_len));
+    header =
+        nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(header_len));
   } catch (const nlohmann::json::exception& e) {
     check_file(false, fn, "the JSON header", std::string("invalid (") + e.what() + ")",
                "a JSON object");
@@ -120,32 +121,41 @@ inline std::map<std::string, FileTensor> read_safetensors(const std::string& pat
     check_file(dtype != entry.end() && dtype->is_string(), fn, what + " dtype",
                dtype == entry.end() ? "missing" : dtype->dump(), "a string");
     const std::string tag = dtype->get<std::string>();
-    if (tag == "F32") t.stored_as = FileDtype::f32;
-    else if (tag == "BF16") t.stored_as = FileDtype::bf16;
-    else if (tag == "F16") t.stored_as = FileDtype::f16;
-    else check_file(false, fn, what + " dtype", tag, "F32, BF16 or F16");
+    if (tag == "F32")
+      t.stored_as = FileDtype::f32;
+    else if (tag == "BF16")
+      t.stored_as = FileDtype::bf16;
+    else if (tag == "F16")
+      t.stored_as = FileDtype::f16;
+    else
+      check_file(false, fn, what + " dtype", tag, "F32, BF16 or F16");
 
     const auto shape = entry.find("shape");
     check_file(shape != entry.end() && shape->is_array(), fn, what + " shape",
                shape == entry.end() ? "missing" : shape->dump(), "an array of sizes");
     std::uint64_t numel = 1;
+    bool overflow = false;  // a shape whose element count does not fit 64 bits
     for (const auto& extent : *shape) {
-      check_file(extent.is_number_integer() && extent.get<std::int64_t>() >= 0, fn,
-                 what + " shape", shape->dump(), "non-negative integers");
+      check_file(extent.is_number_integer() && extent.get<std::int64_t>() >= 0, fn, what + " shape",
+                 shape->dump(), "non-negative integers");
       t.shape.push_back(extent.get<std::int64_t>());
-      numel *= std::uint64_t(t.shape.back());
+      overflow |= __builtin_mul_overflow(numel, std::uint64_t(t.shape.back()), &numel);
     }
+    check_file(!overflow, fn, what + " shape", shape->dump(), "an element count below 2^64");
 
     const auto offsets = entry.find("data_offsets");
     const bool offsets_ok = offsets != entry.end() && offsets->is_array() && offsets->size() == 2 &&
-                            (*offsets)[0].is_number_unsigned() && (*offsets)[1].is_number_unsigned();
+                            (*offsets)[0].is_number_unsigned() &&
+                            (*offsets)[1].is_number_unsigned();
     check_file(offsets_ok, fn, what + " data_offsets",
                offsets == entry.end() ? "missing" : offsets->dump(), "[begin, end]");
     const auto begin = (*offsets)[0].get<std::uint64_t>(), end = (*offsets)[1].get<std::uint64_t>();
     check_file(begin <= end && end <= data_len, fn, what + " data_offsets", offsets->dump(),
                ansan::detail::concat("a range inside the ", data_len, " data bytes (truncated?)"));
+    // With numel <= data_len the product below cannot have wrapped around.
     const std::uint64_t expected_bytes = numel * dtype_bytes(t.stored_as);
-    check_file(end - begin == expected_bytes, fn, what + " byte count", end - begin,
+    check_file(numel <= data_len && end - begin == expected_bytes, fn, what + " byte count",
+               end - begin,
                ansan::detail::concat(expected_bytes, " (", shape_text(t.shape), " ", tag, ")"));
 
     t.data.resize(numel);
@@ -172,10 +182,18 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorT
   header["__metadata__"] = {{"format", "pt"}};
   std::uint64_t offset = 0;
   for (const auto& t : tensors) {
+    check_file(t.name != "__metadata__" && !header.contains(t.name), fn, "tensor name", t.name,
+               "unique and not __metadata__");
     std::uint64_t numel = 1;
-    for (const auto extent : t.shape) numel *= std::uint64_t(extent);
+    for (const auto extent : t.shape) {
+      check_file(extent >= 0, fn, "tensor '" + t.name + "' shape", shape_text(t.shape),
+                 "non-negative sizes");
+      numel *= std::uint64_t(extent);
+    }
+    check_file(t.data || numel == 0, fn, "tensor '" + t.name + "' data", "null", "a buffer");
     const std::uint64_t end = offset + numel * dtype_bytes(dtype);
-    header[t.name] = {{"dtype", dtype_tag(dtype)}, {"shape", t.shape}, {"data_offsets", {offset, end}}};
+    header[t.name] = {
+        {"dtype", dtype_tag(dtype)}, {"shape", t.shape}, {"data_offsets", {offset, end}}};
     offset = end;
   }
   std::string header_text = header.dump();
@@ -193,7 +211,8 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorT
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   check_file(bool(file), fn, "the file", "not writable", "a writable path");
   unsigned char length[8];
-  for (int b = 0; b < 8; ++b) length[b] = static_cast<unsigned char>(std::uint64_t(header_text.size()) >> (8 * b));
+  for (int b = 0; b < 8; ++b)
+    length[b] = static_cast<unsigned char>(std::uint64_t(header_text.size()) >> (8 * b));
   file.write(reinterpret_cast<const char*>(length), 8);
   file.write(header_text.data(), std::streamsize(header_text.size()));
   file.write(reinterpret_cast<const char*>(blob.data()), std::streamsize(blob.size()));

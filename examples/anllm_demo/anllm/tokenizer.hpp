@@ -73,12 +73,18 @@ struct Tokenizer {
                             std::string_view ac_mark = "\u2693") {
     std::string text;
     for (const std::int32_t id : ids) {
-      if (id >= 0 && id < 256) text.push_back(static_cast<char>(id));
-      else if (!show_special) continue;
-      else if (id == ac_id) text += ac_mark;
-      else if (id == bos_id) text += "<bos>";
-      else if (id == pad_id) text += "<pad>";
-      else text += "<" + std::to_string(id) + ">";
+      if (id >= 0 && id < 256)
+        text.push_back(static_cast<char>(id));
+      else if (!show_special)
+        continue;
+      else if (id == ac_id)
+        text += ac_mark;
+      else if (id == bos_id)
+        text += "<bos>";
+      else if (id == pad_id)
+        text += "<pad>";
+      else
+        text += "<" + std::to_string(id) + ">";
     }
     return text;
   }

@@ -4,8 +4,8 @@
 // (out_features, in_features); y = x W^T), so a real checkpoint of this shape loads as is:
 //   model.embed_tokens.weight                 (vocab, dim)
 //   model.layers.{l}.input_layernorm.weight   (dim)
-//   model.layers.{l}.self_attn.q_proj.weight  (heads*head_dim, dim)      k/v_proj: kv_heads*head_dim
-//   model.layers.{l}.self_attn.o_proj.weight  (dim, heads*head_dim)
+//   model.layers.{l}.self_attn.q_proj.weight  (heads*head_dim, dim)      k/v_proj:
+//   kv_heads*head_dim model.layers.{l}.self_attn.o_proj.weight  (dim, heads*head_dim)
 //   model.layers.{l}.post_attention_layernorm.weight  (dim)
 //   model.layers.{l}.mlp.gate_proj.weight / up_proj   (ffn_dim, dim);  down_proj (dim, ffn_dim)
 //   model.norm.weight                         (dim)
@@ -14,14 +14,13 @@
 // number it prints about attention, caches and exactness holds for any weights.
 #pragma once
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "config.hpp"
 #include "safetensors.hpp"
@@ -93,7 +92,8 @@ inline Weights allocate_weights(const ModelConfig& config) {
   config.validate();
   Weights w;
   w.config = config;
-  const int d = config.dim, q = config.heads * config.head_dim, kv = config.kv_heads * config.head_dim;
+  const int d = config.dim, q = config.heads * config.head_dim,
+            kv = config.kv_heads * config.head_dim;
   w.embedding = Matrix::Zero(config.vocab, d);
   w.layers.resize(std::size_t(config.layers));
   for (auto& L : w.layers) {

@@ -46,12 +46,7 @@ namespace ansan::cuda {
 
 namespace detail {
 
-// Where output row i of a gather reads from, given its sequence b and rank i - cu_out[b].
-enum class SourceIndex : std::uint8_t {
-  identity,    // the rank itself (appending a chunk, copying scratch back)
-  kept_local,  // d_src[i] is sequence-local (compact_kv_indices)
-  kept_token,  // d_src[i] is a packed token index, cu_seqlens[b] + local (DeviceSelect output)
-};
+using ansan::detail::SourceIndex;
 
 template <class T>
 struct GatherParams {
@@ -78,12 +73,9 @@ __global__ void gather_rows_kernel(const GatherParams<T> p) {
   for (index_t i = index_t(blockIdx.x) * blockDim.y + threadIdx.y; i < rows;
        i += index_t(gridDim.x) * blockDim.y) {
     const std::int32_t b = sequence_of(p.cu_out, batch, i);
-    const index_t rank = i - p.cu_out[b];
-    index_t local = rank;
-    if (p.source == SourceIndex::kept_local) local = p.src[i];
-    if (p.source == SourceIndex::kept_token) local = p.src[i] - p.in_seqs.cu_seqlens[b];
-    const index_t src_row = p.in_seqs.row_begin(b) + local;
-    const index_t dst_row = (p.maybe_out_seq_start ? p.maybe_out_seq_start[b] : p.cu_out[b]) + rank;
+    const ansan::detail::RowPair row = ansan::detail::gather_rows_of(
+        i, b, p.cu_out, p.in_seqs, p.maybe_out_seq_start, p.src, p.source);
+    const index_t src_row = row.src, dst_row = row.dst;
     for (index_t w = threadIdx.x; w < vec_per_row; w += blockDim.x) {
       const index_t h = w / vec_per_head, piece = w % vec_per_head;
       const Vec* g_k_src = reinterpret_cast<const Vec*>(&p.in.k(src_row, h, 0));
@@ -104,15 +96,7 @@ __global__ void kept_offsets_kernel(const std::int32_t* d_kept, const std::int32
                                     std::int32_t* d_cu_out) {
   const std::int32_t b = std::int32_t(blockIdx.x * blockDim.x + threadIdx.x);
   if (b > batch) return;
-  std::int32_t lo = 0, hi = *d_num_kept;
-  while (lo < hi) {
-    const std::int32_t mid = lo + (hi - lo) / 2;
-    if (d_kept[mid] < d_cu_seqlens[b])
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  d_cu_out[b] = lo;
+  d_cu_out[b] = ansan::detail::count_below(d_kept, *d_num_kept, d_cu_seqlens[b]);
 }
 
 __global__ void keep_flags_kernel(const MaskPolicy policy, const std::int32_t* d_pos,

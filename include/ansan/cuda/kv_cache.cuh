@@ -126,18 +126,13 @@ class KVCache : public ansan::detail::KVCacheBook {
   std::vector<std::uint8_t> anchor_flags(std::int32_t b) const {
     return download(d_anchor_.data() + row_start_host(b), std::size_t(seq_len(b)));
   }
-  std::vector<T> keys(std::int32_t b) const {
-    return download_rows(d_k_.data(), b);
-  }  // (len, heads, dim)
-  std::vector<T> values(std::int32_t b) const {
-    return download_rows(d_v_.data(), b);
-  }  // (len, heads, dim)
+  // (len, heads_kv, head_dim) whatever the storage order.
+  std::vector<T> keys(std::int32_t b) const { return download_rows(d_k_.data(), b); }
+  std::vector<T> values(std::int32_t b) const { return download_rows(d_v_.data(), b); }
 
  private:
   std::size_t row_bytes() const { return 2 * std::size_t(heads_) * dim_ * sizeof(T); }
-  std::int32_t row_start_host(std::int32_t b) const {
-    return KVCacheBook::row_start_[std::size_t(b)];
-  }
+  std::int32_t row_start_host(std::int32_t b) const { return row_start_[check_seq(b)]; }
   template <class E>
   TensorView<E, 3> storage_view(E* data, index_t rows_allocated) const {
     return kv_view(data, storage_, rows_allocated, heads_, dim_);

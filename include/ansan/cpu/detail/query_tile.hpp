@@ -40,10 +40,14 @@
 
 namespace ansan::cpu::detail {
 
-inline constexpr index_t kQueryRows = 64;  // query rows per tile, before stacking the group
+inline constexpr index_t kQueryRows = 64;     // query rows per tile, before stacking the group
 inline constexpr index_t kLocalStacked = 32;  // stacked rows per local sub-tile, when that saves work
-inline constexpr index_t kKeyBlock = 128;  // keys per multiply
+inline constexpr index_t kKeyBlock = 128;     // keys per multiply
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+// exp(x) for x below about -87 is a denormal (Eigen returns one even for -inf), and
+// denormals are many times slower; a probability under e^-80 is far below fp32 resolution next
+// to the row's largest term (1), so exponents are clamped there first.
+inline constexpr float kNegligibleLogit = -80.f;
 
 struct KeyInterval {
   index_t begin = 0, end = 0;  // key indices [begin, end)
@@ -59,14 +63,16 @@ struct TileScratch {
   std::vector<QueryInfo> query;    // (rows)
   std::vector<KeyInterval> retained, local;  // (rows) visible keys of each part
   std::vector<KeyInterval> block_cols;       // (stacked rows) columns of the block each row sees
+  RowMatrix keep;                  // (rows, block) dense_mask only: 1 visible, 0 masked
 };
 
-// Folds one key block into the online softmax of stacked rows [first, first + score.rows()).
-// Row r of ts.score holds scaled scores; only columns ts.block_cols[r] count (entries there
-// may also be -inf). v_block is (block, head_dim). Row by row, so that every operation runs
-// along contiguous memory and exp is computed only where a row sees keys.
-inline void fold_block(TileScratch& ts, index_t first, const Eigen::Ref<const RowMatrix>& v_block) {
-  const index_t cols = ts.score.cols();
+// Online-softmax step for one key block over stacked rows [first, first + score.rows()):
+// turns the scaled scores in ts.score into probabilities exp(s - new max), updates the running
+// max and sum, and rescales the accumulator rows. Row r counts only columns ts.block_cols[r]
+// (the rest become 0); with `keep` (dense_mask), entries masked there must hold -inf and end at 0.
+// Row by row, so every operation runs along contiguous memory and Eigen vectorises exp.
+inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep = nullptr) {
+  const index_t cols = ts.score.cols(), group = ts.q.rows() / index_t(ts.query.size());
   for (index_t r = 0; r < ts.score.rows(); ++r) {
     auto prob = ts.score.row(r).array();  // (block)
     const KeyInterval seen = ts.block_cols[std::size_t(r)];
@@ -78,16 +84,16 @@ inline void fold_block(TileScratch& ts, index_t first, const Eigen::Ref<const Ro
       prob.setZero();
       continue;
     }
-    prob.segment(seen.begin, seen.end - seen.begin) =
-        (prob.segment(seen.begin, seen.end - seen.begin) - new_max).exp();
+    auto seen_prob = prob.segment(seen.begin, seen.end - seen.begin);
+    seen_prob = (seen_prob - new_max).max(kNegligibleLogit).exp();
     prob.head(seen.begin).setZero();
     prob.tail(cols - seen.end).setZero();
+    if (keep) prob *= keep->row((first + r) / group).array();
     const float rescale = std::exp(ts.max_score[s] - new_max);  // 0 for a row's first keys
     ts.sum[s] = rescale * ts.sum[s] + prob.sum();
     if (rescale != 1.f) ts.acc.row(s) *= rescale;
     ts.max_score[s] = new_max;
   }
-  ts.acc.middleRows(first, ts.score.rows()).noalias() += ts.score * v_block;  // O += P V
 }
 
 // One part of SPEC section 4 for query rows [begin, end) of the tile: query row i sees keys
@@ -114,7 +120,8 @@ inline void attend_part(TileScratch& ts, const RowMatrix& k, const RowMatrix& v,
       const index_t lo = full ? 0 : std::clamp(iv.begin - j0, index_t(0), cols);
       ts.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
     }
-    fold_block(ts, begin * group, v.middleRows(j0, cols));
+    softmax_block(ts, begin * group);
+    ts.acc.middleRows(begin * group, q.rows()).noalias() += ts.score * v.middleRows(j0, cols);  // O += P V
   }
 }
 
@@ -136,14 +143,19 @@ inline void attend_dense_mask(TileScratch& ts, const KeyPanel& panel, const Mask
   for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
     const index_t cols = std::min(kKeyBlock, end - j0);
     ts.score.noalias() = ts.q * panel.k.middleRows(j0, cols).transpose();  // S = Q K^T
+    // The predicate per (query row, key), shared by the heads of the group as a custom mask is.
+    ts.keep.resize(rows, cols);
     for (index_t i = 0; i < rows; ++i)
       for (index_t c = 0; c < cols; ++c) {
         const KeyInfo key{panel.pos[j0 + c], panel.is_anchor[j0 + c] != 0};
-        if (visible(policy, ts.query[std::size_t(i)], key)) continue;
-        for (index_t g = 0; g < group; ++g) ts.score(i * group + g, c) = kMinusInf;
+        ts.keep(i, c) = visible(policy, ts.query[std::size_t(i)], key) ? 1.f : 0.f;
       }
-    ts.block_cols.assign(std::size_t(ts.q.rows()), KeyInterval{0, cols});
-    fold_block(ts, 0, panel.v.middleRows(j0, cols));
+    for (index_t r = 0; r < ts.score.rows(); ++r)
+      for (index_t c = 0; c < cols; ++c)
+        if (ts.keep(r / group, c) == 0.f) ts.score(r, c) = kMinusInf;  // out of the row max
+    ts.block_cols.assign(std::size_t(ts.score.rows()), KeyInterval{0, cols});
+    softmax_block(ts, 0, &ts.keep);
+    ts.acc.noalias() += ts.score * panel.v.middleRows(j0, cols);  // O += P V
   }
 }
 

@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
           float k_vec[kVec];
           load_vec(&sK[c * Tr::kKeyStride + d], k_vec);
           for (int i = 0; i < Tr::kScoreRowsPerThread; ++i)
-            for (int e = 0; e < kVec; ++e) dot[i] += sQ[(r0 + 2 * i) * Dim + d + e] * k_vec[e];
+            if (r0 + 2 * i < rows)  // block-uniform: 1 query row x 4 heads fills half the rows
+              for (int e = 0; e < kVec; ++e) dot[i] += sQ[(r0 + 2 * i) * Dim + d + e] * k_vec[e];
         }
         for (int i = 0; i < Tr::kScoreRowsPerThread; ++i) {
           const int r = r0 + 2 * i;
@@ -157,7 +158,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
         load_vec(&sV[c * Dim + d0], v_vec);
         for (int i = 0; i < Tr::kRowsPerThread; ++i) {
           const int r = out_group + i * Tr::kRowGroups;
-          if (r >= kRows) continue;
+          if (r >= rows) continue;
           const float prob = sS[r * kKeys + c];
           for (int e = 0; e < kVec; ++e) acc[i][e] += prob * v_vec[e];
         }

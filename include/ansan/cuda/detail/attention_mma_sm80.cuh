@@ -11,8 +11,8 @@
 //   S = Q K^T            mma.m16n8k16 over head_dim, K fragments by ldmatrix.x4
 //   mask                 per warp: no row sees the tile -> skip it; all rows see all of it ->
 //                        no check; otherwise compare the key index with the row's interval
-//                        (row_keys(): retained prefix, local band), i.e. visible_retained /
-//                        visible_local in index form (tests/test_attention_tiles.cpp)
+//                        (tile_element_seen(): visible_retained / visible_local in index
+//                        form; tests/test_attention_tiles.cpp replays this walk on the host)
 //   online softmax       in base 2 (scores pre-multiplied by scale * log2 e)
 //   O += P V             P re-used from the S accumulator as the A fragment (mma_layout.hpp),
 //                        V fragments by ldmatrix.x4.trans
@@ -66,12 +66,14 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
   __shared__ TileBounds sBounds[2];                  // the whole block
 
-  const std::int32_t tile = std::int32_t(blockIdx.x);
-  if (tile >= p.tile_prefix[p.batch]) return;  // the grid is an upper bound on the tiles
+  // Heads vary fastest and tiles run last-first: late query tiles see the most retained keys,
+  // so the heaviest blocks start first and the light ones fill the tail.
+  const std::int32_t h = std::int32_t(blockIdx.x % unsigned(p.heads_q)), h_kv = h / (p.heads_q / p.heads_kv);
+  const std::int32_t tile = p.tile_prefix[p.batch] - 1 - std::int32_t(blockIdx.x / unsigned(p.heads_q));
+  if (tile < 0) return;  // the grid is an upper bound on the tiles
   const std::int32_t b = sequence_of_tile(p.tile_prefix, p.batch, tile);
   const std::int32_t q_begin = p.cu_seqlens_q[b] + (tile - p.tile_prefix[b]) * kRows;
   const std::int32_t rows = min(kRows, p.cu_seqlens_q[b + 1] - q_begin);
-  const std::int32_t h = std::int32_t(blockIdx.y), h_kv = h / (p.heads_q / p.heads_kv);
   const std::int32_t k_begin = p.k_begin(b), k_end = p.k_end(b);
   const std::int32_t retained_base = p.retained_prefix ? p.retained_prefix[k_begin] : 0;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -104,24 +106,16 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
     sBounds[tid] = all;
   }
   __syncthreads();
-  const TileBounds block_retained = sBounds[0], block_local = sBounds[1];
-  const std::int32_t retained_tiles = tiles_of(block_retained.last() - block_retained.first(), kKeys);
-  const std::int32_t tiles = retained_tiles + tiles_of(block_local.last() - block_local.first(), kKeys);
-  // Tile j: part (0 retained, 1 local) and its first index in that part's index space.
-  const auto tile_part = [&](std::int32_t j) { return j < retained_tiles ? 0 : 1; };
-  const auto tile_begin = [&](std::int32_t j) {
-    return j < retained_tiles ? block_retained.first() + j * kKeys
-                              : block_local.first() + (j - retained_tiles) * kKeys;
-  };
+  const TileWalk walk{sBounds[0], sBounds[1], kKeys};
+  const std::int32_t tiles = walk.count();
   const auto load_tile = [&](T* dst, const T* src, index_t stride_t, index_t stride_h, std::int32_t j) {
-    const int part = tile_part(j);
-    const std::int32_t begin = tile_begin(j);
-    const TileBounds& bounds = part == 0 ? block_retained : block_local;
+    const int part = walk.part(j);
+    const std::int32_t begin = walk.begin(j);
     for (int i = tid; i < kKeys * Tr::kChunks; i += Tr::kThreads) {
       const int c = i / Tr::kChunks, chunk = i % Tr::kChunks;
       const std::int32_t index = begin + c;
       std::int32_t row = -1;
-      if (index < bounds.max_end) row = part == 0 ? p.retained_rows[retained_base + index] : index;
+      if (walk.holds(j, index)) row = part == 0 ? p.retained_rows[retained_base + index] : index;
       const T* from = row >= 0 ? src + row * stride_t + h_kv * stride_h + 8 * chunk : src;
       cp_async_16(dst + swizzled_offset(c, 8 * chunk, Dim), from, row >= 0);  // zeros past the end
     }
@@ -148,8 +142,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
     load_tile(sV, p.v, p.v_stride_t, p.v_stride_h, j);
     cp_async_commit();
 
-    const int part = tile_part(j);
-    const std::int32_t begin = tile_begin(j);
+    const int part = walk.part(j);
+    const std::int32_t begin = walk.begin(j);
     const TileMask mask = classify_tile(sWarpBounds[warp][part], begin, begin + kKeys);  // warp-uniform
     float s[Tr::kKeyTiles][4] = {};  // S: (16 rows, kKeys) per warp, C layout
     if (mask != TileMask::none) {
@@ -166,10 +160,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
         for (int i = 0; i < 4; ++i) {
           const int r = i / 2;
           const std::int32_t index = begin + 8 * nt + mma_c_element(lane, i).col;
-          const RowKeys& rk = my_rows[r];
-          const bool seen = mask == TileMask::full ||
-                            (part == 0 ? index < rk.retained
-                                       : index >= rk.local_begin && index < rk.local_end);
+          const bool seen = tile_element_seen(mask, part, my_rows[r], index);
           s[nt][i] = seen ? s[nt][i] * scale_log2 : kMinusInf;
           tile_max[r] = fmaxf(tile_max[r], s[nt][i]);
         }
@@ -234,7 +225,7 @@ template <class T, int Dim>
 cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t stream) {
   using Tr = TensorTraits<T, Dim>;
   static_assert(Tr::kRows == kTensorRows, "the query-tile table uses kTensorRows");
-  const dim3 grid(unsigned(tiles_of(p.total_q, Tr::kRows) + p.batch), unsigned(p.heads_q));
+  const dim3 grid(unsigned((tiles_of(p.total_q, Tr::kRows) + p.batch) * p.heads_q));  // (tile, head)
   const auto kernel = attention_tensor_kernel<T, Dim>;
   ANSAN_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          int(Tr::smem_bytes())));

@@ -90,56 +90,58 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
   float row_max[Tr::kRowsPerWarp], row_sum[Tr::kRowsPerWarp];
   for (int i = 0; i < Tr::kRowsPerWarp; ++i) row_max[i] = kMinusInf, row_sum[i] = 0.f;
 
-  for (int part = 0; part < 2; ++part) {
-    const TileBounds bounds = sBounds[part];
-    for (std::int32_t begin = bounds.first(); begin < bounds.last(); begin += kKeys) {
-      const TileMask mask = classify_tile(bounds, begin, begin + kKeys);
-      if (mask == TileMask::none) continue;
-      if (int(threadIdx.x) < kKeys) {
-        const std::int32_t index = begin + std::int32_t(threadIdx.x);
-        std::int32_t row = -1;
-        if (index < bounds.max_end) row = part == 0 ? p.retained_rows[retained_base + index] : index;
-        sKeyRow[threadIdx.x] = row;
-        if (row >= 0) sKey[threadIdx.x] = p.key(row);
-      }
-      __syncthreads();
-      for (int i = int(threadIdx.x); i < kKeys * MaxDim; i += Tr::kThreads) {
-        const int c = i / MaxDim, d = i % MaxDim;
-        const std::int32_t row = sKeyRow[c];
-        const bool load = row >= 0 && d < dim;
-        sK[c * Tr::kKeyStride + d] = load ? to_float(p.k_row(row, h_kv)[d]) : 0.f;
-        sV[c * MaxDim + d] = load ? to_float(p.v_row(row, h_kv)[d]) : 0.f;
-      }
-      __syncthreads();
-
-      for (int i = 0; i < Tr::kRowsPerWarp; ++i) {
-        const int r = warp + i * Tr::kWarps;  // warp-uniform
-        if (r >= rows) continue;
-        bool seen = sKeyRow[lane] >= 0;
-        if (seen && mask == TileMask::partial)
-          seen = part == 0 ? visible_retained(p.policy, sQuery[r], sKey[lane])
-                           : visible_local(p.policy, sQuery[r], sKey[lane]);
-        float score = kMinusInf;  // S = scale * Q K^T, lane = key
-        if (seen) {
-          float dot = 0.f;
-          for (int d = 0; d < dim; ++d) dot += sQ[r * MaxDim + d] * sK[lane * Tr::kKeyStride + d];
-          score = dot * p.softmax_scale;
-        }
-        const float new_max = fmaxf(row_max[i], warp_max(score));
-        const float rescale = exp_from(row_max[i], new_max);
-        const float prob = exp_from(score, new_max);
-        row_sum[i] = row_sum[i] * rescale + warp_sum(prob);
-        row_max[i] = new_max;
-        for (int j = 0; j < Tr::kDimsPerLane; ++j) o[i][j] *= rescale;
-        for (int c = 0; c < kKeys; ++c) {  // O += P V, P of key c broadcast from lane c
-          const float pc = __shfl_sync(0xffffffffu, prob, c);
-          for (int j = 0; j < Tr::kDimsPerLane; ++j) o[i][j] += pc * sV[c * MaxDim + lane + 32 * j];
-        }
-      }
-      __syncthreads();
+  const TileWalk walk{sBounds[0], sBounds[1], kKeys};
+  for (std::int32_t tile_index = 0; tile_index < walk.count(); ++tile_index) {
+    const int part = walk.part(tile_index);
+    const std::int32_t begin = walk.begin(tile_index);
+    const TileMask mask = classify_tile(part == 0 ? walk.retained : walk.local, begin, begin + kKeys);
+    if (mask == TileMask::none) continue;  // uniform across the block
+    if (int(threadIdx.x) < kKeys) {
+      const std::int32_t index = begin + std::int32_t(threadIdx.x);
+      std::int32_t row = -1;
+      if (walk.holds(tile_index, index)) row = part == 0 ? p.retained_rows[retained_base + index] : index;
+      sKeyRow[threadIdx.x] = row;
+      if (row >= 0) sKey[threadIdx.x] = p.key(row);
     }
+    __syncthreads();
+    for (int i = int(threadIdx.x); i < kKeys * MaxDim; i += Tr::kThreads) {
+      const int c = i / MaxDim, d = i % MaxDim;
+      const std::int32_t row = sKeyRow[c];
+      const bool load = row >= 0 && d < dim;
+      sK[c * Tr::kKeyStride + d] = load ? to_float(p.k_row(row, h_kv)[d]) : 0.f;
+      sV[c * MaxDim + d] = load ? to_float(p.v_row(row, h_kv)[d]) : 0.f;
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int i = 0; i < Tr::kRowsPerWarp; ++i) {
+      const int r = warp + i * Tr::kWarps;  // warp-uniform
+      if (r >= rows) continue;
+      bool seen = sKeyRow[lane] >= 0;
+      if (seen && mask == TileMask::partial)
+        seen = part == 0 ? visible_retained(p.policy, sQuery[r], sKey[lane])
+                         : visible_local(p.policy, sQuery[r], sKey[lane]);
+      float score = kMinusInf;  // S = scale * Q K^T, lane = key
+      if (seen) {
+        float dot = 0.f;
+        for (int d = 0; d < dim; ++d) dot += sQ[r * MaxDim + d] * sK[lane * Tr::kKeyStride + d];
+        score = dot * p.softmax_scale;
+      }
+      const float new_max = fmaxf(row_max[i], warp_max(score));
+      const float rescale = exp_from(row_max[i], new_max);
+      const float prob = exp_from(score, new_max);
+      row_sum[i] = row_sum[i] * rescale + warp_sum(prob);
+      row_max[i] = new_max;
+      for (int j = 0; j < Tr::kDimsPerLane; ++j) o[i][j] *= rescale;
+      for (int c = 0; c < kKeys; ++c) {  // O += P V, P of key c broadcast from lane c
+        const float pc = __shfl_sync(0xffffffffu, prob, c);
+        for (int j = 0; j < Tr::kDimsPerLane; ++j) o[i][j] += pc * sV[c * MaxDim + lane + 32 * j];
+      }
+    }
+    __syncthreads();
   }
 
+#pragma unroll
   for (int i = 0; i < Tr::kRowsPerWarp; ++i) {
     const int r = warp + i * Tr::kWarps;
     if (r >= rows) continue;

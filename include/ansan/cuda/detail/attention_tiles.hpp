@@ -95,6 +95,39 @@ ANSAN_HOST_DEVICE TileMask classify_tile(const TileBounds& b, std::int32_t begin
   return TileMask::partial;
 }
 
+// The key tiles one query tile walks, in order: tiles of the retained list (part 0), then
+// tiles of the local key rows (part 1). `retained` and `local` bound the rows of the whole
+// query tile.
+struct TileWalk {
+  TileBounds retained, local;
+  std::int32_t tile_keys;
+
+  ANSAN_HOST_DEVICE std::int32_t retained_tiles() const {
+    return (retained.last() - retained.first() + tile_keys - 1) / tile_keys;
+  }
+  ANSAN_HOST_DEVICE std::int32_t count() const {
+    return retained_tiles() + (local.last() - local.first() + tile_keys - 1) / tile_keys;
+  }
+  ANSAN_HOST_DEVICE int part(std::int32_t j) const { return j < retained_tiles() ? 0 : 1; }
+  // First index of tile j in its part's index space (retained-list index or key row).
+  ANSAN_HOST_DEVICE std::int32_t begin(std::int32_t j) const {
+    const std::int32_t r = retained_tiles();
+    return j < r ? retained.first() + j * tile_keys : local.first() + (j - r) * tile_keys;
+  }
+  // Whether index `index` of tile j holds a key (else the loader zero-fills it).
+  ANSAN_HOST_DEVICE bool holds(std::int32_t j, std::int32_t index) const {
+    return index < (part(j) == 0 ? retained.max_end : local.max_end);
+  }
+};
+
+// Whether a kernel counts `index` of a tile of `part` for a row with keys `rk`, given the
+// tile's class for the rows being computed: visible_retained / visible_local in index form.
+ANSAN_HOST_DEVICE bool tile_element_seen(TileMask mask, int part, const RowKeys& rk, std::int32_t index) {
+  if (mask == TileMask::none) return false;
+  if (mask == TileMask::full) return true;
+  return part == 0 ? index < rk.retained : (index >= rk.local_begin && index < rk.local_end);
+}
+
 // Decode: split s of `splits` takes key rows [begin, end) of a sequence with `keys` rows;
 // splits hold whole tiles of `tile` keys, the last ones may be empty.
 struct SplitRange {
