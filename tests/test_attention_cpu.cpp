@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ansan/cpu/attention.hpp"
+#include "ansan/cpu/detail/softmax_exp.hpp"
 #include "ansan/reference_attention.hpp"
 #include "support/random_layouts.hpp"
 
@@ -196,6 +197,21 @@ void check_matches_reference(Problem<T>& p, double tolerance,
 constexpr double kFloatTolerance = 1e-5, kBf16Tolerance = 1e-2;
 
 }  // namespace
+
+TEST_CASE("the softmax exp is within a few ulp of std::exp on its domain [-87, 0]") {
+  std::mt19937 rng(14);
+  std::uniform_real_distribution<float> exponent(-87.f, 0.f);
+  std::vector<float> x{0.f, -0.f, -87.f, -80.f, -1e-30f, -0.34657359f, -0.34657360f};
+  for (int i = 0; i < 200000; ++i) x.push_back(exponent(rng));
+  std::vector<float> y = x;
+  cpu::detail::exp_nonpositive(y.data(), index_t(y.size()));
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i)
+    worst = std::max(worst, std::abs(double(y[i]) / std::exp(double(x[i])) - 1));
+  CHECK(worst < 4e-7);
+  CHECK(y[0] == 1.f);
+  CHECK(std::isnormal(y[2]));
+}
 
 TEST_CASE("fused matches the reference for every policy on random ragged batches") {
   std::mt19937 rng(1);

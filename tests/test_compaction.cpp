@@ -365,11 +365,11 @@ TEST_CASE("the device compaction's index arithmetic, run on the host, equals the
         std::vector<std::int32_t> cu_inplace(in.cu.size());
         compact_kv_inplace(in.view(), in.seqs(), keep, cu_inplace, 1);
         CHECK(cu_inplace == cu_out);
-        emulate_gather(rows.view(), rows.seqs(), cu_out, scratch.view(), nullptr, kept_tokens.data(),
-                       detail::SourceIndex::kept_token, count);
-        emulate_gather(scratch.view(), RaggedRows{batch, cu_out.data(), nullptr}, cu_out, rows.view(),
-                       rows.seq_start.empty() ? nullptr : rows.seq_start.data(), nullptr,
-                       detail::SourceIndex::identity, count);
+        emulate_gather(rows.view(), rows.seqs(), cu_out, scratch.view(), nullptr,
+                       kept_tokens.data(), detail::SourceIndex::kept_token, count);
+        emulate_gather(scratch.view(), RaggedRows{batch, cu_out.data(), nullptr}, cu_out,
+                       rows.view(), rows.seq_start.empty() ? nullptr : rows.seq_start.data(),
+                       nullptr, detail::SourceIndex::identity, count);
         CHECK(same_bytes(rows.k, in.k));
         CHECK(same_bytes(rows.v, in.v));
         CHECK(rows.pos == in.pos);

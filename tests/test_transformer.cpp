@@ -289,72 +289,98 @@ TEST_CASE("weights: the seed names the model; configs out of range are rejected 
 // ---------------------------------------------------------------------------------------------
 // The exactness invariant, end to end
 
+// Runs `ids` as (b), the whole text under the AnLLM mask, and as (c), a prompt of prompt_len
+// tokens then the rest token by token with a reduction after every anchor (both by hand and
+// through run_text); checks that the logits agree and that after every reduction each layer
+// holds exactly the earlier anchors plus the open segment. Returns the reductions checked.
+static int check_anchor_inference(const anllm::Weights& w, const Tokenizer& tok,
+                                  const std::vector<std::int32_t>& ids, std::size_t prompt_len) {
+  const anllm::ModelConfig& c = w.config;
+  const auto layout = layout_of(ids, tok, c.vocab);
+  const std::vector<std::int32_t> prompt(ids.begin(), ids.begin() + std::ptrdiff_t(prompt_len));
+  const std::vector<std::int32_t> rest(ids.begin() + std::ptrdiff_t(prompt_len), ids.end());
+  const std::vector<std::uint8_t> flags(layout.is_anchor.begin(), layout.is_anchor.end());
+  CAPTURE(c.layers);
+  CAPTURE(c.heads);
+  CAPTURE(c.kv_heads);
+  CAPTURE(Tokenizer::decode(ids, true, "|"));
+  CAPTURE(prompt_len);
+
+  const Matrix whole = anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), 2);
+
+  // (c) driven step by step here, so the caches can be inspected after every reduction.
+  anllm::IncrementalDecoder decoder(w, ansan::MaskPolicy::anllm(), 2);
+  Matrix incremental = Matrix::Constant(Eigen::Index(ids.size()), c.vocab, NAN);
+  int reductions = 0;
+  const auto check_cache = [&](std::int32_t next_pos) {
+    const auto expected = expected_cache(layout, next_pos);
+    for (int l = 0; l < c.layers; ++l) CHECK(decoder.cache(l).positions(0) == expected);
+    CHECK(decoder.entries() == std::int64_t(expected.size()) * c.layers);
+    CHECK(decoder.bytes() ==
+          std::int64_t(expected.size()) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
+    CHECK(decoder.full_cache_bytes() ==
+          std::int64_t(next_pos) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
+    ++reductions;
+  };
+  incremental.topRows(Eigen::Index(prompt_len)) = decoder.feed(
+      prompt, std::vector<std::uint8_t>(flags.begin(), flags.begin() + std::ptrdiff_t(prompt_len)));
+  decoder.reduce();
+  check_cache(std::int32_t(prompt_len));
+  for (std::size_t i = prompt_len; i < ids.size(); ++i) {
+    incremental.row(Eigen::Index(i)) = decoder.feed({ids[i]}, {flags[i]}).row(0);
+    if (flags[i]) {
+      decoder.reduce();
+      check_cache(std::int32_t(i + 1));
+    }
+  }
+  CHECK(relative_error(whole, incremental) < 1e-5);
+
+  // run_text, teacher-forced, gives the same logits and one snapshot per reduction.
+  anllm::RunOptions opt;
+  opt.forced = &rest;
+  const anllm::RunResult run = anllm::run_text(w, tok, prompt, opt);
+  CHECK(run.ids == ids);
+  CHECK(relative_error(whole, run.logits) < 1e-5);
+  std::size_t anchors_in_rest = 0;
+  for (std::size_t i = prompt_len; i < ids.size(); ++i) anchors_in_rest += flags[i];
+  REQUIRE(run.reductions.size() == 1 + anchors_in_rest);
+  for (const anllm::CacheSnapshot& snap : run.reductions) {
+    CHECK(snap.positions == expected_cache(layout, snap.position));
+    CHECK(snap.entries == std::int64_t(snap.positions.size()) * c.layers);
+  }
+  CHECK(run.final_cache.positions == expected_cache(layout, std::int32_t(ids.size())));
+  return reductions;
+}
+
 TEST_CASE("exactness: anchor-based inference equals the whole text under the AnLLM mask") {
   std::mt19937 rng(31);
   int reductions_checked = 0;
   for (int trial = 0; trial < 48; ++trial) {
-    const anllm::ModelConfig c = random_config(rng);
-    const anllm::Weights w = anllm::init_weights(c, rng());
+    CAPTURE(trial);
+    const anllm::Weights w = anllm::init_weights(random_config(rng), rng());
     const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
     const auto ids = tok.encode(random_text(rng, 1 + int(rng() % 80)));
-    const auto layout = layout_of(ids, tok, c.vocab);
-    // Prompt of at least one token (<bos>); the rest is teacher-forced token by token.
-    const std::size_t prompt_len = 1 + rng() % ids.size();
-    const std::vector<std::int32_t> prompt(ids.begin(), ids.begin() + std::ptrdiff_t(prompt_len));
-    const std::vector<std::int32_t> rest(ids.begin() + std::ptrdiff_t(prompt_len), ids.end());
-    CAPTURE(trial);
-    CAPTURE(c.layers);
-    CAPTURE(c.heads);
-    CAPTURE(c.kv_heads);
-    CAPTURE(ids.size());
-    CAPTURE(prompt_len);
-
-    const Matrix whole = anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), 2);
-
-    // (c) driven step by step here, so the caches can be inspected after every reduction.
-    anllm::IncrementalDecoder decoder(w, ansan::MaskPolicy::anllm(), 2);
-    Matrix incremental = Matrix::Constant(Eigen::Index(ids.size()), c.vocab, NAN);
-    const std::vector<std::uint8_t> flags(layout.is_anchor.begin(), layout.is_anchor.end());
-    const auto check_cache = [&](std::int32_t next_pos) {
-      const auto expected = expected_cache(layout, next_pos);
-      for (int l = 0; l < c.layers; ++l) CHECK(decoder.cache(l).positions(0) == expected);
-      CHECK(decoder.entries() == std::int64_t(expected.size()) * c.layers);
-      CHECK(decoder.bytes() ==
-            std::int64_t(expected.size()) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
-      CHECK(decoder.full_cache_bytes() ==
-            std::int64_t(next_pos) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
-      ++reductions_checked;
-    };
-    incremental.topRows(Eigen::Index(prompt_len)) = decoder.feed(
-        prompt,
-        std::vector<std::uint8_t>(flags.begin(), flags.begin() + std::ptrdiff_t(prompt_len)));
-    decoder.reduce();
-    check_cache(std::int32_t(prompt_len));
-    for (std::size_t i = prompt_len; i < ids.size(); ++i) {
-      incremental.row(Eigen::Index(i)) = decoder.feed({ids[i]}, {flags[i]}).row(0);
-      if (flags[i]) {
-        decoder.reduce();
-        check_cache(std::int32_t(i + 1));
-      }
-    }
-    CHECK(relative_error(whole, incremental) < 1e-5);
-
-    // run_text, teacher-forced, gives the same logits and one snapshot per reduction.
-    anllm::RunOptions opt;
-    opt.forced = &rest;
-    const anllm::RunResult run = anllm::run_text(w, tok, prompt, opt);
-    CHECK(run.ids == ids);
-    CHECK(relative_error(whole, run.logits) < 1e-5);
-    std::size_t anchors_in_rest = 0;
-    for (std::size_t i = prompt_len; i < ids.size(); ++i) anchors_in_rest += flags[i];
-    REQUIRE(run.reductions.size() == 1 + anchors_in_rest);
-    for (const anllm::CacheSnapshot& snap : run.reductions) {
-      CHECK(snap.positions == expected_cache(layout, snap.position));
-      CHECK(snap.entries == std::int64_t(snap.positions.size()) * c.layers);
-    }
-    CHECK(run.final_cache.positions == expected_cache(layout, std::int32_t(ids.size())));
+    // A prompt of at least one token (<bos>); the rest is teacher-forced token by token.
+    reductions_checked += check_anchor_inference(w, tok, ids, 1 + rng() % ids.size());
   }
   CHECK(reductions_checked > 100);
+}
+
+TEST_CASE("exactness: edge texts, at every prompt length") {
+  // No anchor, an anchor at position 0 (EP, no <bos>), consecutive anchors, all anchors, one
+  // token, ending on an anchor (no open segment), a trailing open segment.
+  const std::vector<std::string> texts = {"abc",       ".",   "a",        "\n\n\n", "....",
+                                          "?!?! a. b", "\nx", "a. b. c.", "Hi. Ho"};
+  std::mt19937 rng(71);
+  for (const std::string& text : texts)
+    for (const AnchorMode mode : {AnchorMode::ac, AnchorMode::ep})
+      for (const bool bos : {true, false}) {
+        const Tokenizer tok{mode};
+        const auto ids = tok.encode(text, bos);
+        const anllm::Weights w = anllm::init_weights(random_config(rng), rng());
+        for (std::size_t prompt_len = 1; prompt_len <= ids.size(); ++prompt_len)
+          check_anchor_inference(w, tok, ids, prompt_len);
+      }
 }
 
 TEST_CASE("exactness: generated continuations, and the causal baseline equals causal masking") {

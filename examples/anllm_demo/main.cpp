@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -175,17 +176,22 @@ std::string kept_positions(const anllm::CacheSnapshot& s) {
   return text;
 }
 
-// Progress on stderr: one line rewritten in place on a terminal, a line per quarter otherwise.
+// Progress on stderr: on a terminal one line rewritten in place (at most 10 times a second, so
+// printing costs the timed loop nothing), otherwise a line per quarter of the run.
 std::function<void(const anllm::Progress&)> progress_printer(const char* label) {
   const bool tty = isatty(fileno(stderr));
-  return [label, tty](const anllm::Progress& p) {
-    const bool quarter = p.done == p.total || (p.total >= 4 && p.done % (p.total / 4) == 0);
-    if (!tty && !quarter) return;
+  auto last_print = std::chrono::steady_clock::now();
+  return [label, tty, last_print](const anllm::Progress& p) mutable {
+    const bool last = p.done == p.total;
+    const auto now = std::chrono::steady_clock::now();
+    if (tty && !last && now - last_print < std::chrono::milliseconds(100)) return;
+    if (!tty && !last && (p.total < 4 || p.done % (p.total / 4) != 0)) return;
+    last_print = now;
     std::fflush(stdout);  // keep stdout's report and stderr's progress in order
     std::fprintf(stderr, "%s  %s: %d/%d tokens, %.0f tokens/s, cache %lld entries (%s)%s",
                  tty ? "\r" : "", label, p.done, p.total, p.tokens_per_s,
                  static_cast<long long>(p.entries), kib(p.bytes).c_str(),
-                 tty ? (p.done == p.total ? "\n" : "   ") : "\n");
+                 tty ? (last ? "\n" : "   ") : "\n");
   };
 }
 

@@ -312,8 +312,10 @@ ANSAN_HOST_DEVICE std::int32_t count_below(const std::int32_t* kept, std::int32_
   std::int32_t lo = 0, hi = count;
   while (lo < hi) {
     const std::int32_t mid = lo + (hi - lo) / 2;
-    if (kept[mid] < token) lo = mid + 1;
-    else hi = mid;
+    if (kept[mid] < token)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -341,20 +343,19 @@ inline void keep_flags(const MaskPolicy& policy, span<const std::int32_t> pos,
   const char* fn = "keep_flags";
   validate_policy(policy, fn);
   if (is_anchor.size() != pos.size())
-    fail(fn, "is_anchor.size()", is_anchor.size(),
-                 detail::concat("pos.size() = ", pos.size()));
+    fail(fn, "is_anchor.size()", is_anchor.size(), detail::concat("pos.size() = ", pos.size()));
   detail::validate_ragged(seqs, index_t(pos.size()), fn, "seqs");
   if (keep.size() != std::size_t(seqs.total()))
     fail(fn, "keep.size()", keep.size(),
-                 detail::concat("the token count cu_seqlens[B] = ", seqs.total()));
+         detail::concat("the token count cu_seqlens[B] = ", seqs.total()));
   if (!(next_pos.size() == std::size_t(seqs.batch) && open_seg_start.size() == next_pos.size()))
     fail(fn, "next_pos.size()/open_seg_start.size()",
-                 detail::concat(next_pos.size(), "/", open_seg_start.size()),
-                 detail::concat("batch = ", seqs.batch));
+         detail::concat(next_pos.size(), "/", open_seg_start.size()),
+         detail::concat("batch = ", seqs.batch));
   for (std::int32_t b = 0; b < seqs.batch; ++b)
     if (open_seg_start[b] < 0 || open_seg_start[b] > next_pos[b])
       fail(fn, detail::concat("open_seg_start[", b, "]"), open_seg_start[b],
-                   detail::concat("a position in [0, next_pos[", b, "] = ", next_pos[b], "]"));
+           detail::concat("a position in [0, next_pos[", b, "] = ", next_pos[b], "]"));
   for (std::int32_t b = 0; b < seqs.batch; ++b)
     for (std::int32_t i = 0; i < seqs.len(b); ++i) {
       const auto row = std::size_t(seqs.row_begin(b) + i);
@@ -391,10 +392,10 @@ void compact_kv(const KVRows<const detail::no_deduce<T>>& in, const RaggedRows& 
   detail::validate_ragged(in_seqs, in.rows(), fn, "in_seqs");
   if (keep.size() != std::size_t(in_seqs.total()))
     fail(fn, "keep.size()", keep.size(),
-                 detail::concat("the token count in_seqs.cu_seqlens[B] = ", in_seqs.total()));
+         detail::concat("the token count in_seqs.cu_seqlens[B] = ", in_seqs.total()));
   if (cu_seqlens_out.size() != std::size_t(in_seqs.batch) + 1)
     fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
-                 detail::concat("B+1 = ", in_seqs.batch + 1));
+         detail::concat("B+1 = ", in_seqs.batch + 1));
   detail::RowMoves moves = detail::moves_from_flags(in_seqs, keep);
   detail::validate_destinations(moves.cu_out, maybe_out_seq_start, out.rows(), fn);
   detail::fill_destinations(moves, maybe_out_seq_start, in_seqs.batch);
@@ -424,8 +425,8 @@ void compact_kv_indices(const KVRows<const detail::no_deduce<T>>& in, const Ragg
       const std::int32_t lo = j > cu_keep[b] ? keep_index[j - 1] + 1 : 0;
       if (keep_index[j] < lo || keep_index[j] >= in_seqs.len(b))
         fail(fn, detail::concat("keep_index[", j, "]"), keep_index[j],
-                     detail::concat("an index in [", lo, ", ", in_seqs.len(b), ") of sequence ", b,
-                                    " (strictly increasing)"));
+             detail::concat("an index in [", lo, ", ", in_seqs.len(b), ") of sequence ", b,
+                            " (strictly increasing)"));
       moves.src[j] = in_seqs.row_begin(b) + keep_index[j];
     }
   detail::validate_destinations(moves.cu_out, maybe_out_seq_start, out.rows(), fn);
@@ -447,10 +448,10 @@ void compact_kv_inplace(const KVRows<T>& rows, const RaggedRows& seqs,
   detail::validate_ragged(seqs, rows.rows(), fn, "seqs");
   if (keep.size() != std::size_t(seqs.total()))
     fail(fn, "keep.size()", keep.size(),
-                 detail::concat("the token count seqs.cu_seqlens[B] = ", seqs.total()));
+         detail::concat("the token count seqs.cu_seqlens[B] = ", seqs.total()));
   if (cu_seqlens_out.size() != std::size_t(seqs.batch) + 1)
     fail(fn, "cu_seqlens_out.size()", cu_seqlens_out.size(),
-                 detail::concat("B+1 = ", seqs.batch + 1));
+         detail::concat("B+1 = ", seqs.batch + 1));
   if (seqs.maybe_seq_start) {
     std::vector<index_t> first(std::size_t(seqs.batch)), len(first.size());
     for (std::int32_t b = 0; b < seqs.batch; ++b)

@@ -15,9 +15,9 @@
 // K and V are (rows, heads_kv, head_dim) in NHD or HND order (KVStorage).
 //
 // Kept keys keep their original positions and new rows bring their true positions. The
-// authors' released code instead numbers new tokens by the compacted cache length; that
-// compatibility mode is not offered here (it would give keys non-increasing positions, which
-// attention and the reduction rule both rely on).
+// authors' released code rotates new tokens at the compacted cache length instead; that is the
+// caller's choice of RoPE position (seq_len(b) instead of next_pos(b)), not a cache mode: the
+// cache uses positions only for order and the mask, and still takes true positions.
 //
 // Every member validates its arguments before changing anything: on bad input it throws
 // std::invalid_argument and the cache is left as it was. ansan::cuda::KVCache
@@ -236,14 +236,11 @@ class KVCache : public detail::KVCacheBook {
     const std::int32_t capacity = plan_append(k, v, cu_new, pos, is_anchor, "KVCache::append");
     if (capacity != capacity_) grow(capacity);
     const auto keys = storage_view(k_.data()), values = storage_view(v_.data());
-    const auto row_bytes = std::size_t(dim_) * sizeof(T);
     for (std::int32_t b = 0; b < batch_; ++b)
       for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
         const index_t row = row_start_[b] + len_[b] + t - cu_new[b];
-        for (index_t h = 0; h < heads_; ++h) {
-          std::memcpy(&keys(row, h, 0), &k(t, h, 0), row_bytes);
-          std::memcpy(&values(row, h, 0), &v(t, h, 0), row_bytes);
-        }
+        copy_row(k, t, keys, row);
+        copy_row(v, t, values, row);
       }
     commit_append(cu_new, pos, is_anchor);
   }
@@ -295,14 +292,22 @@ class KVCache : public detail::KVCacheBook {
   TensorView<E, 3> storage_view(E* data) const {
     return kv_view(data, storage_, rows_allocated(), heads_, dim_);
   }
+  // Row `from_row` of `from` to row `to_row` of `to`: one copy when both keep a row's heads
+  // together (NHD), one per head otherwise.
+  static void copy_row(const TensorView<const T, 3>& from, index_t from_row,
+                       const TensorView<T, 3>& to, index_t to_row) {
+    const index_t heads = from.shape[1], dim = from.shape[2];
+    const bool together = heads == 1 || (from.stride[1] == dim && to.stride[1] == dim);
+    for (index_t h = 0; h < heads; h += together ? heads : 1)
+      std::memcpy(&to(to_row, h, 0), &from(from_row, h, 0),
+                  std::size_t((together ? heads : 1) * dim) * sizeof(T));
+  }
   std::vector<T> copy_rows(const std::vector<T>& store, std::int32_t b) const {
     const auto from = storage_view(store.data());
     const std::int32_t n = len_[check_seq(b)];
     std::vector<T> rows(std::size_t(n) * heads_ * dim_);
     const auto to = make_view(rows.data(), n, heads_, dim_);
-    for (std::int32_t i = 0; i < n; ++i)
-      for (index_t h = 0; h < heads_; ++h)
-        std::memcpy(&to(i, h, 0), &from(row_start_[b] + i, h, 0), std::size_t(dim_) * sizeof(T));
+    for (std::int32_t i = 0; i < n; ++i) copy_row(from, row_start_[b] + i, to, i);
     return rows;
   }
   // Re-lays every sequence out with `capacity` rows; all allocation happens before any commit.
@@ -316,12 +321,11 @@ class KVCache : public detail::KVCacheBook {
     const auto to_k = kv_view(k.data(), storage_, rows, heads_, dim_);
     const auto to_v = kv_view(v.data(), storage_, rows, heads_, dim_);
     for (std::int32_t b = 0; b < batch_; ++b)
-      for (std::int32_t i = 0; i < len_[b]; ++i)
-        for (index_t h = 0; h < heads_; ++h) {
-          const index_t to_row = index_t(b) * capacity + i, from_row = row_start_[b] + i;
-          std::memcpy(&to_k(to_row, h, 0), &from_k(from_row, h, 0), std::size_t(dim_) * sizeof(T));
-          std::memcpy(&to_v(to_row, h, 0), &from_v(from_row, h, 0), std::size_t(dim_) * sizeof(T));
-        }
+      for (std::int32_t i = 0; i < len_[b]; ++i) {
+        const index_t to_row = index_t(b) * capacity + i, from_row = row_start_[b] + i;
+        copy_row(from_k, from_row, to_k, to_row);
+        copy_row(from_v, from_row, to_v, to_row);
+      }
     k_ = std::move(k), v_ = std::move(v);
     commit_growth(capacity, std::move(pos), std::move(is_anchor));
   }

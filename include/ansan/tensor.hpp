@@ -11,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 
 #include "ansan/config.hpp"
 
@@ -47,9 +48,11 @@ struct TensorView {
     }
     return true;
   }
-  // The view as read-only, for passing outputs of one call as inputs of the next.
-  ANSAN_HOST_DEVICE operator TensorView<const T, Rank>() const {
-    TensorView<const T, Rank> v;
+  // The view as read-only, for passing outputs of one call as inputs of the next (only
+  // declared for mutable views: a const view converting to itself would be a no-op).
+  template <class U = T, class = std::enable_if_t<!std::is_const_v<U>>>
+  ANSAN_HOST_DEVICE operator TensorView<const U, Rank>() const {
+    TensorView<const U, Rank> v;
     v.data = data;
     for (int d = 0; d < Rank; ++d) v.shape[d] = shape[d], v.stride[d] = stride[d];
     return v;

@@ -18,6 +18,7 @@
 // query tile) on std::threads; no O(n^2) mask or score matrix is ever built.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>

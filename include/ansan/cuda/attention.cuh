@@ -123,7 +123,7 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     p.splits = decode_splits(p.batch, p.heads_kv, p.total_k, multiprocessors);
   }
   const std::int32_t tile_rows = path == AttentionKernel::tensor ? kTensorRows : kSimtRows;
-  const bool empty = p.total_q == 0 || p.batch == 0;
+  const bool empty = p.total_q == 0 || p.batch == 0 || p.heads_q == 0;  // no output: launch nothing
   const auto carve = [&](TempCarver& temp) -> cudaError_t {
     temp.take<char>(1);
     if (empty) return cudaSuccess;

@@ -190,11 +190,10 @@ inline cudaError_t cub_select_bytes(std::int64_t total_in, std::size_t& bytes,
 
 inline void validate_device_ragged(const RaggedRows& s, std::int64_t total, const char* fn,
                                    const char* which) {
-  const std::string name(which);
-  require(s.batch >= 0, fn, (name + ".batch").c_str(), s.batch, ">= 0");
-  require(s.cu_seqlens != nullptr, fn, (name + ".cu_seqlens").c_str(), "null",
-          "B+1 device offsets");
-  require(total >= 0 && total <= INT32_MAX, fn, "token count", total, "in [0, 2^31)");
+  if (s.batch < 0) fail(fn, ansan::detail::concat(which, ".batch"), s.batch, ">= 0");
+  if (!s.cu_seqlens)
+    fail(fn, ansan::detail::concat(which, ".cu_seqlens"), "null", "B+1 device offsets");
+  if (total < 0 || total > INT32_MAX) fail(fn, "token count", total, "in [0, 2^31)");
 }
 
 }  // namespace detail

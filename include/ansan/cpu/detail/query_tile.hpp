@@ -35,18 +35,19 @@
 #include "ansan/attention_args.hpp"
 #include "ansan/cpu/attention_options.hpp"
 #include "ansan/cpu/detail/key_panel.hpp"
+#include "ansan/cpu/detail/softmax_exp.hpp"
 #include "ansan/dtype.hpp"
 #include "ansan/policy.hpp"
 
 namespace ansan::cpu::detail {
 
 inline constexpr index_t kQueryRows = 64;     // query rows per tile, before stacking the group
-inline constexpr index_t kLocalStacked = 32;  // stacked rows per local sub-tile, when that saves work
+inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile, when that saves work
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
-// exp(x) for x below about -87 is a denormal (Eigen returns one even for -inf), and
-// denormals are many times slower; a probability under e^-80 is far below fp32 resolution next
-// to the row's largest term (1), so exponents are clamped there first.
+// exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
+// and in the P V product after it); a probability under e^-80 is far below fp32 resolution
+// next to the row's largest term (1), so exponents are clamped there.
 inline constexpr float kNegligibleLogit = -80.f;
 
 struct KeyInterval {
@@ -70,7 +71,7 @@ struct TileScratch {
 // turns the scaled scores in ts.score into probabilities exp(s - new max), updates the running
 // max and sum, and rescales the accumulator rows. Row r counts only columns ts.block_cols[r]
 // (the rest become 0); with `keep` (dense_mask), entries masked there must hold -inf and end at 0.
-// Row by row, so every operation runs along contiguous memory and Eigen vectorises exp.
+// Row by row, so every operation runs along contiguous memory and exp vectorises.
 inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep = nullptr) {
   const index_t cols = ts.score.cols(), group = ts.q.rows() / index_t(ts.query.size());
   for (index_t r = 0; r < ts.score.rows(); ++r) {
@@ -85,7 +86,8 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
       continue;
     }
     auto seen_prob = prob.segment(seen.begin, seen.end - seen.begin);
-    seen_prob = (seen_prob - new_max).max(kNegligibleLogit).exp();
+    seen_prob = (seen_prob - new_max).max(kNegligibleLogit);
+    exp_nonpositive(&ts.score(r, seen.begin), seen.end - seen.begin);
     prob.head(seen.begin).setZero();
     prob.tail(cols - seen.end).setZero();
     if (keep) prob *= keep->row((first + r) / group).array();
