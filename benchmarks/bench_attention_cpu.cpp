@@ -17,9 +17,11 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cmath>
+#include <cstdint>
+#include <ctime>
 #include <map>
 #include <random>
 #include <string>

@@ -2,13 +2,14 @@
 //
 // Batches of 4096-token sequences, one anchor per 20 tokens on average (SPEC section 4's L).
 // Cases:
-//   build_tokens   the raw EP builder (ids -> layout), storage allocated once, CUDA events
-//   build_flags    the raw flag builder
-//   device_layout  DeviceLayout::from_tokens: device checks, allocation, build, two syncs
+//   host_build_layout  the baseline: ansan::build_layout on the host, one core (no device needed)
+//   build_tokens       the raw EP builder (ids -> layout), storage allocated once, CUDA events
+//   build_flags        the raw flag builder
+//   device_layout      DeviceLayout::from_tokens: device checks, allocation, build, two syncs
 // Bytes are the least a builder must move (4 B of id in, 13 B of pos/is_anchor/seg/seg_start
 // and 4 B per anchor out); copy_GBps is a device-to-device cudaMemcpy of that many bytes,
 // timed in the same run, so frac_of_copy says how close the build gets to the copy ceiling.
-// Every case skips itself without a CUDA device.
+// Every GPU case skips itself without a CUDA device.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime_api.h>
 
@@ -20,6 +21,7 @@
 #include "ansan/cuda/device_layout.cuh"
 #include "ansan/cuda/layout.cuh"
 #include "ansan/cuda_check.hpp"
+#include "ansan/layout.hpp"
 
 namespace {
 
@@ -29,7 +31,29 @@ constexpr std::int32_t seq_len = 4096;
 constexpr std::int32_t anchor_id = 46;  // '.'
 constexpr std::int32_t vocab = 256;
 
-// A packed batch on the device: ids with an anchor every ~20 tokens, flags, offsets.
+// A packed batch on the host: ids with an anchor every ~20 tokens, their flags, offsets.
+struct HostBatch {
+  std::int64_t anchors = 0;
+  std::vector<std::int32_t> ids;         // (tokens)
+  std::vector<std::uint8_t> flags;       // (tokens)
+  std::vector<std::int32_t> cu_seqlens;  // (batch+1)
+
+  explicit HostBatch(std::int64_t n)
+      : ids(static_cast<std::size_t>(n)),
+        flags(static_cast<std::size_t>(n)),
+        cu_seqlens(static_cast<std::size_t>(n / seq_len) + 1) {
+    std::mt19937 rng(2402);
+    std::bernoulli_distribution is_anchor(1.0 / 20);
+    for (std::size_t t = 0; t < ids.size(); ++t) {
+      flags[t] = is_anchor(rng);
+      ids[t] = flags[t] ? anchor_id : std::int32_t(97 + rng() % 26);
+      anchors += flags[t];
+    }
+    for (std::size_t b = 0; b < cu_seqlens.size(); ++b) cu_seqlens[b] = std::int32_t(b) * seq_len;
+  }
+};
+
+// The same batch on the device, with the EP lookup table.
 struct DeviceBatch {
   std::int64_t tokens = 0;
   std::int32_t batch = 0;
@@ -40,23 +64,14 @@ struct DeviceBatch {
   DeviceBuffer<std::uint8_t> id_is_anchor;  // (vocab)
 
   explicit DeviceBatch(std::int64_t n) : tokens(n), batch(std::int32_t(n / seq_len)) {
-    std::mt19937 rng(2402);
-    std::bernoulli_distribution is_anchor(1.0 / 20);
-    std::vector<std::int32_t> h_ids(static_cast<std::size_t>(n));  // (tokens)
-    std::vector<std::uint8_t> h_flags(static_cast<std::size_t>(n));  // (tokens)
-    for (std::size_t t = 0; t < h_ids.size(); ++t) {
-      h_flags[t] = is_anchor(rng);
-      h_ids[t] = h_flags[t] ? anchor_id : std::int32_t(97 + rng() % 26);
-      anchors += h_flags[t];
-    }
-    std::vector<std::int32_t> h_cu(std::size_t(batch) + 1);  // (batch+1)
-    for (std::int32_t b = 0; b <= batch; ++b) h_cu[std::size_t(b)] = b * seq_len;
-    std::vector<std::uint8_t> h_lookup(vocab, 0);
-    h_lookup[anchor_id] = 1;
-    ids = upload(h_ids);
-    flags = upload(h_flags);
-    cu_seqlens = upload(h_cu);
-    id_is_anchor = upload(h_lookup);
+    const HostBatch host(n);
+    std::vector<std::uint8_t> lookup(vocab, 0);  // (vocab)
+    lookup[anchor_id] = 1;
+    anchors = host.anchors;
+    ids = upload(host.ids);
+    flags = upload(host.flags);
+    cu_seqlens = upload(host.cu_seqlens);
+    id_is_anchor = upload(lookup);
   }
 
   double min_bytes() const { return double(tokens) * (4 + 13) + double(anchors) * 4; }
@@ -172,8 +187,25 @@ void device_layout(benchmark::State& state) {
   report(state, in);
 }
 
+// The naive baseline: the host builder (ansan/layout.hpp) on the same batch, one core. Runs
+// with or without a device.
+void host_build_layout(benchmark::State& state) {
+  const HostBatch in(state.range(0));
+  const auto selector = ansan::AnchorSelector::endpoint({anchor_id});
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ansan::build_layout(in.ids, in.cu_seqlens, selector, vocab));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["tokens"] = double(state.range(0));
+}
+
 }  // namespace
 
+BENCHMARK(host_build_layout)
+    ->ArgName("n")
+    ->Arg(1 << 16)
+    ->Arg(1 << 20)
+    ->Arg(1 << 24)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(build_tokens)->ArgName("n")->Arg(1 << 16)->Arg(1 << 20)->Arg(1 << 24)->UseManualTime();
 BENCHMARK(build_flags)->ArgName("n")->Arg(1 << 16)->Arg(1 << 20)->Arg(1 << 24)->UseManualTime();
 BENCHMARK(device_layout)->ArgName("n")->Arg(1 << 16)->Arg(1 << 20)->Arg(1 << 24)->UseManualTime();

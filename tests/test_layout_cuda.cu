@@ -314,7 +314,7 @@ TEST_CASE("bad input: the host builder's message, thrown before anything is buil
   }
 }
 
-TEST_CASE("the raw device checks report the first fault and build nothing") {
+TEST_CASE("the raw device checks report the first fault, whatever the thread order") {
   // Two bad ids: the device keeps the smaller index whatever the thread order.
   const std::vector<std::int32_t> tokens(70000, 7);
   std::vector<std::int32_t> bad = tokens;

@@ -146,8 +146,10 @@ class KVCacheBook {
     pos.assign(std::size_t(batch_) * capacity, 0);
     is_anchor.assign(pos.size(), 0);
     for (std::int32_t b = 0; b < batch_; ++b) {
-      std::copy_n(&pos_[row_start_[b]], len_[b], &pos[std::size_t(b) * capacity]);
-      std::copy_n(&anchor_[row_start_[b]], len_[b], &is_anchor[std::size_t(b) * capacity]);
+      // data() + offset, not &v[i]: the old vectors are empty before the first growth.
+      std::copy_n(pos_.data() + row_start_[b], len_[b], pos.data() + std::size_t(b) * capacity);
+      std::copy_n(anchor_.data() + row_start_[b], len_[b],
+                  is_anchor.data() + std::size_t(b) * capacity);
     }
   }
   void commit_growth(std::int32_t capacity, std::vector<std::int32_t>&& pos,

@@ -67,14 +67,12 @@ void reference_attention(const AttentionArgs<T>& a) {
         }
         Acc sum = 0;
         weighted.assign(std::size_t(dim), Acc(0));
-        if (max_score != minus_inf) {  // subtract the max so large logits cannot overflow
-          for (index_t j = 0; j < keys; ++j) {
-            if (score[j] == minus_inf) continue;
-            const Acc p = std::exp(score[j] - max_score);
-            sum += p;
-            for (index_t d = 0; d < dim; ++d)
-              weighted[d] += p * detail::load_as<Acc>(a.v(k0 + j, kv_head, d));
-          }
+        for (index_t j = 0; j < keys; ++j) {
+          if (score[j] == minus_inf) continue;
+          const Acc p = std::exp(score[j] - max_score);  // minus the max: large logits cannot overflow
+          sum += p;
+          for (index_t d = 0; d < dim; ++d)
+            weighted[d] += p * detail::load_as<Acc>(a.v(k0 + j, kv_head, d));
         }
         for (index_t d = 0; d < dim; ++d)
           a.out(t, h, d) = detail::store_as<T>(sum > 0 ? weighted[d] / sum : Acc(0));
