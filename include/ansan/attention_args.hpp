@@ -107,9 +107,11 @@ void validate_attention_shapes(const AttentionArgs<T>& a, const char* fn) {
             shape_string(a.lse), detail::concat("(", a.heads_q(), ", ", a.total_q(), ")"));
   require(std::isfinite(a.softmax_scale) && a.softmax_scale > 0.f, fn, "softmax_scale",
           a.softmax_scale, "a finite value > 0");
-  require(a.q_pos && a.q_seg_start && a.q_is_anchor, fn, "q_pos/q_seg_start/q_is_anchor",
-          "null", "per-query metadata");
-  require(a.k_pos && a.k_is_anchor, fn, "k_pos/k_is_anchor", "null", "per-key metadata");
+  // An empty batch may come with null metadata (an empty std::vector's data()).
+  require((a.q_pos && a.q_seg_start && a.q_is_anchor) || a.total_q() == 0, fn,
+          "q_pos/q_seg_start/q_is_anchor", "null", "per-query metadata");
+  require((a.k_pos && a.k_is_anchor) || a.total_k() == 0, fn, "k_pos/k_is_anchor", "null",
+          "per-key metadata");
 }
 
 // Host-memory checks of the offsets and metadata (CPU path; the CUDA path runs them on
