@@ -87,7 +87,8 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
     }
     auto seen_prob = prob.segment(seen.begin, seen.end - seen.begin);
     seen_prob = (seen_prob - new_max).max(kNegligibleLogit);
-    exp_nonpositive(ts.score.row(r).data() + seen.begin, seen.end - seen.begin);  // seen may be empty at the end
+    // row data + offset, not &score(r, begin): `seen` may be empty at the very end of the row.
+    exp_nonpositive(ts.score.row(r).data() + seen.begin, seen.end - seen.begin);
     prob.head(seen.begin).setZero();
     prob.tail(cols - seen.end).setZero();
     if (keep) prob *= keep->row((first + r) / group).array();
