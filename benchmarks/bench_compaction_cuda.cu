@@ -17,17 +17,17 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "ansan/cuda/compaction.cuh"
 #include "ansan/cuda/detail/device_buffer.cuh"
 #include "ansan/cuda_check.hpp"
 #include "ansan/dtype.hpp"
+#include "support/compaction_case.hpp"
 
 namespace {
 
-constexpr std::int32_t kBatch = 4, kHeads = 8, kDim = 128;
+using ansan::bench::kBatch, ansan::bench::kHeads, ansan::bench::kDim;
 using Element = ansan::bf16;
 using ansan::cuda::detail::DeviceBuffer;
 
@@ -56,12 +56,10 @@ void BM_compact_kv_cuda(benchmark::State& state) {
     state.SkipWithError("no CUDA device");
     return;
   }
-  const auto storage = state.range(0) == 0 ? ansan::KVStorage::nhd : ansan::KVStorage::hnd;
-  const std::int64_t cache_bytes = state.range(1) << 20;  // K + V
-  const double keep_rate = double(state.range(2)) / 100.0;
+  const ansan::bench::CompactionCase c = ansan::bench::compaction_case(state);
+  const auto storage = c.storage;
   const bool in_place = state.range(3) != 0;
-  const std::size_t row_bytes = std::size_t(kHeads) * kDim * sizeof(Element);  // one of K or V
-  const auto rows = ansan::index_t(cache_bytes / std::int64_t(2 * row_bytes));
+  const auto rows = c.rows;
 
   DeviceBuffer<Element> d_k(std::size_t(rows) * kHeads * kDim), d_v(d_k.size()),
       d_out_k(d_k.size()), d_out_v(d_k.size());
@@ -70,15 +68,8 @@ void BM_compact_kv_cuda(benchmark::State& state) {
   DeviceBuffer<std::int32_t> d_pos(static_cast<std::size_t>(rows)), d_out_pos(d_pos.size()),
       d_cu_out(kBatch + 1);
   DeviceBuffer<std::uint8_t> d_anchor(d_pos.size()), d_out_anchor(d_pos.size());
-  std::vector<std::int32_t> cu{0};
-  for (std::int32_t b = 0; b < kBatch; ++b) cu.push_back(std::int32_t(rows * (b + 1) / kBatch));
-  std::vector<std::uint8_t> keep(static_cast<std::size_t>(rows));
-  std::mt19937 rng(7);
-  std::bernoulli_distribution kept(keep_rate);
-  std::int64_t kept_rows = 0;
-  for (auto& f : keep) kept_rows += f = kept(rng);
-  const auto d_cu = to_device(cu);
-  const auto d_keep = to_device(keep);
+  const auto d_cu = to_device(c.cu_seqlens);
+  const auto d_keep = to_device(c.keep);
 
   const ansan::KVRows<Element> in{ansan::kv_view(d_k.data(), storage, rows, kHeads, kDim),
                                   ansan::kv_view(d_v.data(), storage, rows, kHeads, kDim),
@@ -95,8 +86,7 @@ void BM_compact_kv_cuda(benchmark::State& state) {
     ANSAN_CUDA_THROW(ansan::cuda::compact_kv<Element>(nullptr, bytes, in, seqs, rows, d_keep.data(),
                                                       out, d_cu_out.data()));
   const DeviceBuffer<unsigned char> d_temp(bytes);
-  const std::size_t moved = 2 * 2 * std::size_t(kept_rows) * row_bytes;  // K and V, read + written
-  DeviceBuffer<unsigned char> d_copy_from(moved / 2), d_copy_to(moved / 2);
+  DeviceBuffer<unsigned char> d_copy_from(c.moved_bytes / 2), d_copy_to(c.moved_bytes / 2);
 
   cudaEvent_t start, stop;
   ANSAN_CUDA_THROW(cudaEventCreate(&start));
@@ -123,12 +113,7 @@ void BM_compact_kv_cuda(benchmark::State& state) {
   }
   ANSAN_CUDA_THROW(cudaEventDestroy(start));
   ANSAN_CUDA_THROW(cudaEventDestroy(stop));
-  const double rate = double(moved) * double(state.iterations()) / seconds;
-  const double ceiling = double(moved) * double(state.iterations()) / memcpy_seconds;
-  state.counters["GBps"] = rate / 1e9;
-  state.counters["memcpy_GBps"] = ceiling / 1e9;
-  state.counters["of_memcpy"] = rate / ceiling;
-  state.counters["kept_rows"] = double(kept_rows);
+  ansan::bench::report_against_memcpy(state, c, seconds, memcpy_seconds);
 }
 
 void cuda_cases(benchmark::internal::Benchmark* b) {

@@ -150,25 +150,22 @@ void BM_ceiling_memcpy(benchmark::State& state) {
       2.0 * double(bytes) * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
+// The prompt lengths and timing settings of both decode variants.
+void decode_cases(benchmark::internal::Benchmark* b) {
+  b->ArgName("prompt")
+      ->Arg(1024)
+      ->Arg(4096)
+      ->Arg(16384)
+      ->Iterations(kDecodeSteps)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
 }  // namespace
 
 BENCHMARK(BM_ceiling_sgemv)->Name("ceiling/sgemv_4096x4096")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ceiling_memcpy)->Name("ceiling/memcpy_64MiB")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_decode, full_cache, false)
-    ->ArgName("prompt")
-    ->Arg(1024)
-    ->Arg(4096)
-    ->Arg(16384)
-    ->Iterations(kDecodeSteps)
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_decode, anchor_cache, true)
-    ->ArgName("prompt")
-    ->Arg(1024)
-    ->Arg(4096)
-    ->Arg(16384)
-    ->Iterations(kDecodeSteps)
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_decode, full_cache, false)->Apply(decode_cases);
+BENCHMARK_CAPTURE(BM_decode, anchor_cache, true)->Apply(decode_cases);
 
 BENCHMARK_MAIN();

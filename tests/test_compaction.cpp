@@ -19,8 +19,10 @@
 #include "ansan/cuda/detail/layout_steps.hpp"  // sequence_of(), host and device
 #include "ansan/dtype.hpp"
 #include "support/random_layouts.hpp"
+#include "support/row_checks.hpp"
 
 using namespace ansan;
+using ansan::test::same_bytes;
 
 namespace {
 
@@ -317,12 +319,6 @@ void emulate_gather(const KVRows<const float>& in, const RaggedRows& in_seqs,
   }
 }
 
-bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
-  // memcmp must not see the null data() of an empty vector, even for zero bytes.
-  return a.size() == b.size() &&
-         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
 }  // namespace
 
 // The GPU tests cannot run here; this runs the device algorithm's steps (select, offsets by
@@ -372,10 +368,7 @@ TEST_CASE("the device compaction's index arithmetic, run on the host, equals the
         emulate_gather(scratch.view(), RaggedRows{batch, cu_out.data(), nullptr}, cu_out,
                        rows.view(), rows.seq_start.empty() ? nullptr : rows.seq_start.data(),
                        nullptr, detail::SourceIndex::identity, count);
-        CHECK(same_bytes(rows.k, in.k));
-        CHECK(same_bytes(rows.v, in.v));
-        CHECK(rows.pos == in.pos);
-        CHECK(rows.anchor == in.anchor);
+        test::check_same_rows(rows, in);
       }
 }
 

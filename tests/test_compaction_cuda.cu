@@ -16,34 +16,16 @@
 #include "ansan/cuda/compaction.cuh"
 #include "ansan/cuda/detail/device_buffer.cuh"
 #include "ansan/dtype.hpp"
+#include "support/device_copies.hpp"
 #include "support/random_layouts.hpp"
+#include "support/row_checks.hpp"
 
 using namespace ansan;
 using ansan::cuda::detail::DeviceBuffer;
+using ansan::test::check_same_rows, ansan::test::same_bytes, ansan::test::to_device,
+    ansan::test::to_host;
 
 namespace {
-
-template <class E>
-DeviceBuffer<E> to_device(const std::vector<E>& host) {
-  DeviceBuffer<E> d(host.size());
-  if (!host.empty())
-    ANSAN_CUDA_THROW(
-        cudaMemcpy(d.data(), host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice));
-  return d;
-}
-template <class E>
-std::vector<E> to_host(const DeviceBuffer<E>& d) {
-  std::vector<E> host(d.size());
-  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  if (!host.empty())
-    ANSAN_CUDA_THROW(
-        cudaMemcpy(host.data(), d.data(), host.size() * sizeof(E), cudaMemcpyDeviceToHost));
-  return host;
-}
-template <class E>
-bool same_bytes(const std::vector<E>& a, const std::vector<E>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(E)) == 0;
-}
 
 // Host rows of one buffer and their device twin.
 template <class T>
@@ -156,10 +138,7 @@ TEST_CASE_TEMPLATE("device compact_kv equals host compact_kv", T, float, half) {
                                              d_cu_out.data()) == cudaSuccess);
           out.download();
           CHECK(to_host(d_cu_out) == cu_expect);
-          CHECK(same_bytes(out.k, expect.k));
-          CHECK(same_bytes(out.v, expect.v));
-          CHECK(out.pos == expect.pos);
-          CHECK(out.anchor == expect.anchor);
+          check_same_rows(out, expect);
         }
 }
 
@@ -192,10 +171,7 @@ TEST_CASE_TEMPLATE("device compact_kv_inplace equals host compact_kv_inplace", T
                                                   d_cu.data()) == cudaSuccess);
           rows.download();
           CHECK(to_host(d_cu) == cu_expect);
-          CHECK(same_bytes(rows.k, expect.k));
-          CHECK(same_bytes(rows.v, expect.v));
-          CHECK(rows.pos == expect.pos);
-          CHECK(rows.anchor == expect.anchor);
+          check_same_rows(rows, expect);
         }
 }
 

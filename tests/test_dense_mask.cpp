@@ -10,6 +10,7 @@
 #include <random>
 
 #include "ansan/dense_mask.hpp"
+#include "support/mask_checks.hpp"
 #include "support/random_layouts.hpp"
 
 using namespace ansan;
@@ -28,14 +29,7 @@ std::vector<AnchorLayout> layouts_under_test(std::mt19937& rng, int random_count
   std::vector<AnchorLayout> layouts;
   for (int k = 0; k < random_count; ++k)
     layouts.push_back(test::random_layout(rng, 1 + k % 5, max_len, 1.0 + k % 7));
-  std::vector<std::uint8_t> all_flags;
-  std::vector<std::int32_t> all_cu{0};
-  for (const auto& flags : test::edge_flags()) {
-    layouts.push_back(build_layout_from_flags(flags, std::vector<std::int32_t>{0, std::int32_t(flags.size())}));
-    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
-    all_cu.push_back(std::int32_t(all_flags.size()));
-  }
-  layouts.push_back(build_layout_from_flags(all_flags, all_cu));
+  for (AnchorLayout& edge : test::edge_layouts()) layouts.push_back(std::move(edge));
   layouts.push_back(build_layout_from_flags(std::vector<std::uint8_t>{}, std::vector<std::int32_t>{0}));
   return layouts;
 }
@@ -70,16 +64,6 @@ std::vector<std::pair<AnchorLayout, const char*>> broken_layouts() {
   L.seg_start[6] = 9;  // a segment start past its own row
   broken.emplace_back(L, "layout.seg_start[6]");
   return broken;
-}
-
-template <class F>
-void check_throws_naming(F&& call, const char* argument) {
-  try {
-    call();
-    FAIL("no exception for a bad ", argument);
-  } catch (const std::invalid_argument& e) {
-    CHECK_MESSAGE(std::strstr(e.what(), argument) != nullptr, e.what());
-  }
 }
 
 template <class T>
@@ -200,38 +184,38 @@ TEST_CASE("dense exports reject bad input and write nothing") {
   auto hf = make_view(additive.data(), 2, 1, 6, 6);
 
   for (const MaskPolicy& bad : {MaskPolicy::sliding_window(0), MaskPolicy::sepllm(1, -2)}) {
-    check_throws_naming([&] { dense_mask_packed(L, bad, packed); }, "policy.window");
-    check_throws_naming([&] { dense_mask(L, 0, bad, make_view(mask.data(), 4, 4)); }, "policy.window");
-    check_throws_naming([&] { additive_mask(L, bad, hf); }, "policy.window");
+    test::check_throws_naming([&] { dense_mask_packed(L, bad, packed); }, "policy.window");
+    test::check_throws_naming([&] { dense_mask(L, 0, bad, make_view(mask.data(), 4, 4)); }, "policy.window");
+    test::check_throws_naming([&] { additive_mask(L, bad, hf); }, "policy.window");
   }
   MaskPolicy negative_sinks = MaskPolicy::streaming_llm(-1, 4);
-  check_throws_naming([&] { dense_mask_packed(L, negative_sinks, packed); }, "policy.sinks");
-  check_throws_naming([&] { dense_mask_packed(L, MaskPolicy::anllm(), make_view(mask.data(), 10, 9)); },
-                      "out.shape");
-  check_throws_naming([&] { dense_mask(L, 2, MaskPolicy::anllm(), make_view(mask.data(), 6, 6)); }, "b");
-  check_throws_naming([&] { dense_mask(L, 1, MaskPolicy::anllm(), make_view(mask.data(), 4, 4)); },
-                      "out.shape");
-  check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(additive.data(), 2, 1, 5, 5)); },
-                      "out.shape");  // slab shorter than the longest sequence
-  check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(additive.data(), 1, 2, 6, 6)); },
-                      "out.shape");
+  test::check_throws_naming([&] { dense_mask_packed(L, negative_sinks, packed); }, "policy.sinks");
+  test::check_throws_naming([&] { dense_mask_packed(L, MaskPolicy::anllm(), make_view(mask.data(), 10, 9)); },
+                            "out.shape");
+  test::check_throws_naming([&] { dense_mask(L, 2, MaskPolicy::anllm(), make_view(mask.data(), 6, 6)); }, "b");
+  test::check_throws_naming([&] { dense_mask(L, 1, MaskPolicy::anllm(), make_view(mask.data(), 4, 4)); },
+                            "out.shape");
+  test::check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(additive.data(), 2, 1, 5, 5)); },
+                            "out.shape");  // slab shorter than the longest sequence
+  test::check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(additive.data(), 1, 2, 6, 6)); },
+                            "out.shape");
   for (const float bad_value : {0.0f, 3.0f, -1e-10f}) {  // -1e-10 rounds to -0 in fp16
     AdditiveMaskOptions opts;
     opts.masked_value = bad_value;
     if (bad_value == -1e-10f) {
       std::vector<half> h(2 * 6 * 6, from_float<half>(7.0f));
-      check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(h.data(), 2, 1, 6, 6), opts); },
-                          "options.masked_value");
+      test::check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), make_view(h.data(), 2, 1, 6, 6), opts); },
+                                "options.masked_value");
       for (half v : h) REQUIRE(to_float(v) == 7.0f);
     } else {
-      check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), hf, opts); }, "options.masked_value");
+      test::check_throws_naming([&] { additive_mask(L, MaskPolicy::anllm(), hf, opts); }, "options.masked_value");
     }
   }
   for (const auto& [broken, argument] : broken_layouts()) {
-    check_throws_naming([&] { dense_mask_packed(broken, MaskPolicy::anllm(), packed); }, argument);
-    check_throws_naming([&] { dense_mask(broken, 0, MaskPolicy::anllm(), make_view(mask.data(), 4, 4)); },
-                        argument);
-    check_throws_naming([&] { additive_mask(broken, MaskPolicy::anllm(), hf); }, argument);
+    test::check_throws_naming([&] { dense_mask_packed(broken, MaskPolicy::anllm(), packed); }, argument);
+    test::check_throws_naming([&] { dense_mask(broken, 0, MaskPolicy::anllm(), make_view(mask.data(), 4, 4)); },
+                              argument);
+    test::check_throws_naming([&] { additive_mask(broken, MaskPolicy::anllm(), hf); }, argument);
   }
   untouched();
 }

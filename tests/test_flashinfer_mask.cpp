@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "ansan/flashinfer_mask.hpp"
+#include "support/mask_checks.hpp"
 #include "support/random_layouts.hpp"
 
 using namespace ansan;
@@ -26,9 +27,7 @@ void reference(const AnchorLayout& L, const MaskPolicy& p, std::vector<std::uint
                std::vector<std::int32_t>& indptr) {
   indptr = {0};
   for (std::int32_t b = 0; b < L.batch(); ++b) {
-    std::vector<bool> flat;  // (n * n) row-major
-    for (std::int32_t i = 0; i < L.seq_len(b); ++i)
-      for (std::int32_t j = 0; j < L.seq_len(b); ++j) flat.push_back(visible(p, L.query(b, i), L.key(b, j)));
+    const std::vector<std::uint8_t> flat = test::sequence_mask(L, p, b);  // (n * n) row-major
     for (std::size_t start = 0; start < flat.size(); start += 8) {
       std::uint8_t byte = 0;
       for (std::size_t bit = 0; bit < 8 && start + bit < flat.size(); ++bit)
@@ -43,25 +42,8 @@ std::vector<AnchorLayout> layouts_under_test(std::mt19937& rng, int random_count
   std::vector<AnchorLayout> layouts;
   for (int k = 0; k < random_count; ++k)
     layouts.push_back(test::random_layout(rng, 1 + k % 6, 1 + k % 45, 1.0 + k % 8));
-  std::vector<std::uint8_t> all_flags;
-  std::vector<std::int32_t> all_cu{0};
-  for (const auto& flags : test::edge_flags()) {
-    layouts.push_back(build_layout_from_flags(flags, std::vector<std::int32_t>{0, std::int32_t(flags.size())}));
-    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
-    all_cu.push_back(std::int32_t(all_flags.size()));
-  }
-  layouts.push_back(build_layout_from_flags(all_flags, all_cu));
+  for (AnchorLayout& edge : test::edge_layouts()) layouts.push_back(std::move(edge));
   return layouts;
-}
-
-template <class F>
-void check_throws_naming(F&& call, const char* argument) {
-  try {
-    call();
-    FAIL("no exception for a bad ", argument);
-  } catch (const std::invalid_argument& e) {
-    CHECK_MESSAGE(std::strstr(e.what(), argument) != nullptr, e.what());
-  }
 }
 
 }  // namespace
@@ -160,25 +142,25 @@ TEST_CASE("bad input: a clear exception and caller buffers untouched") {
   };
   const span<std::uint8_t> exact(bytes.data(), std::size_t(indptr_want.back()));
   const span<std::int32_t> offsets(indptr.data(), 3);
-  check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::anllm(), bytes, offsets); },
-                      "packed_mask.size()");
-  check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::anllm(), exact, indptr); },
-                      "mask_indptr.size()");
-  check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::sliding_window(0), exact, offsets); },
-                      "policy.window");
-  check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::sepllm(-1, 3), exact, offsets); },
-                      "policy.sinks");
+  test::check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::anllm(), bytes, offsets); },
+                            "packed_mask.size()");
+  test::check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::anllm(), exact, indptr); },
+                            "mask_indptr.size()");
+  test::check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::sliding_window(0), exact, offsets); },
+                            "policy.window");
+  test::check_throws_naming([&] { flashinfer_packed_mask(L, MaskPolicy::sepllm(-1, 3), exact, offsets); },
+                            "policy.sinks");
   AnchorLayout broken = L;
   broken.cu_seqlens = {0, 6, 4, 10};
-  check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
-                      "layout.cu_seqlens[2]");
+  test::check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
+                            "layout.cu_seqlens[2]");
   broken = L;
   broken.cu_seqlens = {0, -2, 10};
-  check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
-                      "layout.cu_seqlens[1]");
+  test::check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
+                            "layout.cu_seqlens[1]");
   broken = L;
   broken.pos.push_back(10);
-  check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
-                      "layout.pos.size()");
+  test::check_throws_naming([&] { flashinfer_packed_mask(broken, MaskPolicy::anllm(), exact, offsets); },
+                            "layout.pos.size()");
   untouched();
 }

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "ansan/flex_block_mask.hpp"
+#include "support/mask_checks.hpp"
 #include "support/random_layouts.hpp"
 
 using namespace ansan;
@@ -34,9 +35,11 @@ std::vector<std::uint8_t> frame_mask(const AnchorLayout& L, const MaskPolicy& p,
   for (std::int32_t b = 0; b < L.batch(); ++b) {
     if (how == FlexBatching::padded && b != f) continue;
     const std::int32_t base = how == FlexBatching::packed ? L.cu_seqlens[b] : 0;
-    for (std::int32_t i = 0; i < L.seq_len(b); ++i)
-      for (std::int32_t j = 0; j < L.seq_len(b); ++j)
-        dense[std::size_t(base + i) * seq_len + base + j] = visible(p, L.query(b, i), L.key(b, j));
+    const std::int32_t n = L.seq_len(b);
+    const std::vector<std::uint8_t> sequence = test::sequence_mask(L, p, b);  // (n, n)
+    for (std::int32_t i = 0; i < n; ++i)
+      std::copy_n(sequence.begin() + std::size_t(i) * n, n,
+                  dense.begin() + std::size_t(base + i) * seq_len + base);
   }
   return dense;
 }
@@ -81,14 +84,7 @@ std::vector<AnchorLayout> layouts_under_test(std::mt19937& rng, int random_count
   std::vector<AnchorLayout> layouts;
   for (int k = 0; k < random_count; ++k)
     layouts.push_back(test::random_layout(rng, 1 + k % 4, 1 + k % 37, 1.0 + k % 9));
-  std::vector<std::uint8_t> all_flags;
-  std::vector<std::int32_t> all_cu{0};
-  for (const auto& flags : test::edge_flags()) {
-    layouts.push_back(build_layout_from_flags(flags, std::vector<std::int32_t>{0, std::int32_t(flags.size())}));
-    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
-    all_cu.push_back(std::int32_t(all_flags.size()));
-  }
-  layouts.push_back(build_layout_from_flags(all_flags, all_cu));
+  for (AnchorLayout& edge : test::edge_layouts()) layouts.push_back(std::move(edge));
   // Long all-visible stretches (one segment, causal) so full blocks appear at larger sizes.
   layouts.push_back(build_layout_from_flags(std::vector<std::uint8_t>(70, 0), std::vector<std::int32_t>{0, 33, 70}));
   return layouts;
@@ -132,16 +128,6 @@ void check_npy(const std::string& path, const char* descr, const std::string& sh
   CHECK(npy.shape == shape);
   REQUIRE(npy.data.size() == values.size() * sizeof(T));
   CHECK(std::memcmp(npy.data.data(), values.data(), npy.data.size()) == 0);
-}
-
-template <class F>
-void check_throws_naming(F&& call, const char* argument) {
-  try {
-    call();
-    FAIL("no exception for a bad ", argument);
-  } catch (const std::invalid_argument& e) {
-    CHECK_MESSAGE(std::strstr(e.what(), argument) != nullptr, e.what());
-  }
 }
 
 }  // namespace
@@ -253,8 +239,8 @@ TEST_CASE("save_flex_block_mask writes loadable .npy arrays and the mask_mod inp
   }
   // A mask saved with a layout it was not built from is refused.
   const AnchorLayout other = build_layout_from_flags(flags, std::vector<std::int32_t>{0, 11});
-  check_throws_naming([&] { save_flex_block_mask(flex_block_mask(L, MaskPolicy::anllm(), 2, FlexBatching::padded), other, dir.string()); },
-                      "layout");
+  test::check_throws_naming([&] { save_flex_block_mask(flex_block_mask(L, MaskPolicy::anllm(), 2, FlexBatching::padded), other, dir.string()); },
+                            "layout");
   fs::remove_all(dir);
 }
 
@@ -262,13 +248,13 @@ TEST_CASE("flex_block_mask rejects bad input") {
   const std::vector<std::uint8_t> flags{0, 1, 0, 0, 1, 0, 0, 0, 1, 0};
   const AnchorLayout L = build_layout_from_flags(flags, std::vector<std::int32_t>{0, 4, 10});
   for (const std::int32_t bs : {0, -1, -128})
-    check_throws_naming([&] { flex_block_mask(L, MaskPolicy::anllm(), bs); }, "block_size");
-  check_throws_naming([&] { flex_block_mask(L, MaskPolicy::sliding_window(0), 4); }, "policy.window");
-  check_throws_naming([&] { flex_block_mask(L, MaskPolicy::anllm(), 4, FlexBatching(7)); }, "batching");
+    test::check_throws_naming([&] { flex_block_mask(L, MaskPolicy::anllm(), bs); }, "block_size");
+  test::check_throws_naming([&] { flex_block_mask(L, MaskPolicy::sliding_window(0), 4); }, "policy.window");
+  test::check_throws_naming([&] { flex_block_mask(L, MaskPolicy::anllm(), 4, FlexBatching(7)); }, "batching");
   AnchorLayout broken = L;
   broken.cu_seqlens = {0, 6, 4, 10};
-  check_throws_naming([&] { flex_block_mask(broken, MaskPolicy::anllm(), 4); }, "layout.cu_seqlens[2]");
+  test::check_throws_naming([&] { flex_block_mask(broken, MaskPolicy::anllm(), 4); }, "layout.cu_seqlens[2]");
   broken = L;
   broken.seg_start.pop_back();
-  check_throws_naming([&] { flex_block_mask(broken, MaskPolicy::anllm(), 4); }, "layout.seg_start.size()");
+  test::check_throws_naming([&] { flex_block_mask(broken, MaskPolicy::anllm(), 4); }, "layout.seg_start.size()");
 }

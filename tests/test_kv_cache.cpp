@@ -21,6 +21,7 @@
 #include "ansan/kv_cache.hpp"
 #include "ansan/reference_attention.hpp"
 #include "support/random_layouts.hpp"
+#include "support/random_values.hpp"
 
 using namespace ansan;
 
@@ -303,10 +304,8 @@ TEST_CASE("attention over the reduced cache equals attention over the whole text
       const AnchorLayout L = test::random_layout(rng, 3, 28, 4.0);
       const auto B = L.batch();
       const auto n = std::size_t(L.total_tokens());
-      std::normal_distribution<float> gauss(0.f, 1.f);
       std::vector<float> q(n * heads_q * dim), k(n * heads_kv * dim), v(k.size());
-      for (auto* buf : {&q, &k, &v})
-        for (auto& x : *buf) x = gauss(rng);
+      test::fill_standard_normal(rng, {&q, &k, &v});
       const auto qv = make_view(q.data(), index_t(n), heads_q, dim);
       const auto kv = make_view(k.data(), index_t(n), heads_kv, dim);
       const auto vv = make_view(v.data(), index_t(n), heads_kv, dim);

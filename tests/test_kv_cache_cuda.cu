@@ -19,7 +19,10 @@
 #include "ansan/dtype.hpp"
 #include "ansan/kv_cache.hpp"
 #include "ansan/reference_attention.hpp"
+#include "support/device_copies.hpp"
 #include "support/random_layouts.hpp"
+#include "support/random_values.hpp"
+#include "support/row_checks.hpp"
 
 // No `using namespace ansan`: its `cuda` would make nvcc's generated ::cuda references ambiguous.
 using ansan::AnchorLayout, ansan::AttentionArgs, ansan::KVCache, ansan::KVStorage,
@@ -27,29 +30,10 @@ using ansan::AnchorLayout, ansan::AttentionArgs, ansan::KVCache, ansan::KVStorag
 using ansan::policy_name, ansan::prefill_args, ansan::reference_attention, ansan::storage_name;
 using ansan::TensorView, ansan::from_float, ansan::half, ansan::index_t, ansan::make_view;
 using ansan::cuda::detail::DeviceBuffer;
+using ansan::test::same_bytes, ansan::test::to_device, ansan::test::to_host;
 namespace test = ansan::test;
 
 namespace {
-
-template <class E>
-DeviceBuffer<E> to_device(const std::vector<E>& host) {
-  DeviceBuffer<E> d(host.size());
-  if (!host.empty())
-    ANSAN_CUDA_THROW(
-        cudaMemcpy(d.data(), host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice));
-  return d;
-}
-template <class E>
-std::vector<E> to_host(const E* d, std::size_t n) {
-  std::vector<E> host(n);
-  ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  if (n) ANSAN_CUDA_THROW(cudaMemcpy(host.data(), d, n * sizeof(E), cudaMemcpyDeviceToHost));
-  return host;
-}
-template <class E>
-bool same_bytes(const std::vector<E>& a, const std::vector<E>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(E)) == 0;
-}
 
 template <class T>
 void check_same(const KVCache<T>& host, const ansan::cuda::KVCache<T>& device) {
@@ -170,10 +154,8 @@ TEST_CASE("decode over the reduced device cache equals the whole-text reference"
     const AnchorLayout L = test::random_layout(rng, 3, 40, 5.0);
     const auto B = L.batch();
     const auto n = std::size_t(L.total_tokens());
-    std::normal_distribution<float> gauss(0.f, 1.f);
     std::vector<float> q(n * heads_q * dim), k(n * heads_kv * dim), v(k.size());
-    for (auto* buf : {&q, &k, &v})
-      for (auto& x : *buf) x = gauss(rng);
+    test::fill_standard_normal(rng, {&q, &k, &v});
     const float scale = 1.f / std::sqrt(float(dim));
     std::vector<float> full(q.size());
     reference_attention<double>(prefill_args<float>(

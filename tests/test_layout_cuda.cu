@@ -14,6 +14,7 @@
 #include "ansan/cuda/layout.cuh"
 #include "ansan/layout.hpp"
 #include "support/gpu_main.hpp"
+#include "support/layout_checks.hpp"
 #include "support/random_layouts.hpp"
 
 // No `using namespace ansan;` in a .cu file: with ansan::cuda visible at global scope, the
@@ -55,12 +56,7 @@ DeviceBuffer<T> poisoned(std::size_t count) {
 
 void check_same(const AnchorLayout& got, const AnchorLayout& want) {
   REQUIRE(got.cu_seqlens == want.cu_seqlens);
-  CHECK(got.pos == want.pos);
-  CHECK(got.is_anchor == want.is_anchor);
-  CHECK(got.seg == want.seg);
-  CHECK(got.seg_start == want.seg_start);
-  CHECK(got.cu_anchors == want.cu_anchors);
-  CHECK(got.anchor_pos == want.anchor_pos);
+  test::check_same_layout_arrays(got, want);
 }
 
 // Output arrays of the raw device API, poisoned, and read back into a host layout.

@@ -14,6 +14,7 @@
 
 #include "ansan/cuda/detail/layout_steps.hpp"
 #include "ansan/layout.hpp"
+#include "support/layout_checks.hpp"
 #include "support/random_layouts.hpp"
 
 using namespace ansan;
@@ -58,12 +59,7 @@ AnchorLayout run_steps(AnchorOf anchor_of, const std::vector<std::int32_t>& cu_s
 
 void check_same(const AnchorLayout& got, const AnchorLayout& want) {
   CHECK(got.cu_seqlens == want.cu_seqlens);
-  CHECK(got.pos == want.pos);
-  CHECK(got.is_anchor == want.is_anchor);
-  CHECK(got.seg == want.seg);
-  CHECK(got.seg_start == want.seg_start);
-  CHECK(got.cu_anchors == want.cu_anchors);
-  CHECK(got.anchor_pos == want.anchor_pos);
+  test::check_same_layout_arrays(got, want);
 }
 
 // Every builder's step pipeline against the host builders, for one host layout.

@@ -4,11 +4,13 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <random>
 
 #include "ansan/mask_density.hpp"
+#include "support/mask_checks.hpp"
 #include "support/random_layouts.hpp"
 
 using namespace ansan;
@@ -19,26 +21,9 @@ std::vector<AnchorLayout> layouts_under_test(std::mt19937& rng, int random_count
   std::vector<AnchorLayout> layouts;
   for (int k = 0; k < random_count; ++k)
     layouts.push_back(test::random_layout(rng, 1 + k % 5, 1 + k % 50, 1.0 + k % 10));
-  std::vector<std::uint8_t> all_flags;
-  std::vector<std::int32_t> all_cu{0};
-  for (const auto& flags : test::edge_flags()) {
-    layouts.push_back(build_layout_from_flags(flags, std::vector<std::int32_t>{0, std::int32_t(flags.size())}));
-    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
-    all_cu.push_back(std::int32_t(all_flags.size()));
-  }
-  layouts.push_back(build_layout_from_flags(all_flags, all_cu));
+  for (AnchorLayout& edge : test::edge_layouts()) layouts.push_back(std::move(edge));
   layouts.push_back(build_layout_from_flags(std::vector<std::uint8_t>{}, std::vector<std::int32_t>{0}));
   return layouts;
-}
-
-template <class F>
-void check_throws_naming(F&& call, const char* argument) {
-  try {
-    call();
-    FAIL("no exception for a bad ", argument);
-  } catch (const std::invalid_argument& e) {
-    CHECK_MESSAGE(std::strstr(e.what(), argument) != nullptr, e.what());
-  }
 }
 
 }  // namespace
@@ -58,11 +43,8 @@ TEST_CASE("pair and tile counts equal brute-force enumeration") {
       std::vector<TileDensity> want(tiles.size());
       for (std::int32_t b = 0; b < L.batch(); ++b) {
         const std::int32_t n = L.seq_len(b);
-        std::vector<std::uint8_t> dense(std::size_t(n) * n);
-        std::int64_t pairs = 0;
-        for (std::int32_t i = 0; i < n; ++i)
-          for (std::int32_t j = 0; j < n; ++j)
-            pairs += dense[std::size_t(i) * n + j] = visible(p, L.query(b, i), L.key(b, j));
+        const std::vector<std::uint8_t> dense = test::sequence_mask(L, p, b);  // (n, n)
+        const std::int64_t pairs = std::count(dense.begin(), dense.end(), std::uint8_t(1));
         CHECK(d.visible_pairs[b] == pairs);
         CHECK(d.causal_pairs[b] == std::int64_t(n) * (n + 1) / 2);
         total_visible += pairs;
@@ -115,16 +97,16 @@ TEST_CASE("SPEC section 4: at n = 8192, L = 20, about 19x fewer pairs but almost
 TEST_CASE("mask_density rejects bad input") {
   const std::vector<std::uint8_t> flags{0, 1, 0, 0, 1, 0, 0, 0, 1, 0};
   const AnchorLayout L = build_layout_from_flags(flags, std::vector<std::int32_t>{0, 4, 10});
-  check_throws_naming([&] { mask_density(L, MaskPolicy::anllm(), {64, 0}); }, "tile_sizes[1]");
-  check_throws_naming([&] { mask_density(L, MaskPolicy::anllm(), {-3}); }, "tile_sizes[0]");
-  check_throws_naming([&] { mask_density(L, MaskPolicy::sliding_window(0)); }, "policy.window");
+  test::check_throws_naming([&] { mask_density(L, MaskPolicy::anllm(), {64, 0}); }, "tile_sizes[1]");
+  test::check_throws_naming([&] { mask_density(L, MaskPolicy::anllm(), {-3}); }, "tile_sizes[0]");
+  test::check_throws_naming([&] { mask_density(L, MaskPolicy::sliding_window(0)); }, "policy.window");
   MaskPolicy both = MaskPolicy::anllm();
   both.local = LocalBound::segment_and_window;  // window left at 0
-  check_throws_naming([&] { mask_density(L, both); }, "policy.window");
+  test::check_throws_naming([&] { mask_density(L, both); }, "policy.window");
   AnchorLayout broken = L;
   broken.cu_seqlens = {0, 11, 10};
-  check_throws_naming([&] { mask_density(broken, MaskPolicy::anllm()); }, "layout.cu_seqlens[2]");
+  test::check_throws_naming([&] { mask_density(broken, MaskPolicy::anllm()); }, "layout.cu_seqlens[2]");
   broken = L;
   broken.pos[5] = 4;
-  check_throws_naming([&] { mask_density(broken, MaskPolicy::anllm()); }, "layout.pos[5]");
+  test::check_throws_naming([&] { mask_density(broken, MaskPolicy::anllm()); }, "layout.pos[5]");
 }

@@ -49,6 +49,20 @@ inline std::vector<std::vector<std::uint8_t>> edge_flags() {
   };
 }
 
+// Every edge_flags() sequence as a batch of its own, then all of them packed into one batch.
+inline std::vector<AnchorLayout> edge_layouts() {
+  std::vector<AnchorLayout> layouts;
+  std::vector<std::uint8_t> all_flags;
+  std::vector<std::int32_t> all_cu{0};
+  for (const auto& flags : edge_flags()) {
+    layouts.push_back(build_layout_from_flags(flags, std::vector<std::int32_t>{0, std::int32_t(flags.size())}));
+    all_flags.insert(all_flags.end(), flags.begin(), flags.end());
+    all_cu.push_back(std::int32_t(all_flags.size()));
+  }
+  layouts.push_back(build_layout_from_flags(all_flags, all_cu));
+  return layouts;
+}
+
 // Every policy of SPEC section 5, with small windows and sinks so they matter.
 inline std::vector<MaskPolicy> all_policies() {
   MaskPolicy both = MaskPolicy::anllm();

@@ -196,6 +196,23 @@ inline void validate_device_ragged(const RaggedRows& s, std::int64_t total, cons
   if (total < 0 || total > INT32_MAX) fail(fn, "token count", total, "in [0, 2^31)");
 }
 
+// Host checks of both flag entry points once the caller passes temporary storage.
+inline void validate_flag_buffers(std::size_t temp_storage_bytes, std::size_t needed_bytes,
+                                  const std::int32_t* d_cu_seqlens_out, std::int64_t total,
+                                  const std::uint8_t* d_keep, const char* fn) {
+  require(temp_storage_bytes >= needed_bytes, fn, "temp_storage_bytes", temp_storage_bytes,
+          ansan::detail::concat(">= ", needed_bytes, " (query it with d_temp_storage = nullptr)"));
+  require(d_cu_seqlens_out != nullptr, fn, "d_cu_seqlens_out", "null", "B+1 device offsets");
+  require(total == 0 || d_keep != nullptr, fn, "d_keep", "null", "device flags");
+}
+
+// The whole output for no input tokens: all B+1 offsets 0.
+inline cudaError_t zero_offsets(std::int32_t* d_cu_seqlens_out, std::int32_t batch,
+                                cudaStream_t stream) {
+  return cudaMemsetAsync(d_cu_seqlens_out, 0, (std::size_t(batch) + 1) * sizeof(std::int32_t),
+                         stream);
+}
+
 }  // namespace detail
 
 // d_keep[t] = still_visible(...) for every packed token t < total (see ansan::keep_flags);
@@ -236,13 +253,9 @@ cudaError_t compact_kv(void* d_temp_storage, std::size_t& temp_storage_bytes,
     temp_storage_bytes = t.total;
     return cudaSuccess;
   }
-  require(temp_storage_bytes >= t.total, fn, "temp_storage_bytes", temp_storage_bytes,
-          ansan::detail::concat(">= ", t.total, " (query it with d_temp_storage = nullptr)"));
-  require(d_cu_seqlens_out != nullptr, fn, "d_cu_seqlens_out", "null", "B+1 device offsets");
-  require(total_in == 0 || d_keep != nullptr, fn, "d_keep", "null", "device flags");
-  if (total_in == 0)
-    return cudaMemsetAsync(d_cu_seqlens_out, 0,
-                           (std::size_t(in_seqs.batch) + 1) * sizeof(std::int32_t), stream);
+  detail::validate_flag_buffers(temp_storage_bytes, t.total, d_cu_seqlens_out, total_in, d_keep,
+                                fn);
+  if (total_in == 0) return detail::zero_offsets(d_cu_seqlens_out, in_seqs.batch, stream);
   auto* d_temp = static_cast<unsigned char*>(d_temp_storage);
   const auto* d_cu_out = reinterpret_cast<const std::int32_t*>(d_temp + t.cu_out);
   ANSAN_CUDA_RETURN(
@@ -310,13 +323,8 @@ cudaError_t compact_kv_inplace(void* d_temp_storage, std::size_t& temp_storage_b
     temp_storage_bytes = t.total;
     return cudaSuccess;
   }
-  require(temp_storage_bytes >= t.total, fn, "temp_storage_bytes", temp_storage_bytes,
-          ansan::detail::concat(">= ", t.total, " (query it with d_temp_storage = nullptr)"));
-  require(d_cu_seqlens_out != nullptr, fn, "d_cu_seqlens_out", "null", "B+1 device offsets");
-  require(total == 0 || d_keep != nullptr, fn, "d_keep", "null", "device flags");
-  if (total == 0)
-    return cudaMemsetAsync(d_cu_seqlens_out, 0,
-                           (std::size_t(seqs.batch) + 1) * sizeof(std::int32_t), stream);
+  detail::validate_flag_buffers(temp_storage_bytes, t.total, d_cu_seqlens_out, total, d_keep, fn);
+  if (total == 0) return detail::zero_offsets(d_cu_seqlens_out, seqs.batch, stream);
   auto* d_temp = static_cast<unsigned char*>(d_temp_storage);
   auto* d_cu_out = reinterpret_cast<std::int32_t*>(d_temp + t.cu_out);
   const auto* d_num_kept = reinterpret_cast<const std::int32_t*>(d_temp + t.num_kept);
