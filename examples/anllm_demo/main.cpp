@@ -10,8 +10,14 @@
 // exactness invariant says is rounding. Weights are seeded random unless --load is given,
 // so the generated text is noise; the cache and exactness figures hold for any weights.
 //
+// --device picks the attention backend (anllm/model.hpp): cpu, or gpu (attention and the KV
+// caches on the GPU, matmuls, norms and RoPE still on the CPU; needs a CUDA build and a
+// device); auto, the default, is gpu exactly when both are there. (a), (b) and (c) all run on
+// the chosen backend, and the output says which ran.
+//
 //   anllm_demo [--mode ac|ep] [--tokens N] [--layers L] [--dim D] [--seed S]
-//              [--temperature T] [--threads N] [--save|--load weights.safetensors] [FILE|-]
+//              [--temperature T] [--threads N] [--device auto|cpu|gpu]
+//              [--save|--load weights.safetensors] [FILE|-]
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +34,9 @@
 #include "anllm/model.hpp"
 #include "anllm/tokenizer.hpp"
 #include "anllm/weights.hpp"
+#if ANLLM_DEMO_WITH_CUDA
+#include "anllm/gpu_path.hpp"
+#endif
 
 namespace {
 
@@ -57,6 +66,7 @@ struct Options {
   std::uint64_t seed = 1;
   float temperature = 1.f;
   int threads = 0;
+  std::string device = "auto";
   anllm::ModelConfig config;
   std::string save, load, text_path;
 };
@@ -64,8 +74,8 @@ struct Options {
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "anllm_demo: " << problem << "\n"
             << "usage: anllm_demo [--mode ac|ep] [--tokens N] [--layers L] [--dim D] [--seed S]\n"
-            << "                  [--temperature T] [--threads N] [--save FILE | --load FILE] "
-               "[TEXT_FILE | -]\n";
+            << "                  [--temperature T] [--threads N] [--device auto|cpu|gpu]\n"
+            << "                  [--save FILE | --load FILE] [TEXT_FILE | -]\n";
   std::exit(2);
 }
 
@@ -105,7 +115,11 @@ Options parse(int argc, char** argv) {
       o.temperature = std::stof(value());
     else if (arg == "--threads")
       o.threads = int(number(0));
-    else if (arg == "--save")
+    else if (arg == "--device") {
+      o.device = value();
+      if (o.device != "auto" && o.device != "cpu" && o.device != "gpu")
+        usage("--device must be auto, cpu or gpu");
+    } else if (arg == "--save")
       o.save = value();
     else if (arg == "--load")
       o.load = value();
@@ -195,10 +209,58 @@ std::function<void(const anllm::Progress&)> progress_printer(const char* label) 
   };
 }
 
+// Why --device auto fell back to the CPU.
+#if ANLLM_DEMO_WITH_CUDA
+const char* const kNoGpuReason = ", no CUDA device";
+#else
+const char* const kNoGpuReason = ", built without CUDA";
+#endif
+
+// Whether this binary was built with CUDA and a CUDA device is present.
+bool gpu_present() {
+#if ANLLM_DEMO_WITH_CUDA
+  return anllm::gpu_available();
+#else
+  return false;
+#endif
+}
+
+// The chosen backend's runs: run_text and forward_masked on the CPU or the GPU.
+struct Backend {
+  bool gpu = false;
+  int threads = 0;
+  anllm::RunResult run(const anllm::Weights& w, const anllm::Tokenizer& tok,
+                       const std::vector<std::int32_t>& prompt,
+                       const anllm::RunOptions& opt) const {
+#if ANLLM_DEMO_WITH_CUDA
+    if (gpu) return anllm::run_text_gpu(w, tok, prompt, opt);
+#endif
+    return anllm::run_text(w, tok, prompt, opt);
+  }
+  anllm::Matrix masked(const anllm::Weights& w, const std::vector<std::int32_t>& ids,
+                       const ansan::AnchorLayout& layout) const {
+#if ANLLM_DEMO_WITH_CUDA
+    if (gpu) return anllm::forward_masked_gpu(w, ids, layout, ansan::MaskPolicy::anllm());
+#endif
+    return anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), threads);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
+  const bool gpu = opt.device == "gpu" || (opt.device == "auto" && gpu_present());
+  if (opt.device == "gpu" && !gpu_present()) {
+#if ANLLM_DEMO_WITH_CUDA
+    std::cerr << "anllm_demo: --device gpu, but no CUDA device is available\n";
+#else
+    std::cerr << "anllm_demo: --device gpu, but this build has no CUDA (configure with "
+                 "ANSAN_CUDA=ON)\n";
+#endif
+    return 2;
+  }
+  const Backend backend{gpu, opt.threads};
   try {
     opt.config.validate();
     anllm::Weights weights = opt.load.empty() ? anllm::init_weights(opt.config, opt.seed)
@@ -211,9 +273,16 @@ int main(int argc, char** argv) {
                     ? ("seeded random weights (seed " + std::to_string(opt.seed) + ")").c_str()
                     : ("weights from " + opt.load).c_str());
     if (!opt.save.empty()) std::printf("weights saved to %s\n", opt.save.c_str());
-    std::printf("attention: ansan::cpu::attention_forward (this demo has no GPU path yet), %s\n",
-                opt.threads == 0 ? "all hardware threads for prefill, one per decode step"
-                                 : "--threads for prefill, one per decode step");
+    if (gpu)
+      std::printf("device: gpu (--device %s): attention and the KV caches on the GPU "
+                  "(ansan::cuda::attention, SIMT kernel for fp32; ansan::cuda::KVCache); "
+                  "matmuls, norms and RoPE on the CPU\n",
+                  opt.device.c_str());
+    else
+      std::printf("device: cpu (--device %s%s): attention ansan::cpu::attention_forward, %s\n",
+                  opt.device.c_str(), opt.device == "cpu" ? "" : kNoGpuReason,
+                  opt.threads == 0 ? "all hardware threads for prefill, one per decode step"
+                                   : "--threads for prefill, one per decode step");
 
     // The text, its tokens and its anchors.
     const anllm::Tokenizer tok{opt.mode};
@@ -248,7 +317,7 @@ int main(int argc, char** argv) {
     anchor_run.on_step = progress_printer("(c) anchor cache");
     std::printf("\n(c) anchor-based inference: prefill %zu tokens, reduce, generate %d tokens\n",
                 prompt.size(), opt.tokens);
-    const anllm::RunResult anchored = anllm::run_text(weights, tok, prompt, anchor_run);
+    const anllm::RunResult anchored = backend.run(weights, tok, prompt, anchor_run);
     std::printf(
         "  entries and bytes: K/V rows of all %d layers; full cache: what a cache that never\n"
         "  reduces would hold; position: tokens fed so far\n",
@@ -286,7 +355,7 @@ int main(int argc, char** argv) {
     full_run.on_step = progress_printer("(a) full cache");
     std::printf("\n(a) full causal cache: prefill the same prompt, decode the same %zu tokens\n",
                 continuation.size());
-    const anllm::RunResult full = anllm::run_text(weights, tok, prompt, full_run);
+    const anllm::RunResult full = backend.run(weights, tok, prompt, full_run);
     row("end", full.final_cache, false);
 
     // (b) the whole text at once under the AnLLM mask, compared with (c)'s logits.
@@ -294,8 +363,7 @@ int main(int argc, char** argv) {
     const ansan::AnchorLayout layout =
         ansan::build_layout(anchored.ids, cu_all, tok.selector(), c.vocab);
     std::printf("\n(b) whole text at once under the AnLLM mask: %zu tokens\n", anchored.ids.size());
-    const anllm::Matrix masked = anllm::forward_masked(weights, anchored.ids, layout,
-                                                       ansan::MaskPolicy::anllm(), opt.threads);
+    const anllm::Matrix masked = backend.masked(weights, anchored.ids, layout);
     const float max_diff = (masked - anchored.logits).cwiseAbs().maxCoeff();
     const float max_logit = masked.cwiseAbs().maxCoeff();
     const double relative = double(max_diff) / std::max(double(max_logit), 1e-30);

@@ -5,9 +5,11 @@
 #
 #   1. nvidia-smi
 #   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output
-#   3. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
-#   4. the GPU benchmarks, short (--benchmark_min_time), JSON kept
-#   5. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
+#   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
+#      says "rounding level"
+#   4. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
+#   5. the GPU benchmarks, short (--benchmark_min_time), JSON kept
+#   6. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
 #      same inputs, same warm device
 # and prints a summary table last. Files under $OUT: summary.txt, logs.tar.gz.
 # A step is PASS only if it ran and passed; no device, no tool or no torch is SKIP or
@@ -100,7 +102,29 @@ for test in "$carry"/bin/test_*; do
   esac
 done
 
-# 3. compute-sanitizer on the small deterministic case of each kernel
+# 3. the reference transformer demo: attention and KV caches on the GPU, exactness of (b) vs (c)
+name="anllm_demo --device gpu"
+demo=$carry/bin/anllm_demo
+if [[ ! -x $demo ]]; then
+  record "$name" MISSING 0 "anllm_demo was not staged"
+else
+  run_step "$name" 60 "$logs/anllm_demo.log" "${with_libs[@]}" "$demo" --device gpu --tokens 64
+  exactness=$(grep -a 'exactness:' "$logs/anllm_demo.log" | tail -n 1 | sed 's/^ *exactness: //')
+  if [[ $device == no ]]; then
+    record "$name" SKIP "$took" "no GPU ($(grep -a -m 1 'anllm_demo:' "$logs/anllm_demo.log" | cut -c1-60))"
+  else
+    case $rc in
+      0) if [[ $exactness == *"rounding level"* ]] && grep -a -q '^device: gpu' "$logs/anllm_demo.log"; then
+        record "$name" PASS "$took" "$exactness"; else
+        record "$name" FAIL "$took" "exit 0 but no gpu rounding-level exactness line (logs/anllm_demo.log)"; fi ;;
+      124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
+      -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+      *) record "$name" FAIL "$took" "exit $rc; ${exactness:-no exactness line} (logs/anllm_demo.log)" ;;
+    esac
+  fi
+fi
+
+# 4. compute-sanitizer on the small deterministic case of each kernel
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
 attention_test=$carry/bin/test_attention_cuda
 sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
@@ -138,7 +162,7 @@ for tool in memcheck racecheck; do
   done
 done
 
-# 4. GPU benchmarks (short)
+# 5. GPU benchmarks (short)
 for bench in "$carry"/bin/bench_*; do
   name=$(basename "$bench")
   run_step "$name" 150 "$logs/$name.log" "${with_libs[@]}" "$bench" --benchmark_min_time=0.05 \
@@ -154,7 +178,7 @@ for bench in "$carry"/bin/bench_*; do
   esac
 done
 
-# 5. PyTorch: FlexAttention with our BlockMask, SDPA dense causal
+# 6. PyTorch: FlexAttention with our BlockMask, SDPA dense causal
 name=torch_compare
 if ! timeout 120 python3 -c 'import torch' >/dev/null 2>&1; then
   record "$name" MISSING 0 "python3 cannot import torch"

@@ -6,7 +6,8 @@
 #
 #   bash tests/gpu/prepare.sh            # then, on the device: bash tests/gpu/check.sh
 #
-# Stages: .gpu-carry/bin/   every GPU test binary (tests/test_*.cu) and GPU benchmark (bench_*.cu)
+# Stages: .gpu-carry/bin/   every GPU test binary (tests/test_*.cu), GPU benchmark (bench_*.cu)
+#                           and the reference transformer demo (anllm_demo, with its GPU path)
 #         .gpu-carry/lib/   the shared libraries they need that a bare CUDA machine may lack
 #         .gpu-carry/BUILD  what was built, from which commit, when
 set -euo pipefail
@@ -21,13 +22,14 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DANSAN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DANSAN_BUILD_EXAMPLES=OFF "${launcher[@]}" >"$build.configure.log" 2>&1 ||
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DANSAN_BUILD_EXAMPLES=ON "${launcher[@]}" >"$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }
 
 targets=()
 for source in "$root"/tests/test_*.cu "$root"/benchmarks/bench_*.cu; do
   [[ -e $source ]] && targets+=("$(basename "${source%.cu}")")
 done
+targets+=(anllm_demo)
 echo "prepare: building ${#targets[@]} targets for sm_90: ${targets[*]}"
 cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 

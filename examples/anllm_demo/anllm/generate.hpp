@@ -20,6 +20,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "model.hpp"
@@ -54,7 +55,7 @@ struct RunOptions {
   bool insert_ac = true;        // AC mode: feed <AC> after a generated sentence end
   bool keep_logits = true;      // return every position's logits
   bool printable_only = false;  // sample only printable ASCII and newlines (readable noise)
-  int attention_threads = 0;    // ansan::cpu::attention_forward's num_threads
+  int attention_threads = 0;    // the CPU backend's num_threads (4-argument run_text)
   std::function<void(const Progress&)> on_step;  // called after every continuation token
 };
 
@@ -95,10 +96,12 @@ inline std::int32_t pick_token(const Eigen::Ref<const Eigen::RowVectorXf>& logit
   return best;
 }
 
-// Algorithm 1 on `prompt`: prefill, reduce (if opt.reduce_at_anchors), then opt.new_tokens
-// generated or opt.forced teacher-forced tokens one at a time, reducing after each anchor.
-inline RunResult run_text(const Weights& w, const Tokenizer& tok,
-                          const std::vector<std::int32_t>& prompt, const RunOptions& opt) {
+// Algorithm 1 on `prompt` through `backend` (model.hpp's attention seam): prefill, reduce (if
+// opt.reduce_at_anchors), then opt.new_tokens generated or opt.forced teacher-forced tokens one
+// at a time, reducing after each anchor.
+template <class Backend>
+RunResult run_text(const Weights& w, const Tokenizer& tok, const std::vector<std::int32_t>& prompt,
+                   const RunOptions& opt, Backend backend) {
   using clock = std::chrono::steady_clock;
   const auto seconds_since = [](clock::time_point t0) {
     return std::chrono::duration<double>(clock::now() - t0).count();
@@ -112,9 +115,9 @@ inline RunResult run_text(const Weights& w, const Tokenizer& tok,
     result.logits.setConstant(Eigen::Index(prompt.size()) + total, w.config.vocab,
                               std::numeric_limits<float>::quiet_NaN());
 
-  IncrementalDecoder decoder(w, opt.policy, opt.attention_threads);
+  BasicIncrementalDecoder<Backend> decoder(w, opt.policy, std::move(backend));
   const auto snapshot = [&](std::int64_t dropped) {
-    const ansan::KVCache<float>& layer0 = decoder.cache(0);
+    const auto& layer0 = decoder.cache(0);
     return CacheSnapshot{decoder.next_pos(),         dropped,
                          decoder.entries(),          decoder.bytes(),
                          decoder.full_cache_bytes(), layer0.open_seg_start(0),
@@ -158,6 +161,12 @@ inline RunResult run_text(const Weights& w, const Tokenizer& tok,
   result.decode_seconds = seconds_since(t0);
   result.final_cache = snapshot(0);
   return result;
+}
+
+// run_text on the CPU backend with opt.attention_threads threads.
+inline RunResult run_text(const Weights& w, const Tokenizer& tok,
+                          const std::vector<std::int32_t>& prompt, const RunOptions& opt) {
+  return run_text(w, tok, prompt, opt, CpuAttention{opt.attention_threads});
 }
 
 }  // namespace anllm

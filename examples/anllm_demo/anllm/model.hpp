@@ -3,14 +3,20 @@
 //   ids -> embedding -> [ RMSNorm -> q,k,v -> RoPE -> attention -> o_proj -> +residual
 //                         RMSNorm -> SwiGLU MLP -> +residual ] x layers -> RMSNorm -> head
 //
-// Attention is always ansan::cpu::attention_forward; this file only decides which keys it
-// gets. decoder_forward() is the one body every way of running a text shares:
+// Attention goes through an attention backend; this file only decides which keys it gets.
+// decoder_forward() is the one body every way of running a text shares:
 //   forward_masked()      the whole text at once under a mask policy (SPEC section 2);
 //   IncrementalDecoder    chunks of the text over per-layer KV caches (SPEC section 3): with
 //                         MaskPolicy::causal() and no reduction it is today's full cache; with
 //                         MaskPolicy::anllm() and reduce() at anchors it is AnLLM inference.
 // Keys are rotated (RoPE) before they are cached and keep their true positions, so a key that
 // survives a reduction is never touched again.
+//
+// The backend seam: a backend owns the per-layer cache type and runs one layer's attention
+// (masked, or appending to a cache then attending to it) and a cache reduction. CpuAttention
+// (here) uses ansan::KVCache and ansan::cpu::attention_forward; CudaAttention (cuda_backend.cuh,
+// built only with CUDA) keeps the caches on the GPU. Matmuls, norms and RoPE always run here on
+// the CPU, whatever the backend.
 //
 // This is a readable reference, not a fast inference engine: batch 1, fp32, Eigen matmuls.
 #pragma once
@@ -19,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "ansan/attention_args.hpp"
@@ -112,12 +119,83 @@ inline ansan::TensorView<float, 3> heads_view(Matrix& m, int heads, int head_dim
   return ansan::make_view(m.data(), m.rows(), heads, head_dim);
 }
 
+// One chunk's query metadata for a cached attention call (batch 1), in host memory.
+struct ChunkQueries {
+  const std::vector<std::int32_t>& cu_new;     // (2): {0, tokens}
+  const std::vector<std::int32_t>& pos;        // (tokens) true positions
+  const std::vector<std::int32_t>& seg_start;  // (tokens) first position of each row's segment
+  const std::vector<std::uint8_t>& is_anchor;  // (tokens)
+};
+
+// Fills the query side of `args` (the key side comes from a cache's bind_keys). The pointers
+// are host or device pointers, as the backend's attention needs.
+inline void bind_queries(ansan::AttentionArgs<float>& args, const ModelConfig& c,
+                         const float* q, float* out, std::int32_t tokens,
+                         const std::int32_t* cu_new, const std::int32_t* pos,
+                         const std::int32_t* seg_start, const std::uint8_t* is_anchor,
+                         const ansan::MaskPolicy& policy) {
+  args.q = ansan::make_view(q, tokens, c.heads, c.head_dim);  // (tokens, heads, head_dim)
+  args.out = ansan::make_view(out, tokens, c.heads, c.head_dim);
+  args.batch = 1;
+  args.cu_seqlens_q = cu_new;
+  args.q_pos = pos;
+  args.q_seg_start = seg_start;
+  args.q_is_anchor = is_anchor;
+  args.policy = policy;
+  args.softmax_scale = 1.f / std::sqrt(float(c.head_dim));
+}
+
+// The CPU attention backend: host caches, ansan::cpu::attention_forward.
+struct CpuAttention {
+  using Cache = ansan::KVCache<float>;
+  // attention_forward's num_threads for chunks of several tokens; one-token steps always run
+  // on the calling thread, since a decode step is a few microseconds of attention and starting
+  // threads for it costs more than it saves.
+  int threads = 0;
+
+  static const char* name() { return "CPU (ansan::cpu::attention_forward, host KV caches)"; }
+
+  Cache make_cache(const ModelConfig& c, const ansan::MaskPolicy& policy,
+                   std::int32_t initial_rows) const {
+    return Cache(1, c.kv_heads, c.head_dim, policy, initial_rows);
+  }
+
+  // The whole text under `policy`. q, out: (tokens, heads*head_dim); k, v: (tokens, kv_heads*head_dim)
+  void masked(const ModelConfig& c, const ansan::AnchorLayout& layout,
+              const ansan::MaskPolicy& policy, const Matrix& q, const Matrix& k, const Matrix& v,
+              Matrix& out) {
+    const auto args = ansan::prefill_args<float>(
+        layout, heads_view(q, c.heads, c.head_dim), heads_view(k, c.kv_heads, c.head_dim),
+        heads_view(v, c.kv_heads, c.head_dim), heads_view(out, c.heads, c.head_dim), {}, policy,
+        1.f / std::sqrt(float(c.head_dim)));
+    ansan::cpu::attention_forward(args, threads);
+  }
+
+  // Appends the chunk's k, v to `cache`, then its queries attend to everything cached.
+  void cached(Cache& cache, const ModelConfig& c, const ChunkQueries& chunk,
+              const ansan::MaskPolicy& policy, const Matrix& q, const Matrix& k, const Matrix& v,
+              Matrix& out) {
+    cache.append(heads_view(k, c.kv_heads, c.head_dim), heads_view(v, c.kv_heads, c.head_dim),
+                 chunk.cu_new, chunk.pos, chunk.is_anchor);
+    ansan::AttentionArgs<float> args;
+    cache.bind_keys(args);
+    const auto tokens = std::int32_t(q.rows());
+    bind_queries(args, c, q.data(), out.data(), tokens, chunk.cu_new.data(), chunk.pos.data(),
+                 chunk.seg_start.data(), chunk.is_anchor.data(), policy);
+    ansan::cpu::attention_forward(args, tokens == 1 ? 1 : threads);
+  }
+
+  // One thread: a batch-1 compaction moves a few thousand rows at most.
+  std::int64_t reduce(Cache& cache) const { return cache.reduce(1); }
+};
+
 // The whole text at once: every layer attends under `policy` over the text's own keys
-// (MaskPolicy::anllm() is SPEC section 2's mask). layout: one sequence, the text's anchors.
-// ids: (tokens) -> logits: (tokens, vocab)
-inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& ids,
-                             const ansan::AnchorLayout& layout, const ansan::MaskPolicy& policy,
-                             int attention_threads = 0) {
+// (MaskPolicy::anllm() is SPEC section 2's mask) through `backend`. layout: one sequence, the
+// text's anchors. ids: (tokens) -> logits: (tokens, vocab)
+template <class Backend>
+Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& ids,
+                      const ansan::AnchorLayout& layout, const ansan::MaskPolicy& policy,
+                      Backend& backend) {
   const ModelConfig& c = w.config;
   require(layout.batch() == 1 && layout.total_tokens() == std::int64_t(ids.size()),
           "forward_masked", "layout",
@@ -128,31 +206,38 @@ inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& 
             ansan::detail::concat("ids[", i, "]").c_str(), ids[i],
             ansan::detail::concat("a token id in [0, ", c.vocab, ")"));
   const auto attend = [&](int, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
-    const auto args = ansan::prefill_args<float>(
-        layout, heads_view(q, c.heads, c.head_dim), heads_view(k, c.kv_heads, c.head_dim),
-        heads_view(v, c.kv_heads, c.head_dim), heads_view(out, c.heads, c.head_dim), {}, policy,
-        1.f / std::sqrt(float(c.head_dim)));
-    ansan::cpu::attention_forward(args, attention_threads);
+    backend.masked(c, layout, policy, q, k, v, out);
   };
   return decoder_forward(w, ids, layout.pos, attend);
 }
 
-// Runs a text chunk by chunk over one ansan::KVCache per layer (batch 1). Each feed() appends
+// forward_masked on the CPU backend with attention_threads threads.
+inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& ids,
+                             const ansan::AnchorLayout& layout, const ansan::MaskPolicy& policy,
+                             int attention_threads = 0) {
+  CpuAttention cpu{attention_threads};
+  return forward_masked(w, ids, layout, policy, cpu);
+}
+
+// Runs a text chunk by chunk over one Backend::Cache per layer (batch 1). Each feed() appends
 // the chunk's rotated keys and values to the caches, then lets the chunk's queries attend to
 // everything cached; reduce() drops what no later query can see (SPEC section 3).
-class IncrementalDecoder {
+template <class Backend>
+class BasicIncrementalDecoder {
  public:
-  // attention_threads: ansan::cpu::attention_forward's num_threads for chunks of several
-  // tokens; one-token steps always run on the calling thread, since a decode step is a few
-  // microseconds of attention and starting threads for it costs more than it saves.
-  IncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy, int attention_threads = 0)
-      : w_(&w), policy_(policy), attention_threads_(attention_threads) {
-    const ModelConfig& c = w.config;
+  using Cache = typename Backend::Cache;
+
+  BasicIncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy, Backend backend)
+      : w_(&w), policy_(policy), backend_(std::move(backend)) {
     // Room for a few segments up front; an append that does not fit grows the cache.
     constexpr std::int32_t initial_rows = 256;
-    for (int l = 0; l < c.layers; ++l)
-      caches_.emplace_back(1, c.kv_heads, c.head_dim, policy, initial_rows);
+    for (int l = 0; l < w.config.layers; ++l)
+      caches_.push_back(backend_.make_cache(w.config, policy, initial_rows));
   }
+  // The CPU backend with attention_threads threads for chunks of several tokens.
+  BasicIncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy,
+                          int attention_threads = 0)
+      : BasicIncrementalDecoder(w, policy, Backend{attention_threads}) {}
 
   // The next tokens of the text and their anchor flags -> their logits: (tokens, vocab).
   Matrix feed(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& is_anchor) {
@@ -175,36 +260,22 @@ class IncrementalDecoder {
       if (is_anchor[std::size_t(i)]) start = next + i + 1;
     }
     const std::vector<std::int32_t> cu_new{0, tokens};
+    const ChunkQueries chunk{cu_new, pos, seg_start, is_anchor};
     const auto attend = [&](int l, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
-      ansan::KVCache<float>& cache = caches_[std::size_t(l)];
-      cache.append(heads_view(k, c.kv_heads, c.head_dim), heads_view(v, c.kv_heads, c.head_dim),
-                   cu_new, pos, is_anchor);
-      ansan::AttentionArgs<float> args;
-      cache.bind_keys(args);
-      args.q = heads_view(q, c.heads, c.head_dim);
-      args.out = heads_view(out, c.heads, c.head_dim);
-      args.batch = 1;
-      args.cu_seqlens_q = cu_new.data();
-      args.q_pos = pos.data();
-      args.q_seg_start = seg_start.data();
-      args.q_is_anchor = is_anchor.data();
-      args.policy = policy_;
-      args.softmax_scale = 1.f / std::sqrt(float(c.head_dim));
-      ansan::cpu::attention_forward(args, tokens == 1 ? 1 : attention_threads_);
+      backend_.cached(caches_[std::size_t(l)], c, chunk, policy_, q, k, v, out);
     };
     return decoder_forward(*w_, ids, pos, attend);
   }
 
-  // Reduces every layer's cache; returns the rows dropped per layer (the same in each). One
-  // thread: a batch-1 compaction moves a few thousand rows at most.
+  // Reduces every layer's cache; returns the rows dropped per layer (the same in each).
   std::int64_t reduce() {
     std::int64_t dropped = 0;
-    for (auto& cache : caches_) dropped = cache.reduce(1);
+    for (auto& cache : caches_) dropped = backend_.reduce(cache);
     return dropped;
   }
 
   const ansan::MaskPolicy& policy() const { return policy_; }
-  const ansan::KVCache<float>& cache(int layer) const { return caches_[std::size_t(layer)]; }
+  const Cache& cache(int layer) const { return caches_[std::size_t(layer)]; }
   // Totals over all layers.
   std::int64_t entries() const {
     return sum([](const auto& c) { return std::int64_t(c.entries()); });
@@ -227,8 +298,11 @@ class IncrementalDecoder {
 
   const Weights* w_;
   ansan::MaskPolicy policy_;
-  int attention_threads_;
-  std::vector<ansan::KVCache<float>> caches_;  // one per layer
+  Backend backend_;
+  std::vector<Cache> caches_;  // one per layer
 };
+
+// The decoder on the CPU backend (host caches, ansan::cpu::attention_forward).
+using IncrementalDecoder = BasicIncrementalDecoder<CpuAttention>;
 
 }  // namespace anllm

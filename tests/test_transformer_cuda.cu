@@ -1,0 +1,195 @@
+// tests/test_transformer_cuda.cu - the reference transformer's GPU attention backend
+// (examples/anllm_demo/anllm/cuda_backend.cuh) against its CPU backend (model.hpp).
+//
+// For random small models and texts in both anchor modes: (b) the whole text under the AnLLM
+// mask and (c) anchor-based inference (prefill, reduce, token by token with a reduction after
+// every anchor, by hand and through run_text) give the same logits on CudaAttention as on
+// CpuAttention within 1e-4 relative, and after every reduction each layer's device cache holds
+// the same positions, anchor flags and keys/values as the host cache, which holds exactly the
+// earlier anchors plus the open segment. Without a device the binary exits 77 (SKIP).
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../examples/anllm_demo/anllm/cuda_backend.cuh"
+#include "../examples/anllm_demo/anllm/generate.hpp"
+#include "../examples/anllm_demo/anllm/model.hpp"
+#include "../examples/anllm_demo/anllm/tokenizer.hpp"
+#include "support/gpu_main.hpp"
+
+namespace {
+
+using anllm::AnchorMode;
+using anllm::Matrix;
+using anllm::Tokenizer;
+
+// Random prose: words of random letters, sentences ended by . ! ? or newlines, sometimes none.
+std::string random_text(std::mt19937& rng, int words) {
+  std::uniform_int_distribution<int> letter('a', 'z'), word_len(1, 6), pick(0, 99);
+  const char* enders[] = {".", "!", "?", "?!", "...", ".\n", "\n", "\n\n"};
+  std::string text;
+  for (int w = 0; w < words; ++w) {
+    for (int c = word_len(rng); c > 0; --c) text.push_back(char(letter(rng)));
+    const int p = pick(rng);
+    if (p < 15)
+      text += enders[pick(rng) % 8];
+    else if (p < 18)
+      text += ",";
+    if (w + 1 < words && text.back() != '\n') text.push_back(' ');
+  }
+  return text;
+}
+
+// Small GQA shapes; head_dim 8, 16 or 64 (the SIMT kernel takes any head_dim up to 256).
+anllm::ModelConfig random_config(std::mt19937& rng) {
+  const int group[] = {1, 2, 4}, head_dims[] = {8, 16, 64};
+  std::uniform_int_distribution<int> pick(0, 2), layers(1, 3);
+  anllm::ModelConfig c;
+  c.layers = layers(rng);
+  c.kv_heads = 1 + pick(rng) % 2;
+  c.heads = c.kv_heads * group[pick(rng)];
+  c.head_dim = head_dims[pick(rng)];
+  c.dim = 16 * (1 + pick(rng));
+  c.ffn_dim = 2 * c.dim + 8;
+  c.tied_head = pick(rng) == 0;
+  return c;
+}
+
+// max |a - b| / max |a|: the relative error of b against a.
+double relative_error(const Matrix& a, const Matrix& b) {
+  REQUIRE(a.rows() == b.rows());
+  REQUIRE(a.cols() == b.cols());
+  REQUIRE(a.allFinite());
+  REQUIRE(b.allFinite());  // a position the run failed to write is still NaN
+  return double((a - b).cwiseAbs().maxCoeff()) / std::max(double(a.cwiseAbs().maxCoeff()), 1e-30);
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double diff = 0, scale = 1e-30;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(std::isfinite(b[i]));
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    scale = std::max(scale, double(std::fabs(a[i])));
+  }
+  return diff / scale;
+}
+
+// The keys a cache must hold after reducing at `next_pos` (SPEC section 3).
+std::vector<std::int32_t> expected_cache(const ansan::AnchorLayout& layout, std::int32_t next_pos) {
+  const std::int32_t open = next_pos == 0 ? 0
+                                          : (layout.is_anchor[std::size_t(next_pos - 1)]
+                                                 ? next_pos
+                                                 : layout.seg_start[std::size_t(next_pos - 1)]);
+  std::vector<std::int32_t> keep;
+  for (const std::int32_t a : layout.anchor_pos)
+    if (a < open) keep.push_back(a);
+  for (std::int32_t p = open; p < next_pos; ++p) keep.push_back(p);
+  return keep;
+}
+
+// Runs `ids` on both backends as (b) and as (c) with a prompt of prompt_len tokens; returns
+// the reductions compared.
+int compare_backends(const anllm::Weights& w, const Tokenizer& tok,
+                     const std::vector<std::int32_t>& ids, std::size_t prompt_len) {
+  const anllm::ModelConfig& c = w.config;
+  const std::vector<std::int32_t> cu{0, std::int32_t(ids.size())};
+  const ansan::AnchorLayout layout = ansan::build_layout(ids, cu, tok.selector(), c.vocab);
+  const std::vector<std::uint8_t> flags(layout.is_anchor.begin(), layout.is_anchor.end());
+  CAPTURE(c.layers);
+  CAPTURE(c.heads);
+  CAPTURE(c.kv_heads);
+  CAPTURE(c.head_dim);
+  CAPTURE(Tokenizer::decode(ids, true, "|"));
+  CAPTURE(prompt_len);
+
+  // (b) on both backends.
+  anllm::CpuAttention cpu{1};
+  anllm::CudaAttention gpu;
+  const Matrix whole_cpu = anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), cpu);
+  const Matrix whole_gpu = anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), gpu);
+  CHECK(relative_error(whole_cpu, whole_gpu) < 1e-4);
+
+  // (c) driven step by step on both, comparing the caches after every reduction.
+  anllm::IncrementalDecoder on_cpu(w, ansan::MaskPolicy::anllm(), 1);
+  anllm::BasicIncrementalDecoder<anllm::CudaAttention> on_gpu(w, ansan::MaskPolicy::anllm(),
+                                                             anllm::CudaAttention{});
+  Matrix logits_cpu = Matrix::Constant(Eigen::Index(ids.size()), c.vocab, NAN);
+  Matrix logits_gpu = logits_cpu;
+  int reductions = 0;
+  const auto reduce_and_compare = [&](std::int32_t next_pos) {
+    CHECK(on_gpu.reduce() == on_cpu.reduce());
+    const auto expected = expected_cache(layout, next_pos);
+    for (int l = 0; l < c.layers; ++l) {
+      CHECK(on_cpu.cache(l).positions(0) == expected);
+      CHECK(on_gpu.cache(l).positions(0) == expected);
+      CHECK(on_gpu.cache(l).anchor_flags(0) == on_cpu.cache(l).anchor_flags(0));
+      CHECK(relative_error(on_cpu.cache(l).keys(0), on_gpu.cache(l).keys(0)) < 1e-4);
+      CHECK(relative_error(on_cpu.cache(l).values(0), on_gpu.cache(l).values(0)) < 1e-4);
+    }
+    CHECK(on_gpu.entries() == on_cpu.entries());
+    CHECK(on_gpu.bytes() == on_cpu.bytes());
+    CHECK(on_gpu.full_cache_bytes() == on_cpu.full_cache_bytes());
+    ++reductions;
+  };
+  const std::vector<std::int32_t> prompt(ids.begin(), ids.begin() + std::ptrdiff_t(prompt_len));
+  const std::vector<std::uint8_t> prompt_flags(flags.begin(),
+                                               flags.begin() + std::ptrdiff_t(prompt_len));
+  logits_cpu.topRows(Eigen::Index(prompt_len)) = on_cpu.feed(prompt, prompt_flags);
+  logits_gpu.topRows(Eigen::Index(prompt_len)) = on_gpu.feed(prompt, prompt_flags);
+  reduce_and_compare(std::int32_t(prompt_len));
+  for (std::size_t i = prompt_len; i < ids.size(); ++i) {
+    logits_cpu.row(Eigen::Index(i)) = on_cpu.feed({ids[i]}, {flags[i]}).row(0);
+    logits_gpu.row(Eigen::Index(i)) = on_gpu.feed({ids[i]}, {flags[i]}).row(0);
+    if (flags[i]) reduce_and_compare(std::int32_t(i + 1));
+  }
+  CHECK(relative_error(logits_cpu, logits_gpu) < 1e-4);
+  CHECK(relative_error(whole_gpu, logits_gpu) < 1e-4);  // the invariant on the GPU itself
+
+  // run_text, teacher-forced, on both: same logits and the same snapshots.
+  const std::vector<std::int32_t> rest(ids.begin() + std::ptrdiff_t(prompt_len), ids.end());
+  anllm::RunOptions opt;
+  opt.forced = &rest;
+  const anllm::RunResult run_cpu = anllm::run_text(w, tok, prompt, opt, anllm::CpuAttention{1});
+  const anllm::RunResult run_gpu = anllm::run_text(w, tok, prompt, opt, anllm::CudaAttention{});
+  CHECK(run_gpu.ids == ids);
+  CHECK(relative_error(run_cpu.logits, run_gpu.logits) < 1e-4);
+  REQUIRE(run_gpu.reductions.size() == run_cpu.reductions.size());
+  for (std::size_t r = 0; r < run_gpu.reductions.size(); ++r) {
+    CHECK(run_gpu.reductions[r].positions == run_cpu.reductions[r].positions);
+    CHECK(run_gpu.reductions[r].entries == run_cpu.reductions[r].entries);
+    CHECK(run_gpu.reductions[r].bytes == run_cpu.reductions[r].bytes);
+  }
+  CHECK(run_gpu.final_cache.positions == run_cpu.final_cache.positions);
+  return reductions;
+}
+
+}  // namespace
+
+TEST_CASE("gpu backend: logits of (b) and (c) and the caches equal the cpu backend's") {
+  std::mt19937 rng(67);
+  int reductions_compared = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    CAPTURE(trial);
+    const anllm::Weights w = anllm::init_weights(random_config(rng), rng());
+    const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
+    const auto ids = tok.encode(random_text(rng, 1 + int(rng() % 40)));
+    reductions_compared += compare_backends(w, tok, ids, 1 + rng() % ids.size());
+  }
+  CHECK(reductions_compared > 20);
+}
+
+TEST_CASE("gpu backend: edge texts (no anchor, all anchors, a lone token)") {
+  std::mt19937 rng(5);
+  const anllm::Weights w = anllm::init_weights(random_config(rng), 11);
+  for (const AnchorMode mode : {AnchorMode::ac, AnchorMode::ep}) {
+    const Tokenizer tok{mode};
+    for (const char* text : {"", "no sentence end here", "...!?", "Cat. Dog.\n\nEnd."}) {
+      const auto ids = tok.encode(text);
+      for (std::size_t prompt_len = 1; prompt_len <= ids.size(); prompt_len += 2)
+        compare_backends(w, tok, ids, prompt_len);
+    }
+  }
+}
