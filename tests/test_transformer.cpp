@@ -25,74 +25,25 @@
 #include "../examples/anllm_demo/anllm/tokenizer.hpp"
 #include "../examples/anllm_demo/anllm/weights.hpp"
 #include "support/random_layouts.hpp"
+#include "support/transformer_cases.hpp"
 
 namespace {
 
 using anllm::AnchorMode;
 using anllm::Matrix;
 using anllm::Tokenizer;
-
-// Random prose: words of random letters, sentences ended by . ! ? or runs of them, commas,
-// decimal points ("3.5", not a sentence end), spaces and newlines, sometimes no end at all.
-std::string random_text(std::mt19937& rng, int words) {
-  std::uniform_int_distribution<int> letter('a', 'z'), word_len(1, 6), pick(0, 99);
-  const char* enders[] = {".", "!", "?", "?!", "...", ".\n", "\n", "\n\n"};
-  std::string text;
-  for (int w = 0; w < words; ++w) {
-    for (int c = word_len(rng); c > 0; --c) text.push_back(char(letter(rng)));
-    const int p = pick(rng);
-    if (p < 15)
-      text += enders[pick(rng) % 8];
-    else if (p < 18)
-      text += ",";
-    else if (p < 20)
-      text += ".5";
-    if (w + 1 < words && (text.empty() || text.back() != '\n')) text.push_back(' ');
-  }
-  return text;
-}
+using ansan::test::expected_cache;
+using ansan::test::random_text;
+using ansan::test::relative_error;
 
 anllm::ModelConfig random_config(std::mt19937& rng) {
-  const int group[] = {1, 2, 4};
-  std::uniform_int_distribution<int> pick(0, 2), layers(1, 3);
-  anllm::ModelConfig c;
-  c.layers = layers(rng);
-  c.kv_heads = 1 + pick(rng) % 2;
-  c.heads = c.kv_heads * group[pick(rng)];
-  c.head_dim = pick(rng) == 0 ? 8 : 16;
-  c.dim = 16 * (1 + pick(rng));
-  c.ffn_dim = 2 * c.dim + 8;
-  c.tied_head = pick(rng) == 0;
-  return c;
-}
-
-// max |a - b| / max |a|: the relative error of b against a.
-double relative_error(const Matrix& a, const Matrix& b) {
-  REQUIRE(a.rows() == b.rows());
-  REQUIRE(a.cols() == b.cols());
-  REQUIRE(a.allFinite());
-  REQUIRE(b.allFinite());  // a position the run failed to write is still NaN
-  return double((a - b).cwiseAbs().maxCoeff()) / std::max(double(a.cwiseAbs().maxCoeff()), 1e-30);
+  return ansan::test::random_config(rng, {8, 16, 16});
 }
 
 ansan::AnchorLayout layout_of(const std::vector<std::int32_t>& ids, const Tokenizer& tok,
                               std::int32_t vocab) {
   const std::vector<std::int32_t> cu{0, std::int32_t(ids.size())};
   return ansan::build_layout(ids, cu, tok.selector(), vocab);
-}
-
-// The keys the cache must hold after reducing at `next_pos` (SPEC section 3), from the text's
-// layout: every anchor before the open segment, then every position of the open segment.
-std::vector<std::int32_t> expected_cache(const ansan::AnchorLayout& layout, std::int32_t next_pos) {
-  const std::int32_t open = next_pos == 0 ? 0
-                                          : (layout.is_anchor[std::size_t(next_pos - 1)]
-                                                 ? next_pos
-                                                 : layout.seg_start[std::size_t(next_pos - 1)]);
-  std::vector<std::int32_t> keep;
-  for (const std::int32_t a : layout.anchor_pos)
-    if (a < open) keep.push_back(a);
-  for (std::int32_t p = open; p < next_pos; ++p) keep.push_back(p);
-  return keep;
 }
 
 // A scratch file name of this process (several builds may run the tests at once).

@@ -18,52 +18,20 @@
 #include "../examples/anllm_demo/anllm/model.hpp"
 #include "../examples/anllm_demo/anllm/tokenizer.hpp"
 #include "support/gpu_main.hpp"
+#include "support/transformer_cases.hpp"
 
 namespace {
 
 using anllm::AnchorMode;
 using anllm::Matrix;
 using anllm::Tokenizer;
+using ansan::test::expected_cache;
+using ansan::test::random_text;
+using ansan::test::relative_error;
 
-// Random prose: words of random letters, sentences ended by . ! ? or newlines, sometimes none.
-std::string random_text(std::mt19937& rng, int words) {
-  std::uniform_int_distribution<int> letter('a', 'z'), word_len(1, 6), pick(0, 99);
-  const char* enders[] = {".", "!", "?", "?!", "...", ".\n", "\n", "\n\n"};
-  std::string text;
-  for (int w = 0; w < words; ++w) {
-    for (int c = word_len(rng); c > 0; --c) text.push_back(char(letter(rng)));
-    const int p = pick(rng);
-    if (p < 15)
-      text += enders[pick(rng) % 8];
-    else if (p < 18)
-      text += ",";
-    if (w + 1 < words && text.back() != '\n') text.push_back(' ');
-  }
-  return text;
-}
-
-// Small GQA shapes; head_dim 8, 16 or 64 (the SIMT kernel takes any head_dim up to 256).
+// The SIMT kernel takes any head_dim up to 256: include a realistic one.
 anllm::ModelConfig random_config(std::mt19937& rng) {
-  const int group[] = {1, 2, 4}, head_dims[] = {8, 16, 64};
-  std::uniform_int_distribution<int> pick(0, 2), layers(1, 3);
-  anllm::ModelConfig c;
-  c.layers = layers(rng);
-  c.kv_heads = 1 + pick(rng) % 2;
-  c.heads = c.kv_heads * group[pick(rng)];
-  c.head_dim = head_dims[pick(rng)];
-  c.dim = 16 * (1 + pick(rng));
-  c.ffn_dim = 2 * c.dim + 8;
-  c.tied_head = pick(rng) == 0;
-  return c;
-}
-
-// max |a - b| / max |a|: the relative error of b against a.
-double relative_error(const Matrix& a, const Matrix& b) {
-  REQUIRE(a.rows() == b.rows());
-  REQUIRE(a.cols() == b.cols());
-  REQUIRE(a.allFinite());
-  REQUIRE(b.allFinite());  // a position the run failed to write is still NaN
-  return double((a - b).cwiseAbs().maxCoeff()) / std::max(double(a.cwiseAbs().maxCoeff()), 1e-30);
+  return ansan::test::random_config(rng, {8, 16, 64});
 }
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
@@ -75,19 +43,6 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
     scale = std::max(scale, double(std::fabs(a[i])));
   }
   return diff / scale;
-}
-
-// The keys a cache must hold after reducing at `next_pos` (SPEC section 3).
-std::vector<std::int32_t> expected_cache(const ansan::AnchorLayout& layout, std::int32_t next_pos) {
-  const std::int32_t open = next_pos == 0 ? 0
-                                          : (layout.is_anchor[std::size_t(next_pos - 1)]
-                                                 ? next_pos
-                                                 : layout.seg_start[std::size_t(next_pos - 1)]);
-  std::vector<std::int32_t> keep;
-  for (const std::int32_t a : layout.anchor_pos)
-    if (a < open) keep.push_back(a);
-  for (std::int32_t p = open; p < next_pos; ++p) keep.push_back(p);
-  return keep;
 }
 
 // Runs `ids` on both backends as (b) and as (c) with a prompt of prompt_len tokens; returns
