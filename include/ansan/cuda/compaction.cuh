@@ -14,7 +14,7 @@
 //   d_cu_seqlens_out <-- [0, 3, 4]
 //   out rows        <-- [r2, r4, r5 | r6]               (K, V, pos, is_anchor alike)
 //
-// How: cub::DeviceSelect::Flagged turns the flags into the ascending list of kept tokens;
+// How: CUB's DeviceSelect::Flagged turns the flags into the ascending list of kept tokens;
 // a tiny kernel binary-searches that list for the new offsets; then a gather kernel copies each
 // kept (row, head) with 16-byte loads and stores when head_dim * sizeof(T), the strides and the
 // pointers allow it, 4-byte or element-wise ones otherwise. The number of kept rows stays on the
@@ -32,11 +32,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <cub/device/device_select.cuh>
-#include <thrust/iterator/counting_iterator.h>
 
 #include "ansan/compaction.hpp"
 #include "ansan/config.hpp"
+#include "ansan/cuda/detail/device_algorithms.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/layout_steps.hpp"  // sequence_of()
 #include "ansan/cuda_check.hpp"
 #include "ansan/error.hpp"
@@ -132,8 +132,7 @@ cudaError_t launch_gather_as(const GatherParams<T>& p, cudaStream_t stream) {
   const dim3 block(row_threads, 256 / row_threads);
   const index_t blocks = (p.rows_bound + block.y - 1) / block.y;
   const unsigned grid = unsigned(blocks < 65536 ? blocks : 65536);  // grid-stride beyond
-  gather_rows_kernel<Vec, T><<<grid, block, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(gather_rows_kernel<Vec, T>, {dim3(grid), block, 0}, stream, p);
 }
 
 // Gathers with the widest access every view allows.
@@ -172,20 +171,16 @@ inline cudaError_t select_kept(const TempLayout& t, unsigned char* d_temp,
   auto* d_kept = reinterpret_cast<std::int32_t*>(d_temp + t.kept);
   auto* d_num_kept = reinterpret_cast<std::int32_t*>(d_temp + t.num_kept);
   std::size_t cub_bytes = t.cub_bytes;
-  ANSAN_CUDA_RETURN(cub::DeviceSelect::Flagged(d_temp + t.cub, cub_bytes,
-                                               thrust::counting_iterator<std::int32_t>(0), d_keep,
-                                               d_kept, d_num_kept, total_in, stream));
-  kept_offsets_kernel<<<unsigned(batch / 128 + 1), 128, 0, stream>>>(
-      d_kept, d_num_kept, d_cu_seqlens, batch, reinterpret_cast<std::int32_t*>(d_temp + t.cu_out));
-  return cudaGetLastError();
+  ANSAN_CUDA_RETURN(select_flagged_indices(d_temp + t.cub, cub_bytes, d_keep, d_kept, d_num_kept,
+                                           total_in, stream));
+  return launch_kernel(kept_offsets_kernel, {dim3(unsigned(batch / 128 + 1)), dim3(128), 0}, stream,
+                       d_kept, d_num_kept, d_cu_seqlens, batch,
+                       reinterpret_cast<std::int32_t*>(d_temp + t.cu_out));
 }
 
 inline cudaError_t cub_select_bytes(std::int64_t total_in, std::size_t& bytes,
                                     cudaStream_t stream) {
-  return cub::DeviceSelect::Flagged(nullptr, bytes, thrust::counting_iterator<std::int32_t>(0),
-                                    static_cast<const std::uint8_t*>(nullptr),
-                                    static_cast<std::int32_t*>(nullptr),
-                                    static_cast<std::int32_t*>(nullptr), total_in, stream);
+  return select_flagged_indices(nullptr, bytes, nullptr, nullptr, nullptr, total_in, stream);
 }
 
 inline void validate_device_ragged(const RaggedRows& s, std::int64_t total, const char* fn,
@@ -229,9 +224,9 @@ inline cudaError_t keep_flags(const MaskPolicy& policy, const std::int32_t* d_po
   require(d_pos && d_is_anchor && d_next_pos && d_open_seg_start && d_keep, fn,
           "d_pos/d_is_anchor/d_next_pos/d_open_seg_start/d_keep", "null", "device arrays");
   const index_t blocks = (total + 255) / 256;
-  detail::keep_flags_kernel<<<unsigned(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
-      policy, d_pos, d_is_anchor, seqs, total, d_next_pos, d_open_seg_start, d_keep);
-  return cudaGetLastError();
+  return detail::launch_kernel(
+      detail::keep_flags_kernel, {dim3(unsigned(blocks < 65536 ? blocks : 65536)), dim3(256), 0},
+      stream, policy, d_pos, d_is_anchor, seqs, total, d_next_pos, d_open_seg_start, d_keep);
 }
 
 // Out-of-place compaction by flags (see ansan::compact_kv). total_in = in_seqs.cu_seqlens[B], the

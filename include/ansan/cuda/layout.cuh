@@ -23,9 +23,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cub/device/device_scan.cuh>
-#include <cuda/functional>
 
+#include "ansan/cuda/detail/device_algorithms.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/layout_kernels.cuh"
 #include "ansan/cuda/detail/layout_steps.hpp"
 #include "ansan/cuda_check.hpp"
@@ -53,34 +53,28 @@ inline cudaError_t scan_and_finish(void* d_temp_storage, std::size_t& temp_stora
   // Both scans run in place, one after the other, in the same temporary storage. Token
   // counts fit int32 (the offsets are int32), which gives CUB its 32-bit offset path.
   const auto items = static_cast<std::int32_t>(total_tokens);
-  const auto max = ::cuda::maximum<>{};
   std::size_t sum_bytes = 0, max_bytes = 0;
-  ANSAN_CUDA_RETURN(
-      cub::DeviceScan::ExclusiveSum(nullptr, sum_bytes, out.seg, out.seg, items, stream));
-  ANSAN_CUDA_RETURN(cub::DeviceScan::ExclusiveScan(nullptr, max_bytes, out.seg_start, out.seg_start,
-                                                   max, std::int32_t(0), items, stream));
+  ANSAN_CUDA_RETURN(exclusive_sum(nullptr, sum_bytes, out.seg, out.seg, items, stream));
+  ANSAN_CUDA_RETURN(exclusive_max(nullptr, max_bytes, out.seg_start, out.seg_start, std::int32_t(0),
+                                  items, stream));
   if (d_temp_storage == nullptr) {
     temp_storage_bytes = sum_bytes > max_bytes ? sum_bytes : max_bytes;
     return cudaSuccess;
   }
   if (items > 0) {
-    ANSAN_CUDA_RETURN(cub::DeviceScan::ExclusiveSum(d_temp_storage, temp_storage_bytes, out.seg,
-                                                    out.seg, items, stream));
-    ANSAN_CUDA_RETURN(cub::DeviceScan::ExclusiveScan(d_temp_storage, temp_storage_bytes,
-                                                     out.seg_start, out.seg_start, max,
-                                                     std::int32_t(0), items, stream));
+    ANSAN_CUDA_RETURN(
+        exclusive_sum(d_temp_storage, temp_storage_bytes, out.seg, out.seg, items, stream));
+    ANSAN_CUDA_RETURN(exclusive_max(d_temp_storage, temp_storage_bytes, out.seg_start,
+                                    out.seg_start, std::int32_t(0), items, stream));
   }
-  anchor_offsets_kernel<layout_block_threads>
-      <<<layout_blocks(std::int64_t(batch) + 1), layout_block_threads, 0, stream>>>(
-          batch, d_cu_seqlens, total_tokens, out.seg, out.is_anchor, out.cu_anchors);
-  ANSAN_CUDA_RETURN(cudaGetLastError());
-  if (total_tokens > 0) {
-    finish_tokens_kernel<layout_block_threads>
-        <<<layout_blocks(total_tokens), layout_block_threads, 0, stream>>>(
-            total_tokens, d_cu_seqlens, batch, out.cu_anchors, out.is_anchor, out.pos, out.seg,
-            out.seg_start, out.anchor_pos);
-    ANSAN_CUDA_RETURN(cudaGetLastError());
-  }
+  ANSAN_CUDA_RETURN(launch_kernel(
+      anchor_offsets_kernel<layout_block_threads>, layout_shape(std::int64_t(batch) + 1), stream,
+      batch, d_cu_seqlens, total_tokens, out.seg, out.is_anchor, out.cu_anchors));
+  if (total_tokens > 0)
+    ANSAN_CUDA_RETURN(launch_kernel(finish_tokens_kernel<layout_block_threads>,
+                                    layout_shape(total_tokens), stream, total_tokens, d_cu_seqlens,
+                                    batch, out.cu_anchors, out.is_anchor, out.pos, out.seg,
+                                    out.seg_start, out.anchor_pos));
   return cudaSuccess;
 }
 
@@ -88,12 +82,10 @@ template <class AnchorOf>
 cudaError_t build_from(void* d_temp_storage, std::size_t& temp_storage_bytes, AnchorOf anchor_of,
                        const std::int32_t* d_cu_seqlens, std::int32_t batch,
                        std::int64_t total_tokens, const LayoutBuffers& out, cudaStream_t stream) {
-  if (d_temp_storage != nullptr && total_tokens > 0) {
-    seed_tokens_kernel<layout_block_threads>
-        <<<layout_blocks(total_tokens), layout_block_threads, 0, stream>>>(
-            total_tokens, anchor_of, out.is_anchor, out.seg, out.seg_start);
-    ANSAN_CUDA_RETURN(cudaGetLastError());
-  }
+  if (d_temp_storage != nullptr && total_tokens > 0)
+    ANSAN_CUDA_RETURN(launch_kernel(seed_tokens_kernel<layout_block_threads, AnchorOf>,
+                                    layout_shape(total_tokens), stream, total_tokens, anchor_of,
+                                    out.is_anchor, out.seg, out.seg_start));
   return scan_and_finish(d_temp_storage, temp_storage_bytes, d_cu_seqlens, batch, total_tokens, out,
                          stream);
 }
@@ -138,12 +130,11 @@ inline cudaError_t build_layout_from_positions(
     cudaStream_t stream = nullptr) {
   if (d_temp_storage != nullptr && total_tokens > 0) {
     ANSAN_CUDA_RETURN(cudaMemsetAsync(out.is_anchor, 0, std::size_t(total_tokens), stream));
-    if (total_anchors > 0) {
-      detail::mark_anchor_positions_kernel<detail::layout_block_threads>
-          <<<detail::layout_blocks(total_anchors), detail::layout_block_threads, 0, stream>>>(
-              total_anchors, d_anchor_pos, d_cu_anchors, d_cu_seqlens, batch, out.is_anchor);
-      ANSAN_CUDA_RETURN(cudaGetLastError());
-    }
+    if (total_anchors > 0)
+      ANSAN_CUDA_RETURN(
+          detail::launch_kernel(detail::mark_anchor_positions_kernel<detail::layout_block_threads>,
+                                detail::layout_shape(total_anchors), stream, total_anchors,
+                                d_anchor_pos, d_cu_anchors, d_cu_seqlens, batch, out.is_anchor));
   }
   // The marks become the flags; seeding reads and rewrites each token's own byte.
   return detail::build_from(d_temp_storage, temp_storage_bytes, detail::AnchorByFlag{out.is_anchor},
@@ -159,10 +150,9 @@ namespace detail {
 inline cudaError_t check_offsets(const std::int32_t* d_offsets, std::int32_t batch,
                                  std::int64_t total, LayoutFaultKind kind,
                                  unsigned long long* d_fault, cudaStream_t stream) {
-  check_offsets_kernel<layout_block_threads>
-      <<<layout_blocks(std::int64_t(batch) + 1), layout_block_threads, 0, stream>>>(
-          batch, d_offsets, total, kind, d_fault);
-  return cudaGetLastError();
+  return launch_kernel(check_offsets_kernel<layout_block_threads>,
+                       layout_shape(std::int64_t(batch) + 1), stream, batch, d_offsets, total, kind,
+                       d_fault);
 }
 inline cudaError_t reset_fault(unsigned long long* d_fault, cudaStream_t stream) {
   return cudaMemsetAsync(d_fault, 0xFF, sizeof(*d_fault), stream);  // 0xFF.. is no_fault
@@ -177,13 +167,10 @@ inline cudaError_t check_layout_tokens(const std::int32_t* d_tokens, std::int64_
   ANSAN_CUDA_RETURN(detail::reset_fault(d_fault, stream));
   ANSAN_CUDA_RETURN(detail::check_offsets(d_cu_seqlens, batch, total_tokens,
                                           detail::LayoutFaultKind::cu_seqlens, d_fault, stream));
-  if (total_tokens > 0) {
-    detail::check_tokens_kernel<detail::layout_block_threads>
-        <<<detail::layout_blocks(total_tokens), detail::layout_block_threads, 0, stream>>>(
-            total_tokens, d_tokens, vocab_size, d_fault);
-    ANSAN_CUDA_RETURN(cudaGetLastError());
-  }
-  return cudaSuccess;
+  if (total_tokens == 0) return cudaSuccess;
+  return detail::launch_kernel(detail::check_tokens_kernel<detail::layout_block_threads>,
+                               detail::layout_shape(total_tokens), stream, total_tokens, d_tokens,
+                               vocab_size, d_fault);
 }
 
 // cu_seqlens only: every flag byte is valid.
@@ -208,13 +195,10 @@ inline cudaError_t check_layout_positions(const std::int32_t* d_anchor_pos,
                                           detail::LayoutFaultKind::cu_seqlens, d_fault, stream));
   ANSAN_CUDA_RETURN(detail::check_offsets(d_cu_anchors, batch, total_anchors,
                                           detail::LayoutFaultKind::cu_anchors, d_fault, stream));
-  if (total_anchors > 0) {
-    detail::check_positions_kernel<detail::layout_block_threads>
-        <<<detail::layout_blocks(total_anchors), detail::layout_block_threads, 0, stream>>>(
-            total_anchors, d_anchor_pos, d_cu_anchors, d_cu_seqlens, batch, d_fault);
-    ANSAN_CUDA_RETURN(cudaGetLastError());
-  }
-  return cudaSuccess;
+  if (total_anchors == 0) return cudaSuccess;
+  return detail::launch_kernel(detail::check_positions_kernel<detail::layout_block_threads>,
+                               detail::layout_shape(total_anchors), stream, total_anchors,
+                               d_anchor_pos, d_cu_anchors, d_cu_seqlens, batch, d_fault);
 }
 
 }  // namespace ansan::cuda

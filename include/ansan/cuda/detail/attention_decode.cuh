@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
@@ -61,8 +62,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
     attention_decode_kernel(const __grid_constant__ AttentionParams<T> p) {
   using Tr = DecodeTraits<T, Dim>;
   constexpr int kKeys = Tr::kKeys, kRows = Tr::kRows, kVec = Tr::kVec;
-  __shared__ alignas(16) T sK[kKeys * Tr::kKeyStride];  // (kKeys, Dim + pad)
-  __shared__ alignas(16) T sV[kKeys * Dim];             // (kKeys, Dim)
+  __shared__ __align__(16) T sK[kKeys * Tr::kKeyStride];  // (kKeys, Dim + pad)
+  __shared__ __align__(16) T sV[kKeys * Dim];             // (kKeys, Dim)
   __shared__ float sQ[kRows * Dim];                     // (kRows, Dim), pre-scaled
   __shared__ float sS[kRows * kKeys];                   // (kRows, kKeys) scores, then P
   __shared__ float sMax[kRows], sSum[kRows], sRescale[kRows];
@@ -224,11 +225,11 @@ cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t st
   using Tr = DecodeTraits<T, Dim>;
   static_assert(Tr::kKeys == kDecodeKeys, "split arithmetic and kernel agree on the tile");
   const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
-  attention_decode_kernel<T, Dim><<<grid, Tr::kThreads, 0, stream>>>(p);
-  ANSAN_CUDA_RETURN(cudaGetLastError());
+  ANSAN_CUDA_RETURN(
+      launch_kernel(attention_decode_kernel<T, Dim>, {grid, Tr::kThreads, 0}, stream, p));
   const index_t items = index_t(p.total_q) * p.heads_q;
-  merge_splits_kernel<T><<<unsigned((items + 3) / 4), 128, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
+                       p);
 }
 
 // fp16/bf16 with head_dim 64 or 128 (the dispatcher sends other shapes to the SIMT kernel).

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/cuda/detail/mma_sm80.cuh"
 #include "ansan/cuda_check.hpp"
@@ -58,10 +59,9 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
     attention_tensor_kernel(const __grid_constant__ AttentionParams<T> p) {
   using Tr = TensorTraits<T, Dim>;
   constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);  // (kRows, Dim) swizzled
-  T* sK = sQ + kRows * Dim;                // (kKeys, Dim) swizzled
-  T* sV = sK + kKeys * Dim;                // (kKeys, Dim) swizzled
+  T* sQ = dynamic_shared_memory<T>();  // (kRows, Dim) swizzled
+  T* sK = sQ + kRows * Dim;            // (kKeys, Dim) swizzled
+  T* sV = sK + kKeys * Dim;            // (kKeys, Dim) swizzled
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
   __shared__ TileBounds sBounds[2];                  // the whole block
@@ -226,11 +226,8 @@ cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t st
   using Tr = TensorTraits<T, Dim>;
   static_assert(Tr::kRows == kTensorRows, "the query-tile table uses kTensorRows");
   const dim3 grid(unsigned((tiles_of(p.total_q, Tr::kRows) + p.batch) * p.heads_q));  // (tile, head)
-  const auto kernel = attention_tensor_kernel<T, Dim>;
-  ANSAN_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(Tr::smem_bytes())));
-  kernel<<<grid, Tr::kThreads, Tr::smem_bytes(), stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(attention_tensor_kernel<T, Dim>, {grid, Tr::kThreads, Tr::smem_bytes()},
+                       stream, p);
 }
 
 // fp16/bf16 with head_dim 64 or 128 (the dispatcher checks); float never reaches here.

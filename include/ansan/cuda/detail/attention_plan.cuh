@@ -16,36 +16,26 @@
 
 #include <cuda_runtime.h>
 
-#include <cub/block/block_scan.cuh>
-#include <cub/device/device_scan.cuh>
-
 #include <cstddef>
 #include <cstdint>
 
 #include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/device_algorithms.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
 
 constexpr int kPlanThreads = 256;
 
-// tile_prefix[b] = sum over b' < b of ceil(query rows of b' / tile_rows); one block.
+// query_tiles[b] = ceil(query rows of b / tile_rows), query_tiles[B] = 0: scanned in place,
+// this becomes tile_prefix.
 __global__ void __launch_bounds__(kPlanThreads)
-    query_tile_prefix_kernel(const std::int32_t* cu_seqlens_q, std::int32_t batch,
-                             std::int32_t tile_rows, std::int32_t* tile_prefix) {
-  using BlockScan = cub::BlockScan<std::int32_t, kPlanThreads>;
-  __shared__ typename BlockScan::TempStorage scan_storage;
-  std::int32_t carry = 0;
-  for (std::int32_t base = 0; base < batch; base += kPlanThreads) {
-    const std::int32_t b = base + std::int32_t(threadIdx.x);
-    const std::int32_t tiles = b < batch ? tiles_of(cu_seqlens_q[b + 1] - cu_seqlens_q[b], tile_rows) : 0;
-    std::int32_t before = 0, chunk_total = 0;
-    BlockScan(scan_storage).ExclusiveSum(tiles, before, chunk_total);
-    if (b < batch) tile_prefix[b] = carry + before;
-    carry += chunk_total;
-    __syncthreads();  // scan_storage is reused by the next chunk
-  }
-  if (threadIdx.x == 0) tile_prefix[batch] = carry;
+    query_tiles_kernel(const std::int32_t* cu_seqlens_q, std::int32_t batch, std::int32_t tile_rows,
+                       std::int32_t* query_tiles) {
+  const std::int32_t b = std::int32_t(blockIdx.x * blockDim.x + threadIdx.x);
+  if (b <= batch)
+    query_tiles[b] = b < batch ? tiles_of(cu_seqlens_q[b + 1] - cu_seqlens_q[b], tile_rows) : 0;
 }
 
 // flags[t] = 1 for the retained keys of every sequence; rows outside all sequences (cache
@@ -93,12 +83,12 @@ class TempCarver {
   std::size_t used_ = 0;
 };
 
-// Grid of the per-sequence row passes: about total/B rows per sequence, 256 per thread block.
-inline dim3 per_sequence_grid(std::int32_t rows, std::int32_t batch) {
+// The per-sequence row passes: about total/B rows per sequence, 256 per thread block.
+inline LaunchShape per_sequence_shape(std::int32_t rows, std::int32_t batch) {
   const std::int32_t per_sequence = (rows + batch - 1) / (batch > 0 ? batch : 1);
   std::int32_t blocks = (per_sequence + kPlanThreads - 1) / kPlanThreads;
   blocks = blocks < 1 ? 1 : (blocks > 1024 ? 1024 : blocks);
-  return dim3(unsigned(blocks), unsigned(batch < 65535 ? batch : 65535));
+  return {dim3(unsigned(blocks), unsigned(batch < 65535 ? batch : 65535)), dim3(kPlanThreads), 0};
 }
 
 // Carves the plan arrays out of temp storage (null base: sizes only) and, with a real base,
@@ -111,33 +101,39 @@ cudaError_t build_plan(TempCarver& temp, AttentionParams<T>& p, std::int32_t til
   std::int32_t* flags = nullptr;
   std::int32_t* retained_prefix = nullptr;
   std::int32_t* retained_rows = nullptr;
-  void* scan_temp = nullptr;
-  std::size_t scan_bytes = 0;
-  const int scan_items = p.total_k + 1;  // the extra 0 flag makes retained_prefix[total_k] the total
+  const int retained_items =
+      p.total_k + 1;  // the extra 0 flag makes retained_prefix[total_k] the total
+  // One scan temp block serves both scans; they run one after the other on the stream.
+  std::size_t scan_bytes = 0, retained_scan_bytes = 0;
+  ANSAN_CUDA_RETURN(
+      exclusive_sum<std::int32_t>(nullptr, scan_bytes, nullptr, nullptr, p.batch + 1, stream));
   if (retains) {
-    flags = temp.take<std::int32_t>(std::size_t(scan_items));
-    retained_prefix = temp.take<std::int32_t>(std::size_t(scan_items));
+    flags = temp.take<std::int32_t>(std::size_t(retained_items));
+    retained_prefix = temp.take<std::int32_t>(std::size_t(retained_items));
     retained_rows = temp.take<std::int32_t>(std::size_t(p.total_k));
-    ANSAN_CUDA_RETURN(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, flags, retained_prefix,
-                                                    scan_items, stream));
-    scan_temp = temp.take<char>(scan_bytes);
+    ANSAN_CUDA_RETURN(exclusive_sum<std::int32_t>(nullptr, retained_scan_bytes, nullptr, nullptr,
+                                                  retained_items, stream));
+    scan_bytes = scan_bytes > retained_scan_bytes ? scan_bytes : retained_scan_bytes;
   }
+  void* scan_temp = temp.take<char>(scan_bytes);
   if (!tile_prefix) return cudaSuccess;  // size query
 
+  ANSAN_CUDA_RETURN(launch_kernel(
+      query_tiles_kernel, {dim3(unsigned(p.batch / kPlanThreads + 1)), dim3(kPlanThreads), 0},
+      stream, p.cu_seqlens_q, p.batch, tile_rows, tile_prefix));
+  ANSAN_CUDA_RETURN(
+      exclusive_sum(scan_temp, scan_bytes, tile_prefix, tile_prefix, p.batch + 1, stream));
   p.tile_prefix = tile_prefix;
-  query_tile_prefix_kernel<<<1, kPlanThreads, 0, stream>>>(p.cu_seqlens_q, p.batch, tile_rows,
-                                                          tile_prefix);
-  ANSAN_CUDA_RETURN(cudaGetLastError());
   if (!retains) return cudaSuccess;
-  const dim3 grid = per_sequence_grid(p.total_k, p.batch);
-  ANSAN_CUDA_RETURN(cudaMemsetAsync(flags, 0, sizeof(std::int32_t) * std::size_t(scan_items), stream));
-  mark_retained_kernel<T><<<grid, kPlanThreads, 0, stream>>>(p, flags);
-  ANSAN_CUDA_RETURN(cudaGetLastError());
-  ANSAN_CUDA_RETURN(cub::DeviceScan::ExclusiveSum(scan_temp, scan_bytes, flags, retained_prefix,
-                                                  scan_items, stream));
+  const LaunchShape rows = per_sequence_shape(p.total_k, p.batch);
+  ANSAN_CUDA_RETURN(
+      cudaMemsetAsync(flags, 0, sizeof(std::int32_t) * std::size_t(retained_items), stream));
+  ANSAN_CUDA_RETURN(launch_kernel(mark_retained_kernel<T>, rows, stream, p, flags));
+  ANSAN_CUDA_RETURN(
+      exclusive_sum(scan_temp, scan_bytes, flags, retained_prefix, retained_items, stream));
   p.retained_prefix = retained_prefix;
-  scatter_retained_kernel<T><<<grid, kPlanThreads, 0, stream>>>(p, flags, retained_rows);
-  ANSAN_CUDA_RETURN(cudaGetLastError());
+  ANSAN_CUDA_RETURN(
+      launch_kernel(scatter_retained_kernel<T>, rows, stream, p, flags, retained_rows));
   p.retained_rows = retained_rows;
   return cudaSuccess;
 }

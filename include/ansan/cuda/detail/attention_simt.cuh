@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
@@ -46,10 +47,9 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
     attention_simt_kernel(const __grid_constant__ AttentionParams<T> p) {
   using Tr = SimtTraits<MaxDim>;
   constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
-  extern __shared__ float smem[];
-  float* sQ = smem;                           // (kRows, MaxDim)
-  float* sK = sQ + kRows * MaxDim;            // (kKeys, kKeyStride)
-  float* sV = sK + kKeys * Tr::kKeyStride;    // (kKeys, MaxDim)
+  float* sQ = dynamic_shared_memory<float>();  // (kRows, MaxDim)
+  float* sK = sQ + kRows * MaxDim;             // (kKeys, kKeyStride)
+  float* sV = sK + kKeys * Tr::kKeyStride;     // (kKeys, MaxDim)
   __shared__ QueryInfo sQuery[kRows];
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ KeyInfo sKey[kKeys];
@@ -161,11 +161,8 @@ template <class T, int MaxDim>
 cudaError_t launch_attention_simt(const AttentionParams<T>& p, cudaStream_t stream) {
   using Tr = SimtTraits<MaxDim>;
   const dim3 grid(unsigned(tiles_of(p.total_q, Tr::kRows) + p.batch), unsigned(p.heads_q));
-  const auto kernel = attention_simt_kernel<T, MaxDim>;
-  ANSAN_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(Tr::smem_bytes())));
-  kernel<<<grid, Tr::kThreads, Tr::smem_bytes(), stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(attention_simt_kernel<T, MaxDim>, {grid, Tr::kThreads, Tr::smem_bytes()},
+                       stream, p);
 }
 
 // Runtime head dim -> the smallest MaxDim bucket that holds it.

@@ -9,14 +9,18 @@
 
 #include <cstdint>
 
+#include "ansan/config.hpp"
+#include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/layout_steps.hpp"
 
 namespace ansan::cuda::detail {
 
 constexpr int layout_block_threads = 256;
 
-inline unsigned layout_blocks(std::int64_t count) {
-  return unsigned((count + layout_block_threads - 1) / layout_block_threads);
+// One thread per element.
+inline LaunchShape layout_shape(std::int64_t count) {
+  return {dim3(unsigned((count + layout_block_threads - 1) / layout_block_threads)),
+          dim3(layout_block_threads), 0};
 }
 
 template <int BlockThreads, class AnchorOf>
@@ -75,7 +79,7 @@ __global__ void __launch_bounds__(BlockThreads)
 
 // --- checks: every thread that finds a fault offers its key; the smallest stays ----------
 
-__device__ inline void report_fault(unsigned long long* g_fault, std::uint64_t key) {
+ANSAN_DEVICE void report_fault(unsigned long long* g_fault, std::uint64_t key) {
   if (key != no_fault) atomicMin(g_fault, static_cast<unsigned long long>(key));
 }
 

@@ -12,6 +12,9 @@
 
 namespace ansan::cuda::detail {
 
+// tests/emulator/kernel_emulator.hpp defines these instructions on the host instead.
+#if !defined(ANSAN_KERNEL_EMULATION)
+
 ANSAN_DEVICE std::uint32_t shared_address(const void* ptr) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(ptr));
 }
@@ -56,6 +59,8 @@ ANSAN_DEVICE void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
+
+#endif  // !ANSAN_KERNEL_EMULATION
 
 // Two floats rounded to T, low element first (the order of a fragment register).
 template <class T>

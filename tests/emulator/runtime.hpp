@@ -1,0 +1,209 @@
+// tests/emulator/runtime.hpp - the CUDA runtime calls ansan and its tests make, defined over host
+// memory, for kernel_emulator.hpp (which includes this file; one translation unit per program).
+//
+// "Device memory" is host memory from cudaMalloc, tracked by address range, so the checks a real
+// runtime makes still fail here: cudaMemcpy whose kind does not match where the pointers live,
+// cudaMemset of a host pointer, and cudaPointerGetAttributes reports pageable host memory as
+// unregistered (the library's "is this a device pointer" validation). Allocations are exact-size,
+// so AddressSanitizer sees a kernel that reads past the end of a buffer. Everything is
+// synchronous: streams are tokens, and a kernel has finished when its launch returns.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+
+namespace ansan::emulator {
+
+struct Device {
+  int multiprocessors = 132;  // an H100 SXM, for the decode split heuristic
+};
+inline Device& device() {
+  static Device properties;
+  return properties;
+}
+
+namespace detail {
+
+// Live cudaMalloc allocations: base address -> bytes.
+inline std::map<std::uintptr_t, std::size_t>& allocations() {
+  static std::map<std::uintptr_t, std::size_t> live;
+  return live;
+}
+
+// Whether [ptr, ptr + bytes) lies inside one allocation.
+inline bool is_device(const void* ptr, std::size_t bytes) {
+  const auto address = reinterpret_cast<std::uintptr_t>(ptr);
+  auto& live = allocations();
+  auto it = live.upper_bound(address);
+  if (it == live.begin()) return false;
+  --it;
+  return address + bytes <= it->first + it->second &&
+         (bytes > 0 || address < it->first + it->second);
+}
+
+inline cudaError_t& last_error() {
+  static cudaError_t error = cudaSuccess;
+  return error;
+}
+inline cudaError_t record(cudaError_t status) {
+  if (status != cudaSuccess) last_error() = status;
+  return status;
+}
+
+inline bool copy_kind_matches(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
+  if (count == 0) return true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice:
+      return is_device(dst, count) && !is_device(src, 1);
+    case cudaMemcpyDeviceToHost:
+      return is_device(src, count) && !is_device(dst, 1);
+    case cudaMemcpyDeviceToDevice:
+      return is_device(src, count) && is_device(dst, count);
+    case cudaMemcpyHostToHost:
+      return !is_device(src, 1) && !is_device(dst, 1);
+    default:
+      return true;  // cudaMemcpyDefault: the runtime works it out
+  }
+}
+
+}  // namespace detail
+}  // namespace ansan::emulator
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** ptr, std::size_t size) {
+  using namespace ansan::emulator::detail;
+  if (!ptr) return record(cudaErrorInvalidValue);
+  void* memory = nullptr;
+  if (posix_memalign(&memory, 256, size > 0 ? size : 1) != 0)
+    return record(cudaErrorMemoryAllocation);
+  allocations()[reinterpret_cast<std::uintptr_t>(memory)] = size > 0 ? size : 1;
+  *ptr = memory;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  using namespace ansan::emulator::detail;
+  if (!ptr) return cudaSuccess;
+  const auto it = allocations().find(reinterpret_cast<std::uintptr_t>(ptr));
+  if (it == allocations().end()) return record(cudaErrorInvalidValue);
+  allocations().erase(it);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
+  using namespace ansan::emulator::detail;
+  if (!copy_kind_matches(dst, src, count, kind)) return record(cudaErrorInvalidValue);
+  if (count > 0) std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, count, kind);
+}
+
+// `height` rows of `width` bytes, rows `spitch` / `dpitch` bytes apart.
+cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
+                              std::size_t width, std::size_t height, cudaMemcpyKind kind,
+                              cudaStream_t) {
+  using namespace ansan::emulator::detail;
+  if (width > dpitch || width > spitch) return record(cudaErrorInvalidPitchValue);
+  for (std::size_t row = 0; row < height; ++row) {
+    void* to = static_cast<char*>(dst) + row * dpitch;
+    const void* from = static_cast<const char*>(src) + row * spitch;
+    if (!copy_kind_matches(to, from, width, kind)) return record(cudaErrorInvalidValue);
+    if (width > 0) std::memmove(to, from, width);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void* ptr, int value, std::size_t count) {
+  using namespace ansan::emulator::detail;
+  if (count > 0 && !is_device(ptr, count)) return record(cudaErrorInvalidValue);
+  if (count > 0) std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t count, cudaStream_t) {
+  return cudaMemset(ptr, value, count);
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
+  using namespace ansan::emulator::detail;
+  if (!attributes) return record(cudaErrorInvalidValue);
+  *attributes = cudaPointerAttributes{};
+  if (is_device(ptr, 0)) {
+    attributes->type = cudaMemoryTypeDevice;
+    attributes->devicePointer = const_cast<void*>(ptr);
+  } else {
+    attributes->type = cudaMemoryTypeUnregistered;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+  using namespace ansan::emulator::detail;
+  const cudaError_t error = last_error();
+  last_error() = cudaSuccess;
+  return error;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
+  using namespace ansan::emulator::detail;
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  switch (attribute) {
+    case cudaDevAttrMultiProcessorCount:
+      *value = ansan::emulator::device().multiprocessors;
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = 227 * 1024;
+      return cudaSuccess;
+    default:
+      return record(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  static char tokens[64];
+  static std::size_t next = 0;
+  *stream = reinterpret_cast<cudaStream_t>(&tokens[next++ % std::size(tokens)]);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    default:
+      return "cudaError (emulated runtime)";
+  }
+}
+const char* cudaGetErrorString(cudaError_t error) { return cudaGetErrorName(error); }
+
+}  // extern "C"

@@ -1,0 +1,150 @@
+// tests/emulator/sm80_instructions.hpp - host definitions of the sm_80 instructions in
+// ansan/cuda/detail/mma_sm80.cuh, for kernel_emulator.hpp (which includes this file).
+//
+// Written from the PTX ISA's descriptions, with group = lane / 4 and quad = lane % 4:
+//   ldmatrix .m8n8 .x4 .b16   lanes 8j..8j+7 give the row addresses of matrix j; register j of
+//                             lane l gets row l/4, columns 2*quad, 2*quad+1 of matrix j (low
+//                             half first); .trans gives rows 2*quad, 2*quad+1 of column l/4.
+//   mma.m16n8k16 .row.col     A 16x16: register r holds row group + 8*(r%2), columns
+//                             2*quad + 8*(r/2) + {0,1}; B 16x8: register r holds k = 2*quad + 8r
+//                             + {0,1} of column group; C/D f32 16x8: element i is row
+//                             group + 8*(i/2), column 2*quad + i%2.
+//   cp.async 16 bytes         lands by cp.async.wait_group 0 of a committed group; src-size 0
+//                             writes zeros.
+// The kernel computes these positions with mma_layout.hpp; this file does not use it, so the
+// two are independent statements of the same tables.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "ansan/dtype.hpp"
+
+namespace ansan::cuda::detail {
+
+namespace emulated {
+
+inline void land(const ::ansan::emulator::detail::AsyncCopyRecord& copy) {
+  if (copy.valid)
+    std::memcpy(copy.dst, copy.src, 16);
+  else
+    std::memset(copy.dst, 0, 16);
+}
+
+// The 16-bit element at byte offset 2 * column of a shared row, as raw bits.
+inline std::uint16_t element_bits(const unsigned char* row, int column) {
+  std::uint16_t bits;
+  std::memcpy(&bits, row + 2 * column, sizeof bits);
+  return bits;
+}
+
+inline std::uint32_t pair(std::uint16_t low, std::uint16_t high) {
+  return std::uint32_t(low) | std::uint32_t(high) << 16;
+}
+
+template <class T>
+float element(std::uint32_t reg, int which) {
+  const std::uint16_t bits = std::uint16_t(which ? reg >> 16 : reg & 0xffffu);
+  T x;
+  std::memcpy(&x, &bits, sizeof x);
+  return to_float(x);
+}
+
+inline void ldmatrix(std::uint32_t (&r)[4], const void* smem, bool transposed) {
+  auto& engine = ::ansan::emulator::detail::engine();
+  engine.require_shared(smem, 16, "ldmatrix row address");
+  const auto* row = static_cast<const unsigned char*>(smem);
+  const auto regs = engine.collective<std::array<std::uint32_t, 4>>(
+      transposed ? "ldmatrix.x4.trans" : "ldmatrix.x4", 0xffffffffu, row,
+      [&](const std::array<const unsigned char*, 32>& rows, int lane) {
+        std::array<std::uint32_t, 4> out{};
+        const int group = lane / 4, quad = lane % 4;
+        for (int j = 0; j < 4; ++j) {
+          const unsigned char* const* m =
+              &rows[std::size_t(8 * j)];  // the 8 row addresses of matrix j
+          out[std::size_t(j)] =
+              transposed
+                  ? pair(element_bits(m[2 * quad], group), element_bits(m[2 * quad + 1], group))
+                  : pair(element_bits(m[group], 2 * quad), element_bits(m[group], 2 * quad + 1));
+        }
+        return out;
+      });
+  for (int j = 0; j < 4; ++j) r[j] = regs[std::size_t(j)];
+}
+
+struct MmaOperands {
+  std::uint32_t a[4], b[2];
+  float c[4];
+};
+
+}  // namespace emulated
+
+inline void cp_async_16(void* smem, const void* gmem, bool valid) {
+  auto& engine = ::ansan::emulator::detail::engine();
+  engine.require_shared(smem, 16, "cp.async destination");
+  if (valid && reinterpret_cast<std::uintptr_t>(gmem) % 16 != 0)
+    ::ansan::emulator::detail::fail("cp.async source not 16-byte aligned");
+  const ::ansan::emulator::detail::AsyncCopyRecord copy{smem, gmem, valid, false};
+  if (::ansan::emulator::options().async_copy == ::ansan::emulator::AsyncCopy::at_issue)
+    emulated::land(copy);
+  else
+    engine.self().copies.push_back(copy);
+}
+
+inline void cp_async_commit() {
+  for (auto& copy : ::ansan::emulator::detail::engine().self().copies) copy.committed = true;
+}
+
+// cp.async.wait_group 0: every committed copy has landed; uncommitted ones may still be in flight.
+inline void cp_async_wait_all() {
+  auto& copies = ::ansan::emulator::detail::engine().self().copies;
+  std::vector<::ansan::emulator::detail::AsyncCopyRecord> in_flight;
+  for (const auto& copy : copies) {
+    if (copy.committed)
+      emulated::land(copy);
+    else
+      in_flight.push_back(copy);
+  }
+  copies.swap(in_flight);
+}
+
+inline void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
+  emulated::ldmatrix(r, smem, false);
+}
+inline void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem) {
+  emulated::ldmatrix(r, smem, true);
+}
+
+// d += a b, f32 accumulation in k order.
+template <class T>
+void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, half>, "bf16 or fp16 inputs");
+  using emulated::element;
+  emulated::MmaOperands mine{{a[0], a[1], a[2], a[3]}, {b0, b1}, {d[0], d[1], d[2], d[3]}};
+  const auto result = ::ansan::emulator::detail::engine().collective<std::array<float, 4>>(
+      "mma.m16n8k16", 0xffffffffu, mine,
+      [](const std::array<emulated::MmaOperands, 32>& all, int lane) {
+        const auto a_at = [&](int row, int k) {  // A(row, k)
+          const int quad = (k % 8) / 2;
+          return element<T>(all[std::size_t(4 * (row % 8) + quad)].a[row / 8 + 2 * (k / 8)], k % 2);
+        };
+        const auto b_at = [&](int k, int col) {  // B(k, col)
+          return element<T>(all[std::size_t(4 * col + (k % 8) / 2)].b[k / 8], k % 2);
+        };
+        std::array<float, 4> out{};
+        for (int i = 0; i < 4; ++i) {
+          const int row = lane / 4 + 8 * (i / 2), col = 2 * (lane % 4) + i % 2;
+          float acc = all[std::size_t(lane)].c[i];
+          for (int k = 0; k < 16; ++k) acc += a_at(row, k) * b_at(k, col);
+          out[std::size_t(i)] = acc;
+        }
+        return out;
+      });
+  for (int i = 0; i < 4; ++i) d[i] = result[std::size_t(i)];
+  if (::ansan::emulator::detail::engine().self().lane == 0)
+    ++::ansan::emulator::stats().mma;  // one per warp
+}
+
+}  // namespace ansan::cuda::detail

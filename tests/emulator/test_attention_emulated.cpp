@@ -1,0 +1,212 @@
+// The CUDA attention kernels - simt, tensor-core (mma.sync / ldmatrix / cp.async) and split-KV
+// decode with its merge - run on the CPU through tests/emulator/kernel_emulator.hpp, against the
+// float64 reference on fresh random inputs, through the public entry point ansan::cuda::attention
+// (validation, plan, launchers): every policy, GQA/MQA, ragged batches with empty sequences and
+// n = 1, the edge layouts, chunked prefill, decode over compacted caches with slack rows and
+// several split counts, head-major K/V and padded q views. Outputs are poisoned with NaN first.
+//
+// What the GPU test (tests/test_attention_cuda.cu, also built as test_attention_cuda_emulated)
+// cannot do: runs alternate between warps in lockstep and one warp running ahead to its next
+// barrier, and the same launch under reversed and shuffled thread orders, with cp.async data
+// landing early and late, must give bit-identical results (a missing barrier would not).
+// This checks the kernels' logic, not that they run on a GPU (tests/gpu/check.sh does that).
+#include "emulator/kernel_emulator.hpp"  // first: it switches the CUDA headers to host emulation
+
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ansan/cuda/attention.cuh"
+#include "support/attention_device_problem.hpp"
+#include "support/attention_problems.hpp"
+#include "support/random_layouts.hpp"
+
+namespace {
+
+using namespace ansan;
+using ansan::cuda::AttentionKernel;
+using test::AttentionProblem;
+using test::DeviceProblem;
+using test::shape;
+namespace emu = ansan::emulator;
+
+constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
+                          kDecode = AttentionKernel::decode;
+
+// Runs alternate between warps in lockstep (forward order) and one warp at a time (reverse order).
+template <class T>
+void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& ref) {
+  static int runs = 0;
+  const std::uint64_t blocks_before = emu::stats().blocks;
+  const emu::Options defaults = emu::options();
+  if (runs++ % 2)
+    emu::options().schedule = emu::Schedule::reverse, emu::options().one_warp_at_a_time = true;
+  dp.poison_outputs();
+  ansan::cuda::attention(dp.args(), 0, kernel);
+  emu::options() = defaults;
+  const test::Comparison c = dp.compare_with(ref);
+  INFO((std::string(ansan::cuda::kernel_name(kernel)) + " " + dtype_name<T>() + " " +
+        test::describe(dp.pr)),
+       "; worst relative error ", c.worst, " at ", c.where);
+  CHECK(c.worst < test::tolerance<T>());
+  if (dp.pr.total_q() > 0 && dp.pr.shape.heads_q > 0) CHECK(emu::stats().blocks > blocks_before);
+}
+
+// Every listed kernel that takes the problem, on one set of random inputs.
+template <class T>
+void check_all(std::mt19937& rng, const AttentionProblem& pr,
+               std::initializer_list<AttentionKernel> kernels = {kSimt, kTensor, kDecode}) {
+  DeviceProblem<T> dp(rng, pr);
+  const test::Reference ref = dp.reference();
+  for (AttentionKernel k : kernels)
+    if (ansan::cuda::detail::supports(k, dp.args())) check(k, dp, ref);
+}
+
+// Emulation costs about a microsecond per warp collective, so problems stay small.
+}  // namespace
+
+TEST_CASE("smoke: one sequence of 64 tokens, one head, every kernel and policy") {
+  std::mt19937 rng(7);
+  const AnchorLayout L =
+      build_layout_from_flags(test::random_flags(rng, 64, 6.0), std::vector<std::int32_t>{0, 64});
+  for (const MaskPolicy& p : test::all_policies()) {
+    check_all<bf16>(rng, test::prefill_problem(L, p, shape(1, 1, 64), "smoke"));
+    check_all<float>(rng, test::prefill_problem(L, p, shape(1, 1, 64), "smoke"), {kSimt});
+  }
+}
+
+TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head dims 64 and 128") {
+  std::mt19937 rng(202);
+  const int heads[][2] = {{2, 2}, {4, 2}, {3, 1}};  // MHA, GQA, MQA
+  int i = 0;
+  for (const MaskPolicy& p : test::all_policies()) {
+    check_all<bf16>(rng,
+                    test::prefill_problem(test::edge_batch(), p, shape(2, 1, 64), "edge layouts"));
+    for (int dim : {64, 128}) {
+      const AnchorLayout L =
+          test::random_layout(rng, 1 + i % 3, i % 2 ? 150 : 70, 2.0 + 3 * (i % 7));
+      const AttentionProblem pr = test::prefill_problem(
+          L, p, shape(heads[i % 3][0], heads[i % 3][1], dim), "random prefill");
+      if (i++ % 2)
+        check_all<half>(rng, pr, {kTensor, kSimt});
+      else
+        check_all<bf16>(rng, pr, {kTensor, kSimt});
+    }
+  }
+}
+
+TEST_CASE("simt float32, odd head dims and padded q rows: every policy") {
+  std::mt19937 rng(303);
+  for (const MaskPolicy& p : test::all_policies()) {
+    const AnchorLayout L = test::random_layout(rng, 2, 50, 5.0);
+    check_all<float>(rng, test::prefill_problem(L, p, shape(2, 1, 40), "head_dim 40"));
+    test::AttentionShape padded = shape(2, 2, 72);
+    padded.q_row_pad = 3;
+    check_all<bf16>(rng, test::prefill_problem(L, p, padded, "head_dim 72, q head stride 75"));
+  }
+  const AnchorLayout L = test::random_layout(rng, 2, 40, 4.0);
+  check_all<float>(rng,
+                   test::prefill_problem(L, MaskPolicy::anllm(), shape(1, 1, 256), "head_dim 256"));
+  check_all<float>(
+      rng, test::prefill_problem(L, MaskPolicy::sepllm(2, 16), shape(1, 1, 1), "head_dim 1"));
+}
+
+TEST_CASE("strided views: head-major K/V and padded q rows, without lse") {
+  std::mt19937 rng(404);
+  for (const MaskPolicy& p :
+       {MaskPolicy::anllm(), MaskPolicy::streaming_llm(2, 24), MaskPolicy::causal()}) {
+    test::AttentionShape s = shape(4, 2, 128);
+    s.kv_head_major = true, s.q_row_pad = 8, s.with_lse = false;
+    check_all<bf16>(rng, test::prefill_problem(test::random_layout(rng, 2, 90, 9.0), p, s,
+                                               "HND K/V, q head stride 136"));
+  }
+}
+
+TEST_CASE("chunked prefill: query rows at positions p..n-1 over the whole prefix") {
+  std::mt19937 rng(505);
+  for (const MaskPolicy& p : test::all_policies()) {
+    const AnchorLayout L = test::random_layout(rng, 3, 120, 6.0);
+    check_all<bf16>(rng, test::chunked_problem(rng, L, p, shape(4, 2, 64)));
+  }
+}
+
+TEST_CASE("decode over compacted caches with slack rows: split-KV and merge, every policy") {
+  std::mt19937 rng(606);
+  for (const MaskPolicy& p : test::all_policies()) {
+    const AnchorLayout L = test::random_layout(rng, 3, 500, 6.0);
+    const AttentionProblem pr = test::decode_problem(rng, L, p, shape(8, 2, 128), 2);
+    DeviceProblem<bf16> dp(rng, pr);
+    const test::Reference ref = dp.reference();
+    for (int multiprocessors : {1, 8, 132}) {  // 1 split, a few, as many as the keys allow
+      emu::device().multiprocessors = multiprocessors;
+      check(kDecode, dp, ref);
+    }
+    emu::device() = emu::Device{};
+    check_all<half>(rng,
+                    test::decode_problem(rng, test::edge_batch(), p, shape(4, 1, 64), 3));  // MQA
+  }
+}
+
+TEST_CASE("rows that see no key get O = 0 and lse = -inf, on every kernel") {
+  std::mt19937 rng(808);
+  AttentionProblem pr{"no visible key", MaskPolicy::sliding_window(2), shape(4, 2, 64), 2};
+  pr.cu_q = {0, 2, 3};
+  pr.q_pos = {10, 11, 0}, pr.q_seg_start = {0, 0, 0}, pr.q_anchor = {0, 0, 0};
+  pr.cu_k = {0, 4, 4};  // the second sequence has an empty cache
+  pr.k_pos = {0, 1, 2, 3}, pr.k_anchor = {1, 0, 1, 0};
+  pr.k_rows = 4;
+  check_all<bf16>(rng, pr);
+  check_all<float>(rng, pr, {kSimt});
+}
+
+TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
+  std::mt19937 rng(707);
+  const AnchorLayout L = build_layout_from_flags(test::random_flags(rng, 700, 20.0),
+                                                 std::vector<std::int32_t>{0, 700});
+  check_all<bf16>(rng, test::prefill_problem(L, MaskPolicy::anllm(), shape(1, 1, 64), "n = 700"),
+                  {kTensor});
+  check_all<bf16>(rng,
+                  test::prefill_problem(L, MaskPolicy::sepllm(4, 96), shape(1, 1, 128), "n = 700"),
+                  {kTensor});
+}
+
+TEST_CASE("results do not depend on thread order or on when cp.async data lands") {
+  std::mt19937 rng(909);
+  const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
+  for (AttentionKernel kernel : {kSimt, kTensor, kDecode}) {
+    const AttentionProblem pr =
+        kernel == kDecode
+            ? test::decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, 64), 3)
+            : test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 64), "schedules");
+    DeviceProblem<bf16> dp(rng, pr);
+    const auto run = [&] {
+      dp.poison_outputs();
+      ansan::cuda::attention(dp.args(), 0, kernel);
+      return std::make_pair(test::to_host(dp.d_out), test::to_host(dp.d_lse));
+    };
+    const auto first = run();
+    const emu::Options variants[] = {{emu::Schedule::reverse, 1, emu::AsyncCopy::at_wait, false},
+                                     {emu::Schedule::forward, 1, emu::AsyncCopy::at_wait, true},
+                                     {emu::Schedule::reverse, 1, emu::AsyncCopy::at_issue, true},
+                                     {emu::Schedule::shuffled, 2, emu::AsyncCopy::at_issue, false},
+                                     {emu::Schedule::shuffled, 3, emu::AsyncCopy::at_wait, true}};
+    for (const emu::Options& o : variants) {
+      emu::options() = o;
+      const auto again = run();
+      emu::options() = emu::Options{};
+      INFO(std::string(ansan::cuda::kernel_name(kernel)), ": schedule ", int(o.schedule), " seed ",
+           o.seed, " cp.async ", int(o.async_copy), " one warp at a time ", o.one_warp_at_a_time);
+      CHECK(std::memcmp(again.first.data(), first.first.data(),
+                        first.first.size() * sizeof(bf16)) == 0);
+      CHECK(std::memcmp(again.second.data(), first.second.data(),
+                        first.second.size() * sizeof(float)) == 0);
+    }
+  }
+}
