@@ -180,13 +180,7 @@ TEST_CASE("long sequences: many retained and local tiles per query tile") {
 
 TEST_CASE("rows that see no key get O = 0 and lse = -inf, on every kernel") {
   std::mt19937 rng(808);
-  // Queries at positions 10, 11 over a cache holding only positions 0..3: a window of 2 sees none.
-  Problem pr{"no visible key", MaskPolicy::sliding_window(2), shape(4, 2, 64), 2};
-  pr.cu_q = {0, 2, 3};
-  pr.q_pos = {10, 11, 0}, pr.q_seg_start = {0, 0, 0}, pr.q_anchor = {0, 0, 0};
-  pr.cu_k = {0, 4, 4};  // the second sequence has an empty cache
-  pr.k_pos = {0, 1, 2, 3}, pr.k_anchor = {1, 0, 1, 0};
-  pr.k_rows = 4;
+  const Problem pr = test::no_visible_key_problem();
   check_all<bf16>(rng, pr);
   check_all<float>(rng, pr);
 }
