@@ -15,6 +15,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
@@ -44,7 +46,7 @@ constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKern
 template <class T>
 void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& ref) {
   static int runs = 0;
-  const std::uint64_t blocks_before = emu::stats().blocks;
+  const emu::Stats before = emu::stats();
   const emu::Options defaults = emu::options();
   if (runs++ % 2)
     emu::options().schedule = emu::Schedule::reverse, emu::options().one_warp_at_a_time = true;
@@ -56,7 +58,12 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
         test::describe(dp.pr)),
        "; worst relative error ", c.worst, " at ", c.where);
   CHECK(c.worst < test::tolerance<T>());
-  if (dp.pr.total_q() > 0 && dp.pr.shape.heads_q > 0) CHECK(emu::stats().blocks > blocks_before);
+  if (dp.pr.total_q() > 0 && dp.pr.shape.heads_q > 0) {
+    CHECK(emu::stats().blocks > before.blocks);  // the kernel ran
+    const bool sees_a_key =
+        std::any_of(ref.lse.begin(), ref.lse.end(), [](float x) { return std::isfinite(x); });
+    if (kernel == kTensor && sees_a_key) CHECK(emu::stats().mma > before.mma);  // on tensor cores
+  }
 }
 
 // Every listed kernel that takes the problem, on one set of random inputs.

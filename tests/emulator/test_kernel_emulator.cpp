@@ -75,6 +75,7 @@ void check_mma_against_matmul(std::uint32_t seed) {
   for (auto& x : a) x = from_float<T>(value(rng));
   for (auto& x : b_t) x = from_float<T>(value(rng));
   std::vector<float> d(16 * 8, -1e30f);
+  const emu::Stats before = emu::stats();
   REQUIRE(launch(1, 32, sizeof(T) * (16 * 16 + 8 * 16),
                  [&] { mma_kernel<T>(a.data(), b_t.data(), d.data()); }) == cudaSuccess);
   for (int m = 0; m < 16; ++m)
@@ -86,14 +87,20 @@ void check_mma_against_matmul(std::uint32_t seed) {
       INFO("D(", m, ", ", n, ")");
       CHECK(d[std::size_t(m * 8 + n)] == doctest::Approx(want).epsilon(1e-5));
     }
+  CHECK(emu::stats().mma - before.mma == 1);  // one warp-wide mma
+  CHECK(emu::stats().block_barriers - before.block_barriers == 1);
 }
 
 }  // namespace
 
 TEST_CASE("shuffles and warp reductions: every lane gets the warp's result") {
   std::vector<int> sum(64), lo(64), hi(64);
+  const emu::Stats before = emu::stats();
   REQUIRE(launch(1, 64, 0, [&] { butterfly_kernel(sum.data(), lo.data(), hi.data()); }) ==
           cudaSuccess);
+  // 2 warps x (5 butterfly steps + min + max + broadcast), no block barrier
+  CHECK(emu::stats().warp_collectives - before.warp_collectives == 2 * 8);
+  CHECK(emu::stats().block_barriers == before.block_barriers);
   for (int t = 0; t < 64; ++t) {
     CHECK(sum[std::size_t(t)] == 3 * (31 * 32 / 2) - 40 * 32);
     CHECK(lo[std::size_t(t)] == -40);
