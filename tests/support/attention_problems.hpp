@@ -119,20 +119,6 @@ inline AttentionProblem decode_problem(std::mt19937& rng, const AnchorLayout& L,
   return pr;
 }
 
-// Rows that see nothing: queries at positions 10, 11 over a cache holding only positions 0..3
-// under a window of 2, and a second sequence with an empty cache.
-inline AttentionProblem no_visible_key_problem() {
-  AttentionShape s;
-  s.heads_q = 4, s.heads_kv = 2, s.dim = 64;
-  AttentionProblem pr{"no visible key", MaskPolicy::sliding_window(2), s, 2};
-  pr.cu_q = {0, 2, 3};
-  pr.q_pos = {10, 11, 0}, pr.q_seg_start = {0, 0, 0}, pr.q_anchor = {0, 0, 0};
-  pr.cu_k = {0, 4, 4};
-  pr.k_pos = {0, 1, 2, 3}, pr.k_anchor = {1, 0, 1, 0};
-  pr.k_rows = 4;
-  return pr;
-}
-
 // Storage of one tensor and the view the kernels see, for T and for the float64 copy.
 struct Storage {
   index_t elements;
@@ -217,6 +203,18 @@ inline AttentionShape shape(int heads_q, int heads_kv, int dim) {
   AttentionShape s;
   s.heads_q = heads_q, s.heads_kv = heads_kv, s.dim = dim;
   return s;
+}
+
+// Rows that see nothing: queries at positions 10, 11 over a cache holding only positions 0..3
+// under a window of 2, and a second sequence with an empty cache.
+inline AttentionProblem no_visible_key_problem() {
+  AttentionProblem pr{"no visible key", MaskPolicy::sliding_window(2), shape(4, 2, 64), 2};
+  pr.cu_q = {0, 2, 3};
+  pr.q_pos = {10, 11, 0}, pr.q_seg_start = {0, 0, 0}, pr.q_anchor = {0, 0, 0};
+  pr.cu_k = {0, 4, 4};
+  pr.k_pos = {0, 1, 2, 3}, pr.k_anchor = {1, 0, 1, 0};
+  pr.k_rows = 4;
+  return pr;
 }
 
 inline AnchorLayout edge_batch() {  // every edge layout as one ragged batch

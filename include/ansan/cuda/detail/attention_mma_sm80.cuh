@@ -29,7 +29,6 @@
 #include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/cuda/detail/mma_sm80.cuh"
-#include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
 

@@ -21,7 +21,6 @@
 
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/kernel_launch.cuh"
-#include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
 
