@@ -118,6 +118,17 @@ TEST_CASE("fp16 and bf16 prefill, every kernel: every policy, GQA/MQA, head dims
   prefill_sweep<half>(203, {64, 128}, 2);
 }
 
+TEST_CASE("head_dim 256: tensor prefill (Q fragments re-read from shared), chunked, decode") {
+  std::mt19937 rng(252);
+  for (const MaskPolicy& p : test::all_policies()) {
+    check_all<bf16>(rng, prefill_problem(edge_batch(), p, shape(2, 1, 256), "edge layouts"));
+    const AnchorLayout L = test::random_layout(rng, 3, scaled(200, 90), 7.0);
+    check_all<half>(rng, prefill_problem(L, p, shape(4, 2, 256), "random prefill"));
+    check_all<bf16>(rng, chunked_problem(rng, L, p, shape(2, 2, 256)));
+    check_all<bf16>(rng, decode_problem(rng, L, p, shape(8, 2, 256), 2));
+  }
+}
+
 TEST_CASE("odd head dims and unaligned views fall back to simt and stay exact") {
   std::mt19937 rng(303);
   for (const MaskPolicy& p : test::all_policies()) {

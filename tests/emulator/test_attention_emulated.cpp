@@ -89,14 +89,14 @@ TEST_CASE("smoke: one sequence of 64 tokens, one head, every kernel and policy")
   }
 }
 
-TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head dims 64 and 128") {
+TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head dims 64-256") {
   std::mt19937 rng(202);
   const int heads[][2] = {{2, 2}, {4, 2}, {3, 1}};  // MHA, GQA, MQA
   int i = 0;
   for (const MaskPolicy& p : test::all_policies()) {
     check_all<bf16>(rng,
                     test::prefill_problem(test::edge_batch(), p, shape(2, 1, 64), "edge layouts"));
-    for (int dim : {64, 128}) {
+    for (int dim : {64, 128, 256}) {
       const AnchorLayout L =
           test::random_layout(rng, 1 + i % 3, i % 2 ? 150 : 70, 2.0 + 3 * (i % 7));
       const AttentionProblem pr = test::prefill_problem(
@@ -158,6 +158,7 @@ TEST_CASE("decode over compacted caches with slack rows: split-KV and merge, eve
     emu::device() = emu::Device{};
     check_all<half>(rng,
                     test::decode_problem(rng, test::edge_batch(), p, shape(4, 1, 64), 3));  // MQA
+    check_all<bf16>(rng, test::decode_problem(rng, L, p, shape(4, 2, 256), 1), {kDecode});
   }
 }
 

@@ -3,7 +3,7 @@
 # with $OUT set, after tests/gpu/prepare.sh staged the binaries in .gpu-carry/ (see
 # docs/gpu_check.md). At most ~8 minutes; every step has a time limit inside that budget.
 #
-#   1. nvidia-smi
+#   1. nvidia-smi, and whether every staged binary loads here (ldd)
 #   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output
 #   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
 #      says "rounding level"
@@ -86,6 +86,13 @@ else
   device=no
   record nvidia-smi SKIP 0 "nvidia-smi not found: no GPU on this machine"
 fi
+
+# Every staged binary must load on this machine's image (missing library, too old a glibc):
+# otherwise every step below fails for one reason, named here.
+for binary in "$carry"/bin/*; do
+  missing=$("${with_libs[@]}" ldd "$binary" 2>&1 | grep -a -E 'not found|version .* not found' | sort -u | tr -s ' \t' ' ')
+  [[ -n $missing ]] && record "loads: $(basename "$binary")" FAIL 0 "$missing"
+done
 
 # 2. every GPU test binary
 for test in "$carry"/bin/test_*; do

@@ -8,7 +8,8 @@
 #
 # Stages: .gpu-carry/bin/   every GPU test binary (tests/test_*.cu), GPU benchmark (bench_*.cu)
 #                           and the reference transformer demo (anllm_demo, with its GPU path)
-#         .gpu-carry/lib/   the shared libraries they need that a bare CUDA machine may lack
+#         .gpu-carry/lib/   the shared libraries they need that a bare CUDA machine may lack,
+#                           and the C++ runtime they were linked against
 #         .gpu-carry/BUILD  what was built, from which commit, when
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -40,9 +41,11 @@ for target in "${targets[@]}"; do
   [[ -n $binary ]] || { echo "prepare: $target was not built" >&2; exit 1; }
   cp "$binary" "$carry/bin/"
 done
-# Shared libraries that are not part of a bare CUDA machine's base system.
+# Shared libraries that a bare CUDA machine may lack, and this image's C++ runtime: the GPU
+# machine runs another image; only glibc is left to its copy (2.36 here; newer ones keep the
+# old symbol versions).
 for binary in "$carry"/bin/*; do
-  ldd "$binary" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libcudart' || true
+  ldd "$binary" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libcudart|libstdc\+\+|libgcc_s' || true
 done | sort -u | while read -r lib; do
   cp -L "$lib" "$carry/lib/"
   # keep the SONAME the binaries ask for

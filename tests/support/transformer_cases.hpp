@@ -52,6 +52,13 @@ inline anllm::ModelConfig random_config(std::mt19937& rng, const int (&head_dims
   return c;
 }
 
+// A random model: its configuration, then its weights from the next seed of `rng` (two
+// statements, so that every compiler draws them in this order).
+inline anllm::Weights random_weights(std::mt19937& rng, const int (&head_dims)[3]) {
+  const anllm::ModelConfig c = random_config(rng, head_dims);
+  return anllm::init_weights(c, rng());
+}
+
 // max |a - b| / max |a|: the relative error of b against a.
 inline double relative_error(const Matrix& a, const Matrix& b) {
   REQUIRE(a.rows() == b.rows());

@@ -13,9 +13,10 @@
 // Key rows of different sequences must not overlap.
 //
 // Three kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
-//   decode     fp16/bf16, head_dim 64/128, at most 4 query rows per sequence on average:
+//   decode     fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on average:
 //              split-KV over the cache, partials merged by log-sum-exp;
-//   tensor     fp16/bf16, head_dim 64/128: FlashAttention-2 style prefill on mma.sync (sm_80+);
+//   tensor     fp16/bf16, head_dim 64/128/256: FlashAttention-2 style prefill on mma.sync
+//              (sm_80+);
 //   simt       float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable kernel.
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
 // multiples of 8 elements); other views fall back to simt.
@@ -70,9 +71,9 @@ bool rows_aligned_16(const TensorView<U, Rank>& view) {
 
 template <class T>
 bool vector_rows_ok(const AttentionArgs<T>& a) {
-  return is_16bit_v<T> && (a.head_dim() == 64 || a.head_dim() == 128) &&
-         rows_aligned_16<T>(a.q) && rows_aligned_16<T>(a.k) && rows_aligned_16<T>(a.v) &&
-         rows_aligned_16<T>(a.out);
+  const index_t d = a.head_dim();
+  return is_16bit_v<T> && (d == 64 || d == 128 || d == 256) && rows_aligned_16<T>(a.q) &&
+         rows_aligned_16<T>(a.k) && rows_aligned_16<T>(a.v) && rows_aligned_16<T>(a.out);
 }
 
 // Whether `kernel` can run `a`; automatic resolves to the fastest that can.

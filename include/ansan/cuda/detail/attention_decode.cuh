@@ -9,7 +9,8 @@
 // Grid (splits, heads_kv, B). A thread block takes one KV head of one sequence and one split of
 // its key rows, and every query row of that sequence times the query heads sharing the KV head
 // (GQA: K and V are read once for the whole group), 8 (token, head) rows per pass:
-//   S = scale * Q K^T  (64 keys per tile; thread = key, 16-byte vector reads from shared)
+//   K, V tile          (64 keys, cp.async into shared memory)
+//   S = scale * Q K^T  (thread = key, 16-byte vector reads from shared)
 //   online softmax per row (one warp per row)
 //   O += P V           (thread = 16 bytes of head dims for 1-2 rows)
 // Each split writes its normalised partial O and log-sum-exp; merge_splits_kernel combines
@@ -23,6 +24,7 @@
 
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/kernel_launch.cuh"
+#include "ansan/cuda/detail/mma_sm80.cuh"  // cp.async
 #include "ansan/cuda_check.hpp"
 
 namespace ansan::cuda::detail {
@@ -40,8 +42,13 @@ struct DecodeTraits {
   static constexpr int kScoreRowsPerThread = kRows * kKeys / kThreads;
   static_assert(Dim % kVec == 0 && kThreads % kThreadsPerRow == 0, "head_dim in 16-byte chunks");
   static_assert(kThreads == 2 * kKeys && kRows == 8, "score phase: thread = key, 4 rows each");
-  static_assert(sizeof(T) == 2 && (Dim == 64 || Dim == 128),
-                "fp16/bf16, head_dim 64 or 128: the tiles fit 48 KiB of static shared memory");
+  static_assert(sizeof(T) == 2 && (Dim == 64 || Dim == 128 || Dim == 256),
+                "fp16/bf16, head_dim 64, 128 or 256");
+  // The K and V tiles, in dynamic shared memory: 65 KiB at head_dim 256, over the 48 KiB a
+  // block may declare statically.
+  static constexpr std::size_t smem_bytes() {
+    return sizeof(T) * std::size_t(kKeys) * std::size_t(kKeyStride + Dim);
+  }
 };
 
 // Eight 16-bit elements at a 16-byte aligned shared address, as floats.
@@ -62,8 +69,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
     attention_decode_kernel(const __grid_constant__ AttentionParams<T> p) {
   using Tr = DecodeTraits<T, Dim>;
   constexpr int kKeys = Tr::kKeys, kRows = Tr::kRows, kVec = Tr::kVec;
-  __shared__ __align__(16) T sK[kKeys * Tr::kKeyStride];  // (kKeys, Dim + pad)
-  __shared__ __align__(16) T sV[kKeys * Dim];             // (kKeys, Dim)
+  T* sK = dynamic_shared_memory<T>();   // (kKeys, Dim + pad)
+  T* sV = sK + kKeys * Tr::kKeyStride;  // (kKeys, Dim), 16-byte aligned: kKeyStride % kVec == 0
   __shared__ float sQ[kRows * Dim];                     // (kRows, Dim), pre-scaled
   __shared__ float sS[kRows * kKeys];                   // (kRows, kKeys) scores, then P
   __shared__ float sMax[kRows], sSum[kRows], sRescale[kRows];
@@ -103,16 +110,17 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
         sKeyValid[tid] = tid < keys;
         if (tid < keys) sKey[tid] = p.key(k_begin + key0 + tid);
       }
+      // cp.async: the whole tile (16 KiB of K and of V at head_dim 128) in flight at once, in
+      // no registers; rows past the split's end are zero-filled.
       for (int i = tid; i < kKeys * Tr::kThreadsPerRow; i += Tr::kThreads) {
         const int c = i / Tr::kThreadsPerRow, d = (i % Tr::kThreadsPerRow) * kVec;
-        uint4 k_chunk = make_uint4(0, 0, 0, 0), v_chunk = make_uint4(0, 0, 0, 0);
-        if (c < keys) {
-          k_chunk = *reinterpret_cast<const uint4*>(p.k_row(k_begin + key0 + c, h_kv) + d);
-          v_chunk = *reinterpret_cast<const uint4*>(p.v_row(k_begin + key0 + c, h_kv) + d);
-        }
-        *reinterpret_cast<uint4*>(&sK[c * Tr::kKeyStride + d]) = k_chunk;
-        *reinterpret_cast<uint4*>(&sV[c * Dim + d]) = v_chunk;
+        const bool valid = c < keys;
+        const std::int32_t row = k_begin + key0 + (valid ? c : 0);
+        cp_async_16(&sK[c * Tr::kKeyStride + d], p.k_row(row, h_kv) + d, valid);
+        cp_async_16(&sV[c * Dim + d], p.v_row(row, h_kv) + d, valid);
       }
+      cp_async_commit();
+      cp_async_wait_all();
       __syncthreads();
 
       {  // S = (scale Q) K^T: thread = key c, rows r0, r0+2, r0+4, r0+6
@@ -225,21 +233,22 @@ cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t st
   using Tr = DecodeTraits<T, Dim>;
   static_assert(Tr::kKeys == kDecodeKeys, "split arithmetic and kernel agree on the tile");
   const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
-  ANSAN_CUDA_RETURN(
-      launch_kernel(attention_decode_kernel<T, Dim>, {grid, Tr::kThreads, 0}, stream, p));
+  ANSAN_CUDA_RETURN(launch_kernel(attention_decode_kernel<T, Dim>,
+                                  {grid, Tr::kThreads, Tr::smem_bytes()}, stream, p));
   const index_t items = index_t(p.total_q) * p.heads_q;
   return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
                        p);
 }
 
-// fp16/bf16 with head_dim 64 or 128 (the dispatcher sends other shapes to the SIMT kernel).
+// fp16/bf16 with head_dim 64, 128 or 256 (the dispatcher sends other shapes to the SIMT kernel).
 template <class T>
 cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t stream) {
   if constexpr (sizeof(T) != 2) {
     return cudaErrorInvalidValue;
   } else {
     if (p.head_dim == 64) return launch_attention_decode<T, 64>(p, stream);
-    return launch_attention_decode<T, 128>(p, stream);
+    if (p.head_dim == 128) return launch_attention_decode<T, 128>(p, stream);
+    return launch_attention_decode<T, 256>(p, stream);
   }
 }
 

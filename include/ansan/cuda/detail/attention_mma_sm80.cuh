@@ -3,7 +3,9 @@
 // It must equal attention_simt.cuh (and reference_attention); tests compare all three.
 //
 // One thread block = 64 query rows of one sequence and one query head; warp w owns rows
-// 16w .. 16w+15 and keeps them in registers: Q fragments, the S tile, the O accumulator.
+// 16w .. 16w+15 and keeps them in registers: the S tile, the O accumulator and, up to
+// head_dim 128, the Q fragments (at 256 the O accumulator alone takes 128 registers a
+// thread, so Q fragments are re-read from shared memory at every k-step instead).
 // Key tiles of 64 come from the two parts of SPEC section 4, in one online softmax:
 //   retained   64 entries of the sequence's retained list (rows gathered by index)
 //   local      64 consecutive key rows of the band [min local_begin, max local_end)
@@ -42,8 +44,10 @@ struct TensorTraits {
   static constexpr int kKSteps = Dim / 16;     // k-steps of S = Q K^T
   static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
   static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
+  static constexpr bool kQInRegisters = Dim <= 128;
+  static constexpr int kQFragments = kQInRegisters ? kKSteps : 1;  // k-steps of Q held at once
   static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
-  static_assert(Dim == 64 || Dim == 128, "head_dim 64 or 128");
+  static_assert(Dim == 64 || Dim == 128 || Dim == 256, "head_dim 64, 128 or 256");
   static_assert(kRows == 16 * kWarps, "16 rows (one m16 tile) per warp");
   static_assert(kKeys % 16 == 0 && Dim % 16 == 0, "whole k-steps");
   static constexpr std::size_t smem_bytes() {
@@ -124,7 +128,11 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
   RowKeys my_rows[2];
   for (int r = 0; r < 2; ++r) my_rows[r] = sRowKeys[16 * warp + lane / 4 + 8 * r];
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  std::uint32_t q_frag[Tr::kKSteps][4];
+  std::uint32_t q_frag[Tr::kQFragments][4];
+  const auto load_q_fragment = [&](std::uint32_t(&frag)[4], int ks) {
+    const RowCol at = ldmatrix_a_address(lane, ks);
+    ldmatrix_x4(frag, sQ + swizzled_offset(16 * warp + at.row, at.col, Dim));
+  };
   float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
   float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
 
@@ -133,11 +141,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
   for (std::int32_t j = 0; j < tiles; ++j) {
     cp_async_wait_all();
     __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
-    if (j == 0)
-      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-        const RowCol at = ldmatrix_a_address(lane, ks);
-        ldmatrix_x4(q_frag[ks], sQ + swizzled_offset(16 * warp + at.row, at.col, Dim));
-      }
+    if (Tr::kQInRegisters && j == 0)
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) load_q_fragment(q_frag[ks], ks);
     load_tile(sV, p.v, p.v_stride_t, p.v_stride_h, j);
     cp_async_commit();
 
@@ -146,14 +151,17 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
     const TileMask mask = classify_tile(sWarpBounds[warp][part], begin, begin + kKeys);  // warp-uniform
     float s[Tr::kKeyTiles][4] = {};  // S: (16 rows, kKeys) per warp, C layout
     if (mask != TileMask::none) {
-      for (int ks = 0; ks < Tr::kKSteps; ++ks)  // S = Q K^T
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {  // S = Q K^T
+        std::uint32_t(&qa)[4] = q_frag[Tr::kQInRegisters ? ks : 0];
+        if (!Tr::kQInRegisters) load_q_fragment(qa, ks);
         for (int np = 0; np < Tr::kKeyTiles / 2; ++np) {
           const RowCol at = ldmatrix_k_address(lane, np, ks);
           std::uint32_t kb[4];
           ldmatrix_x4(kb, sK + swizzled_offset(at.row, at.col, Dim));
-          mma_m16n8k16<T>(s[2 * np], q_frag[ks], kb[0], kb[1]);
-          mma_m16n8k16<T>(s[2 * np + 1], q_frag[ks], kb[2], kb[3]);
+          mma_m16n8k16<T>(s[2 * np], qa, kb[0], kb[1]);
+          mma_m16n8k16<T>(s[2 * np + 1], qa, kb[2], kb[3]);
         }
+      }
       float tile_max[2] = {kMinusInf, kMinusInf};
       for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
         for (int i = 0; i < 4; ++i) {
@@ -229,14 +237,15 @@ cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t st
                        stream, p);
 }
 
-// fp16/bf16 with head_dim 64 or 128 (the dispatcher checks); float never reaches here.
+// fp16/bf16 with head_dim 64, 128 or 256 (the dispatcher checks); float never reaches here.
 template <class T>
 cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t stream) {
   if constexpr (sizeof(T) != 2) {
     return cudaErrorInvalidValue;
   } else {
     if (p.head_dim == 64) return launch_attention_tensor<T, 64>(p, stream);
-    return launch_attention_tensor<T, 128>(p, stream);
+    if (p.head_dim == 128) return launch_attention_tensor<T, 128>(p, stream);
+    return launch_attention_tensor<T, 256>(p, stream);
   }
 }
 
