@@ -10,9 +10,8 @@
 //     instructions (sm80_instructions.hpp), CUB's scans and selection (device_algorithms.hpp), and
 //     the CUDA runtime calls over host memory (runtime.hpp);
 //   - maps the kernel language onto C++: __global__ and __grid_constant__ vanish, __shared__
-//   becomes
-//     `static` (blocks run one at a time, so a function-static array is the block's shared memory),
-//     threadIdx / blockIdx / blockDim / gridDim read the running emulated thread's;
+//     becomes `static` (blocks run one at a time, so a function-static array is the block's
+//     shared memory), threadIdx / blockIdx / blockDim / gridDim read the running emulated thread's;
 //   - runs each thread block as blockDim threads on fibers (fiber.hpp) of one OS thread. A thread
 //     runs until it reaches __syncthreads() or a warp collective; a barrier opens when every thread
 //     of the block (every lane of the warp) waits at it. Anything a GPU would hang on or leave
@@ -106,7 +105,7 @@ struct AsyncCopyRecord {
   void* dst;
   const void* src;
   bool valid;
-  bool committed;
+  int group;  // index of its commit group in this thread, -1 until cp.async.commit_group
 };
 
 struct Thread {
@@ -117,6 +116,7 @@ struct Thread {
   int line = 0;
   int parity = 0;  // exchange buffer of its next warp collective
   std::vector<AsyncCopyRecord> copies;
+  int committed_groups = 0;
   FiberContext fiber;
   void* asan_fake_stack = nullptr;
 };

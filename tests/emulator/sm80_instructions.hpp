@@ -9,8 +9,8 @@
 //                             2*quad + 8*(r/2) + {0,1}; B 16x8: register r holds k = 2*quad + 8r
 //                             + {0,1} of column group; C/D f32 16x8: element i is row
 //                             group + 8*(i/2), column 2*quad + i%2.
-//   cp.async 16 bytes         lands by cp.async.wait_group 0 of a committed group; src-size 0
-//                             writes zeros.
+//   cp.async 16 bytes         lands by the cp.async.wait_group N that leaves at most N newer
+//                             committed groups pending; src-size 0 writes zeros.
 // The kernel computes these positions with mma_layout.hpp; this file does not use it, so the
 // two are independent statements of the same tables.
 #pragma once
@@ -86,29 +86,37 @@ inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   engine.require_shared(smem, 16, "cp.async destination");
   if (valid && reinterpret_cast<std::uintptr_t>(gmem) % 16 != 0)
     ::ansan::emulator::detail::fail("cp.async source not 16-byte aligned");
-  const ::ansan::emulator::detail::AsyncCopyRecord copy{smem, gmem, valid, false};
+  const ::ansan::emulator::detail::AsyncCopyRecord copy{smem, gmem, valid, -1};
   if (::ansan::emulator::options().async_copy == ::ansan::emulator::AsyncCopy::at_issue)
     emulated::land(copy);
   else
     engine.self().copies.push_back(copy);
 }
 
+// Closes a group of this thread's uncommitted copies (an empty group when there are none).
 inline void cp_async_commit() {
-  for (auto& copy : ::ansan::emulator::detail::engine().self().copies) copy.committed = true;
+  auto& self = ::ansan::emulator::detail::engine().self();
+  for (auto& copy : self.copies)
+    if (copy.group < 0) copy.group = self.committed_groups;
+  ++self.committed_groups;
 }
 
-// cp.async.wait_group 0: every committed copy has landed; uncommitted ones may still be in flight.
-inline void cp_async_wait_all() {
-  auto& copies = ::ansan::emulator::detail::engine().self().copies;
+// cp.async.wait_group Pending: every committed group but the Pending most recent has landed;
+// uncommitted copies may still be in flight.
+template <int Pending>
+void cp_async_wait_group() {
+  static_assert(Pending >= 0, "a count of groups");
+  auto& self = ::ansan::emulator::detail::engine().self();
   std::vector<::ansan::emulator::detail::AsyncCopyRecord> in_flight;
-  for (const auto& copy : copies) {
-    if (copy.committed)
+  for (const auto& copy : self.copies) {
+    if (copy.group >= 0 && copy.group < self.committed_groups - Pending)
       emulated::land(copy);
     else
       in_flight.push_back(copy);
   }
-  copies.swap(in_flight);
+  self.copies.swap(in_flight);
 }
+inline void cp_async_wait_all() { cp_async_wait_group<0>(); }
 
 inline void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
   emulated::ldmatrix(r, smem, false);

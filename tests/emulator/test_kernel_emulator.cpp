@@ -237,6 +237,32 @@ TEST_CASE("what a GPU would hang on or corrupt throws emulation_error") {
   }
 }
 
+TEST_CASE("cp.async.wait_group N leaves the N newest committed groups in flight") {
+  alignas(16) const float source[8] = {1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, 8.f};
+  float seen[3][2] = {};  // (s[0], s[4]) after wait_group 2, 1, 0
+  REQUIRE(launch(1, 32, 64, [&] {
+            float* s = kd::dynamic_shared_memory<float>();
+            if (threadIdx.x == 0) {
+              kd::cp_async_16(s, source, true);
+              kd::cp_async_commit();  // group 0
+              kd::cp_async_16(s + 4, source + 4, true);
+              kd::cp_async_commit();  // group 1
+              kd::cp_async_commit();  // group 2, empty
+              kd::cp_async_wait_group<2>();
+              seen[0][0] = s[0], seen[0][1] = s[4];
+              kd::cp_async_wait_group<1>();
+              seen[1][0] = s[0], seen[1][1] = s[4];
+              kd::cp_async_wait_group<0>();
+              seen[2][0] = s[0], seen[2][1] = s[4];
+            }
+          }) == cudaSuccess);
+  CHECK(seen[0][0] == 1.f);
+  CHECK(std::isnan(seen[0][1]));  // group 1 is one of the two newest: may be in flight
+  CHECK(seen[1][0] == 1.f);
+  CHECK(seen[1][1] == 5.f);
+  CHECK(seen[2][1] == 5.f);
+}
+
 TEST_CASE("launch configurations a GPU refuses return its error") {
   const auto nothing = [] {};
   CHECK(emu::launch(dim3(0), dim3(32), 0, nothing) == cudaErrorInvalidConfiguration);

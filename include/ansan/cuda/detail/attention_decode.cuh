@@ -9,7 +9,7 @@
 // Grid (splits, heads_kv, B). A thread block takes one KV head of one sequence and one split of
 // its key rows, and every query row of that sequence times the query heads sharing the KV head
 // (GQA: K and V are read once for the whole group), 8 (token, head) rows per pass:
-//   K, V tile          (64 keys, cp.async into shared memory)
+//   K, V tile          (64 keys, cp.async into shared memory; V lands during S and softmax)
 //   S = scale * Q K^T  (thread = key, 16-byte vector reads from shared)
 //   online softmax per row (one warp per row)
 //   O += P V           (thread = 16 bytes of head dims for 1-2 rows)
@@ -111,16 +111,21 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
         if (tid < keys) sKey[tid] = p.key(k_begin + key0 + tid);
       }
       // cp.async: the whole tile (16 KiB of K and of V at head_dim 128) in flight at once, in
-      // no registers; rows past the split's end are zero-filled.
-      for (int i = tid; i < kKeys * Tr::kThreadsPerRow; i += Tr::kThreads) {
-        const int c = i / Tr::kThreadsPerRow, d = (i % Tr::kThreadsPerRow) * kVec;
-        const bool valid = c < keys;
-        const std::int32_t row = k_begin + key0 + (valid ? c : 0);
-        cp_async_16(&sK[c * Tr::kKeyStride + d], p.k_row(row, h_kv) + d, valid);
-        cp_async_16(&sV[c * Dim + d], p.v_row(row, h_kv) + d, valid);
-      }
-      cp_async_commit();
-      cp_async_wait_all();
+      // no registers, K and V as two groups so that V still lands during S and the softmax;
+      // rows past the split's end are zero-filled.
+      const auto load = [&](T* tile, int stride, const T* base, index_t stride_t,
+                            index_t stride_h) {
+        for (int i = tid; i < kKeys * Tr::kThreadsPerRow; i += Tr::kThreads) {
+          const int c = i / Tr::kThreadsPerRow, d = (i % Tr::kThreadsPerRow) * kVec;
+          const bool valid = c < keys;
+          const std::int32_t row = k_begin + key0 + (valid ? c : 0);
+          cp_async_16(&tile[c * stride + d], base + row * stride_t + h_kv * stride_h + d, valid);
+        }
+        cp_async_commit();
+      };
+      load(sK, Tr::kKeyStride, p.k, p.k_stride_t, p.k_stride_h);
+      load(sV, Dim, p.v, p.v_stride_t, p.v_stride_h);
+      cp_async_wait_group<1>();  // K has landed
       __syncthreads();
 
       {  // S = (scale Q) K^T: thread = key c, rows r0, r0+2, r0+4, r0+6
@@ -155,6 +160,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
           sMax[r] = new_max;
         }
       }
+      cp_async_wait_all();  // V has landed
       __syncthreads();
 
       for (int i = 0; i < Tr::kRowsPerThread; ++i) {  // O = O * rescale + P V

@@ -1,6 +1,7 @@
-// ansan/cuda/detail/mma_sm80.cuh - the sm_80 instructions the tensor-core kernel uses, as
-// inline PTX: mma.sync m16n8k16 (fp16/bf16 in, f32 accumulate), ldmatrix .x4 (plain and
-// .trans) and cp.async with zero fill. Which lane holds which element is in mma_layout.hpp.
+// ansan/cuda/detail/mma_sm80.cuh - the sm_80 instructions of the tensor-core and decode
+// kernels, as inline PTX: mma.sync m16n8k16 (fp16/bf16 in, f32 accumulate), ldmatrix .x4 (plain
+// and .trans) and cp.async with zero fill and commit groups. Which lane holds which element is
+// in mma_layout.hpp.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,7 +27,12 @@ ANSAN_DEVICE void cp_async_16(void* smem, const void* gmem, bool valid) {
                "l"(gmem), "r"(src_bytes));
 }
 ANSAN_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-ANSAN_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most `Pending` of this thread's most recently committed groups are in flight.
+template <int Pending>
+ANSAN_DEVICE void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
+}
+ANSAN_DEVICE void cp_async_wait_all() { cp_async_wait_group<0>(); }
 
 // Four 8x8 matrices of 16-bit elements; lane l gives the address of row l % 8 of matrix l / 8.
 ANSAN_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
