@@ -11,8 +11,11 @@
 //                           decode's GB/s (K and V bytes read per second) is compared with
 // Timing: CUDA events around each call, the median of `kRepeats` calls per iteration, inputs
 // rotated over enough copies to defeat the 50 MB L2. Counters: ms (median), visible pairs,
-// TFLOP/s on visible work (4 * head_dim flops per visible pair per head), GB/s for decode.
+// TFLOP/s on visible work (4 * head_dim flops per visible pair per head) and on computed work
+// (every pair of the (warp, key tile) products the kernel multiplies), GB/s for decode.
 //
+// `bench_attention_cuda --work` prints, without a GPU, the work the tensor kernel's tile walk
+// does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
 // Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
 // timing of our kernel (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits as
@@ -34,6 +37,7 @@
 
 #include "ansan/cuda/attention.cuh"
 #include "ansan/cuda/detail/device_buffer.cuh"
+#include "ansan/cuda/prefill_work.hpp"
 #include "ansan/detail/npy.hpp"
 #include "ansan/flex_block_mask.hpp"
 #include "ansan/layout.hpp"
@@ -68,22 +72,6 @@ DeviceBuffer<T> upload(const std::vector<T>& host) {
   DeviceBuffer<T> d(host.size());
   if (!host.empty()) ANSAN_CUDA_THROW(cudaMemcpy(d.data(), host.data(), d.bytes(), cudaMemcpyHostToDevice));
   return d;
-}
-
-// Visible (query, key) pairs of one head: local band plus retained prefix per row, computed
-// with the kernels' own row_keys over the whole sequence.
-double visible_pairs(const ansan::AnchorLayout& L, const ansan::MaskPolicy& policy) {
-  std::vector<std::int32_t> prefix(L.pos.size() + 1, 0);
-  for (std::size_t t = 0; t < L.pos.size(); ++t)
-    prefix[t + 1] = prefix[t] + ansan::is_retained(policy, ansan::KeyInfo{L.pos[t], L.is_anchor[t] != 0});
-  double pairs = 0;
-  for (std::int32_t b = 0; b < L.batch(); ++b)
-    for (std::int32_t i = 0; i < L.seq_len(b); ++i) {
-      const auto rk = ansan::cuda::detail::row_keys(policy, L.query(b, i), L.pos.data(), prefix.data(),
-                                                    L.cu_seqlens[std::size_t(b)], L.cu_seqlens[std::size_t(b) + 1]);
-      pairs += double(rk.local_end - rk.local_begin) + rk.retained;
-    }
-  return pairs;
 }
 
 // One prefill problem on the device, with `copies` rotated input sets.
@@ -168,17 +156,20 @@ double median_ms(F&& f, int repeats) {
 void report_prefill(benchmark::State& state, Prefill& problem) {
   problem.run(0);  // warm-up (and first-launch costs)
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  const double pairs = visible_pairs(problem.layout, problem.policy);
+  const ansan::cuda::PrefillWork work = ansan::cuda::prefill_work(problem.layout, problem.policy);
   double ms = 0;
   for (auto _ : state) {
     ms = median_ms([&](int i) { problem.run(i % problem.copies); }, kRepeats);
     state.SetIterationTime(ms / 1e3);
   }
-  const double flops = pairs * kHeadsQ * 4.0 * kDim;
+  const double flops_per_pair = kHeadsQ * 4.0 * kDim;
   state.counters["ms"] = ms;
-  state.counters["visible_pairs"] = pairs;
-  state.counters["density"] = pairs / (double(problem.n) * (problem.n + 1) / 2);  // of causal
-  state.counters["TFLOPps"] = flops / (ms * 1e-3) / 1e12;
+  state.counters["visible_pairs"] = work.visible_pairs;
+  state.counters["density"] = work.visible_pairs / work.causal_pairs;
+  state.counters["TFLOPps"] = work.visible_pairs * flops_per_pair / (ms * 1e-3) / 1e12;
+  // The rate on what the tensor cores multiplied (masked pairs of computed tiles included):
+  // the number to hold against the GPU's mma.sync rate.
+  state.counters["TFLOPps_computed"] = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
 }
 
 void BM_prefill(benchmark::State& state) {
@@ -331,7 +322,7 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   const ansan::FlexBlockMask mask = ansan::flex_block_mask(problem.layout, problem.policy, block);
   ansan::save_flex_block_mask(mask, problem.layout, dir);
-  const double pairs = visible_pairs(problem.layout, problem.policy);
+  const double pairs = ansan::cuda::prefill_work(problem.layout, problem.policy).visible_pairs;
   std::ofstream meta(dir + "/meta_ours.json");
   meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ << ", \"heads_kv\": " << kHeadsKV
        << ", \"dim\": " << kDim << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim))
@@ -356,6 +347,31 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   return 0;
 }
 
+// --work mode (no GPU needed): what the tensor kernel's tile walk does on each prefill shape
+// of this benchmark, counted on the host (ansan/cuda/prefill_work.hpp), as a Markdown table.
+int work() {
+  std::printf(
+      "| mask | n | L | visible pairs | computed pairs | visible / computed | causal / computed "
+      "| K+V tile bytes read |\n|---|---|---|---|---|---|---|---|\n");
+  const auto row = [](const char* name, std::int32_t n, double mean_segment,
+                      const ansan::MaskPolicy& policy) {
+    const ansan::cuda::PrefillWork w =
+        ansan::cuda::prefill_work(Prefill::make_layout(n, mean_segment, 2402), policy);
+    const double tile_bytes =
+        2.0 * w.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;  // K and V, every query head
+    std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.3g GB |\n", name, n, mean_segment,
+                w.visible_pairs, w.computed_pairs(), w.visible_pairs / w.computed_pairs(),
+                w.causal_pairs / w.computed_pairs(), w.loaded_tiles * tile_bytes / 1e9);
+  };
+  for (std::int32_t n : {4096, 16384, 65536})
+    for (double mean_segment : {8.0, 20.0, 64.0})
+      row("anllm", n, mean_segment, ansan::MaskPolicy::anllm());
+  for (std::int32_t n : {4096, 16384}) row("causal", n, 20.0, ansan::MaskPolicy::causal());
+  std::printf("per head; bytes for all %d query heads (K/V rows are read once per query head)\n",
+              kHeadsQ);
+  return 0;
+}
+
 }  // namespace bench_attention
 
 int main(int argc, char** argv) {
@@ -371,6 +387,8 @@ int main(int argc, char** argv) {
     else if (arg.rfind("--L=", 0) == 0) mean_segment = std::stod(arg.substr(4));
     else if (arg.rfind("--block=", 0) == 0) block = std::stoi(arg.substr(8));
     else if (arg == "--tensors") tensors = true;
+    else if (arg == "--work")
+      return bench_attention::work();
   }
   if (!dump_dir.empty()) return bench_attention::dump(dump_dir, n, mean_segment, tensors, block);
   benchmark::Initialize(&argc, argv);

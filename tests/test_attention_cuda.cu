@@ -332,12 +332,16 @@ TEST_CASE("sanitizer: simt") {
 TEST_CASE("sanitizer: tensor") {
   std::mt19937 rng(2);
   const AnchorLayout L = test::random_layout(rng, 3, 150, 5.0);
-  check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "sanitizer"), {AttentionKernel::tensor});
+  for (int dim : {128, 256})  // Q fragments held in registers, then re-read from shared memory
+    check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, dim), "sanitizer"),
+                    {AttentionKernel::tensor});
 }
 TEST_CASE("sanitizer: decode") {
   std::mt19937 rng(3);
   const AnchorLayout L = test::random_layout(rng, 4, 300, 5.0);
-  check_all<bf16>(rng, decode_problem(rng, L, MaskPolicy::anllm(), shape(8, 2, 128), 2), {AttentionKernel::decode});
+  for (int dim : {128, 256})
+    check_all<bf16>(rng, decode_problem(rng, L, MaskPolicy::anllm(), shape(8, 2, dim), 2),
+                    {AttentionKernel::decode});
 }
 
 }  // namespace attention_cuda_test

@@ -1,7 +1,8 @@
 // The key-range arithmetic of the CUDA attention kernels (cuda/detail/attention_tiles.hpp),
 // on the host: a row's local band plus its retained prefix is exactly the set the predicate
 // ansan::visible allows, tiles classified "none"/"full" really are, decode splits partition
-// the keys, and the query-tile table maps every tile to its sequence.
+// the keys, the query-tile table maps every tile to its sequence, and prefill_work counts
+// what the tensor kernel's walk does.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/cuda/prefill_work.hpp"
 #include "ansan/layout.hpp"
 #include "ansan/policy.hpp"
 #include "support/random_layouts.hpp"
@@ -197,8 +199,13 @@ namespace {
 //   block_rows / warp_rows / tile_keys: the kernel's tile shape
 //   predicate_in_partial: simt asks visible_retained / visible_local per element, the tensor
 //   kernel compares indices (tile_element_seen) with a per-warp class
-void replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::mt19937& rng, int block_rows,
-                 int warp_rows, int tile_keys, bool predicate_in_partial) {
+// Returns the tiles it loaded and the (warp, tile) products it did not skip.
+struct WalkCounts {
+  double loaded_tiles = 0, warp_tiles = 0;
+};
+WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::mt19937& rng,
+                       int block_rows, int warp_rows, int tile_keys, bool predicate_in_partial) {
+  WalkCounts counts;
   // Keys: each sequence's kept positions after a few slack rows, in one buffer.
   std::bernoulli_distribution kept(keep);
   std::vector<std::int32_t> k_pos, k_begin, k_end;
@@ -234,12 +241,14 @@ void replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::m
         return bounds;
       };
       const TileWalk walk{bounds_of(0, rows, 0), bounds_of(0, rows, 1), tile_keys};
+      counts.loaded_tiles += walk.count();
       std::vector<std::vector<int>> count(std::size_t(rows), std::vector<int>(std::size_t(ke - kb), 0));
       for (std::int32_t j = 0; j < walk.count(); ++j) {
         const int part = walk.part(j);
         const std::int32_t begin = walk.begin(j);
         for (std::int32_t w0 = 0; w0 < rows; w0 += warp_rows) {
           const TileMask mask = classify_tile(bounds_of(w0, w0 + warp_rows, part), begin, begin + tile_keys);
+          if (mask != TileMask::none) counts.warp_tiles += 1;
           for (std::int32_t r = w0; r < std::min(w0 + warp_rows, rows); ++r)
             for (std::int32_t index = begin; index < begin + tile_keys; ++index) {
               const std::int32_t row = walk.holds(j, index) ? (part == 0 ? retained_rows[std::size_t(retained_base + index)] : index) : -1;
@@ -266,6 +275,7 @@ void replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::m
         }
     }
   }
+  return counts;
 }
 
 }  // namespace
@@ -278,5 +288,44 @@ TEST_CASE("tile walks of the tensor and simt kernels add each visible pair exact
       const double keep = trial % 2 ? 1.0 : 0.75;
       replay_walk(p, L, keep, rng, 64, 16, 64, false);  // attention_mma_sm80.cuh
       replay_walk(p, L, keep, rng, 16, 16, 32, true);   // attention_simt.cuh (block-level class)
+    }
+}
+
+TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against the replay") {
+  // Causal, one sequence of 128: block 0 walks key tile 0 with its 4 warps; block 1 walks tiles
+  // 0 (full for every warp) and 1 (partial for every warp).
+  const std::vector<std::uint8_t> none(128, 0);
+  const ansan::cuda::PrefillWork hand = ansan::cuda::prefill_work(
+      build_layout_from_flags(none, std::vector<std::int32_t>{0, 128}), MaskPolicy::causal());
+  CHECK(hand.query_tiles == 2);
+  CHECK(hand.loaded_tiles == 3);
+  CHECK(hand.warp_tiles == 12);
+  CHECK(hand.computed_pairs() == 12 * 16 * 64);
+  CHECK(hand.visible_pairs == 128 * 129 / 2);
+  CHECK(hand.causal_pairs == 128 * 129 / 2);
+
+  std::mt19937 rng(777);
+  for (const MaskPolicy& p : test::all_policies())
+    for (int trial = 0; trial < 6; ++trial) {
+      const AnchorLayout L =
+          test::random_layout(rng, 1 + trial % 3, trial % 2 ? 300 : 120, 2.0 + 4 * trial);
+      double visible_pairs = 0;
+      for (std::int32_t b = 0; b < L.batch(); ++b)
+        for (std::int32_t i = 0; i < L.seq_len(b); ++i)
+          for (std::int32_t j = 0; j < L.seq_len(b); ++j) {
+            const std::size_t t = std::size_t(L.cu_seqlens[std::size_t(b)] + j);
+            visible_pairs +=
+                visible(p, L.query(b, i), KeyInfo{L.pos[t], L.is_anchor[t] != 0}) ? 1 : 0;
+          }
+      for (const TileShape shape : {ansan::cuda::detail::kTensorTileShape, TileShape{16, 16, 32}}) {
+        const WalkCounts replayed =
+            replay_walk(p, L, 1.0, rng, shape.block_rows, shape.warp_rows, shape.tile_keys, false);
+        const ansan::cuda::PrefillWork work = ansan::cuda::prefill_work(L, p, shape);
+        CAPTURE(policy_name(p));
+        CHECK(work.loaded_tiles == replayed.loaded_tiles);
+        CHECK(work.warp_tiles == replayed.warp_tiles);
+        CHECK(work.visible_pairs == visible_pairs);
+        CHECK(work.computed_pairs() >= work.visible_pairs);
+      }
     }
 }

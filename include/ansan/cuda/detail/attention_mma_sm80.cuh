@@ -36,9 +36,9 @@ namespace ansan::cuda::detail {
 
 template <class T, int Dim>
 struct TensorTraits {
-  static constexpr int kRows = 64;  // query rows per thread block
-  static constexpr int kKeys = 64;  // keys per tile
-  static constexpr int kWarps = 4;
+  static constexpr int kRows = kTensorTileShape.block_rows;  // query rows per thread block
+  static constexpr int kKeys = kTensorTileShape.tile_keys;   // keys per tile
+  static constexpr int kWarps = kRows / kTensorTileShape.warp_rows;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kChunks = Dim / 8;      // 16-byte chunks per row
   static constexpr int kKSteps = Dim / 16;     // k-steps of S = Q K^T
@@ -55,7 +55,7 @@ struct TensorTraits {
   }
 };
 
-constexpr int kTensorRows = 64;
+constexpr int kTensorRows = kTensorTileShape.block_rows;
 
 template <class T, int Dim>
 __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)

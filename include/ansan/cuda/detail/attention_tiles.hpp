@@ -120,6 +120,13 @@ struct TileWalk {
   }
 };
 
+// A prefill kernel's tiles: query rows per thread block, query rows per warp (the rows one
+// none/full/partial class covers), keys per key tile.
+struct TileShape {
+  std::int32_t block_rows, warp_rows, tile_keys;
+};
+constexpr TileShape kTensorTileShape{64, 16, 64};  // attention_mma_sm80.cuh
+
 // Whether a kernel counts `index` of a tile of `part` for a row with keys `rk`, given the
 // tile's class for the rows being computed: visible_retained / visible_local in index form.
 ANSAN_HOST_DEVICE bool tile_element_seen(TileMask mask, int part, const RowKeys& rk, std::int32_t index) {

@@ -1,0 +1,90 @@
+// ansan/cuda/prefill_work.hpp - how much work the tensor-core prefill does on a layout, counted
+// on the host by replaying its tile walk (attention_tiles.hpp): no GPU needed.
+//
+//   const ansan::cuda::PrefillWork w = ansan::cuda::prefill_work(layout, MaskPolicy::anllm());
+//   w.computed_pairs() / w.visible_pairs      // tile overhead: pairs multiplied but masked
+//   w.causal_pairs / w.computed_pairs()       // the kernel's work against dense causal
+//
+// A thread block takes 64 query rows and walks 64-key tiles; a warp (16 rows) skips a tile no
+// row of it sees and otherwise multiplies all 16 x 64 (query, key) pairs of it, in S = Q K^T and
+// again in O += P V. So at head_dim D the kernel runs 4 * D flops per computed pair, and reads
+// two tiles of 64 x D (K and V) per loaded tile. A benchmark divides these counts by its time
+// (bench_attention_cuda: TFLOP/s on executed work beside TFLOP/s on visible work).
+//
+// Counts are per attention head, for a whole-text prefill (keys = queries of the layout).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/layout.hpp"
+#include "ansan/policy.hpp"
+
+namespace ansan::cuda {
+
+struct PrefillWork {
+  double visible_pairs = 0;  // (query, key) pairs the mask lets through
+  double causal_pairs = 0;   // n (n + 1) / 2 summed over sequences: a dense causal kernel's work
+  double query_tiles = 0;    // thread blocks
+  double loaded_tiles = 0;   // key tiles the blocks walk (each: tile_keys rows of K and of V)
+  double warp_tiles = 0;     // (warp, key tile) products not skipped
+  detail::TileShape shape = detail::kTensorTileShape;
+
+  double computed_pairs() const { return warp_tiles * shape.warp_rows * shape.tile_keys; }
+};
+
+// Replays the walk of attention_mma_sm80.cuh (or of another kernel with per-warp classes and
+// the given shape) over every sequence of `layout` under `policy`.
+inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& policy,
+                                const detail::TileShape& shape = detail::kTensorTileShape) {
+  using detail::TileBounds;
+  PrefillWork work;
+  work.shape = shape;
+  // Key rows are the tokens (key row t = token t), so the retained-key prefix of
+  // attention_plan.cuh runs over the layout's tokens.
+  std::vector<std::int32_t> retained_prefix(layout.pos.size() + 1, 0);
+  for (std::size_t t = 0; t < layout.pos.size(); ++t)
+    retained_prefix[t + 1] =
+        retained_prefix[t] +
+        (is_retained(policy, KeyInfo{layout.pos[t], layout.is_anchor[t] != 0}) ? 1 : 0);
+  std::vector<detail::RowKeys> rows;
+  for (std::int32_t b = 0; b < layout.batch(); ++b) {
+    const std::int32_t begin = layout.cu_seqlens[std::size_t(b)], n = layout.seq_len(b);
+    work.causal_pairs += 0.5 * double(n) * double(n + 1);
+    for (std::int32_t q0 = 0; q0 < n; q0 += shape.block_rows) {
+      const std::int32_t count = n - q0 < shape.block_rows ? n - q0 : shape.block_rows;
+      rows.clear();
+      for (std::int32_t r = 0; r < count; ++r) {
+        rows.push_back(detail::row_keys(policy, layout.query(b, q0 + r), layout.pos.data(),
+                                        retained_prefix.data(), begin, begin + n));
+        work.visible_pairs +=
+            double(rows.back().local_end - rows.back().local_begin) + rows.back().retained;
+      }
+      const auto bounds_of = [&](std::int32_t r0, std::int32_t r1, int part) {
+        TileBounds bounds = TileBounds::empty();
+        for (std::int32_t r = r0; r < r1 && r < count; ++r) {
+          const detail::RowKeys& rk = rows[std::size_t(r)];
+          part == 0 ? bounds.add(0, rk.retained) : bounds.add(rk.local_begin, rk.local_end);
+        }
+        return bounds;
+      };
+      const detail::TileWalk walk{bounds_of(0, count, 0), bounds_of(0, count, 1), shape.tile_keys};
+      work.query_tiles += 1;
+      work.loaded_tiles += walk.count();
+      for (std::int32_t w0 = 0; w0 < count; w0 += shape.warp_rows) {
+        const TileBounds warp[2] = {bounds_of(w0, w0 + shape.warp_rows, 0),
+                                    bounds_of(w0, w0 + shape.warp_rows, 1)};
+        for (std::int32_t j = 0; j < walk.count(); ++j) {
+          const std::int32_t first = walk.begin(j);
+          if (detail::classify_tile(warp[walk.part(j)], first, first + shape.tile_keys) !=
+              detail::TileMask::none)
+            work.warp_tiles += 1;
+        }
+      }
+    }
+  }
+  return work;
+}
+
+}  // namespace ansan::cuda
