@@ -274,10 +274,11 @@ int main(int argc, char** argv) {
                     : ("weights from " + opt.load).c_str());
     if (!opt.save.empty()) std::printf("weights saved to %s\n", opt.save.c_str());
     if (gpu)
-      std::printf("device: gpu (--device %s): attention and the KV caches on the GPU "
-                  "(ansan::cuda::attention, SIMT kernel for fp32; ansan::cuda::KVCache); "
-                  "matmuls, norms and RoPE on the CPU\n",
-                  opt.device.c_str());
+      std::printf(
+          "device: gpu (--device %s): attention and the KV caches on the GPU "
+          "(ansan::cuda::attention_forward, SIMT kernel for fp32; ansan::cuda::KVCache); "
+          "matmuls, norms and RoPE on the CPU\n",
+          opt.device.c_str());
     else
       std::printf("device: cpu (--device %s%s): attention ansan::cpu::attention_forward, %s\n",
                   opt.device.c_str(), opt.device == "cpu" ? "" : kNoGpuReason,

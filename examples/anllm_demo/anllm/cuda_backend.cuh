@@ -3,7 +3,9 @@
 //
 // Only attention and the KV caches are on the GPU: each layer's K/V cache is an
 // ansan::cuda::KVCache<float> in device memory, and attention runs through
-// ansan::cuda::attention<float> (its SIMT kernel, the one that takes fp32). The model's
+// ansan::cuda::attention_forward<float> (its SIMT kernel, the one that takes fp32) with temp
+// storage kept across calls: this backend builds the metadata itself, so it skips the host-side
+// validation (and per-call allocation) of ansan::cuda::attention. The model's
 // matmuls, norms and RoPE stay on the CPU (model.hpp), so every layer call copies its rotated
 // q, k, v to the device and the attention output back: a readable split, not a fast one.
 //
@@ -29,7 +31,8 @@ class CudaAttention {
   using Cache = ansan::cuda::KVCache<float>;
 
   static const char* name() {
-    return "GPU (ansan::cuda::attention, device KV caches; matmuls, norms and RoPE on the CPU)";
+    return "GPU (ansan::cuda::attention_forward, device KV caches; matmuls, norms and RoPE on the "
+           "CPU)";
   }
 
   Cache make_cache(const ModelConfig& c, const ansan::MaskPolicy& policy,
@@ -65,7 +68,7 @@ class CudaAttention {
     args.q_pos = args.k_pos = d_pos;
     args.q_seg_start = d_pos + tokens;
     args.q_is_anchor = args.k_is_anchor = d_anchor_.data();
-    ansan::cuda::attention(args);  // synchronises
+    forward(args, 0);
     download(out.data(), d_out_.data(), std::size_t(out.size()));
   }
 
@@ -91,13 +94,22 @@ class CudaAttention {
     cache.bind_keys(args);
     bind_queries(args, c, d_q_.data(), d_out_.data(), tokens, d_meta_.data(), d_meta_.data() + 2,
                  d_meta_.data() + 2 + tokens, d_anchor_.data(), policy);
-    ansan::cuda::attention(args, cache.stream());  // synchronises
+    forward(args, cache.stream());
     download(out.data(), d_out_.data(), std::size_t(out.size()));
   }
 
   std::int64_t reduce(Cache& cache) const { return cache.reduce(); }
 
  private:
+  // Attention into d_out_, temp storage grown to the largest call; ordered before download()
+  // (the default stream, which the caches use too).
+  void forward(const ansan::AttentionArgs<float>& args, cudaStream_t stream) {
+    std::size_t bytes = 0;
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, bytes, args, stream));
+    reserve(d_temp_, bytes);
+    bytes = d_temp_.size();
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(d_temp_.data(), bytes, args, stream));
+  }
   template <class E>
   static void reserve(ansan::cuda::detail::DeviceBuffer<E>& buffer, std::size_t count) {
     if (buffer.size() < count) buffer = ansan::cuda::detail::DeviceBuffer<E>(count + count / 2);
@@ -123,6 +135,7 @@ class CudaAttention {
   ansan::cuda::detail::DeviceBuffer<float> d_out_;           // (tokens, heads*head_dim)
   ansan::cuda::detail::DeviceBuffer<std::int32_t> d_meta_;   // (2 + 2*tokens)
   ansan::cuda::detail::DeviceBuffer<std::uint8_t> d_anchor_; // (tokens)
+  ansan::cuda::detail::DeviceBuffer<char> d_temp_;           // attention_forward's temp storage
 };
 
 }  // namespace anllm
