@@ -36,11 +36,12 @@ using ansan::test::expected_cache;
 using ansan::test::random_text;
 using ansan::test::relative_error;
 
+constexpr int kHeadDims[3] = {8, 16, 16};  // of the random models
 anllm::ModelConfig random_config(std::mt19937& rng) {
-  return ansan::test::random_config(rng, {8, 16, 16});
+  return ansan::test::random_config(rng, kHeadDims);
 }
 anllm::Weights random_weights(std::mt19937& rng) {
-  return ansan::test::random_weights(rng, {8, 16, 16});
+  return ansan::test::random_weights(rng, kHeadDims);
 }
 
 ansan::AnchorLayout layout_of(const std::vector<std::int32_t>& ids, const Tokenizer& tok,
@@ -311,11 +312,8 @@ TEST_CASE("exactness: anchor-based inference equals the whole text under the AnL
   int reductions_checked = 0;
   for (int trial = 0; trial < 48; ++trial) {
     CAPTURE(trial);
-    const anllm::Weights w = random_weights(rng);
-    const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
-    const auto ids = tok.encode(random_text(rng, 1 + int(rng() % 80)));
-    // A prompt of at least one token (<bos>); the rest is teacher-forced token by token.
-    reductions_checked += check_anchor_inference(w, tok, ids, 1 + rng() % ids.size());
+    const ansan::test::RandomCase c = ansan::test::random_case(rng, trial, 80, kHeadDims);
+    reductions_checked += check_anchor_inference(c.weights, c.tok, c.ids, c.prompt_len);
   }
   CHECK(reductions_checked > 100);
 }

@@ -26,16 +26,10 @@ using anllm::AnchorMode;
 using anllm::Matrix;
 using anllm::Tokenizer;
 using ansan::test::expected_cache;
-using ansan::test::random_text;
 using ansan::test::relative_error;
 
 // The SIMT kernel takes any head_dim up to 256: include a realistic one.
-anllm::ModelConfig random_config(std::mt19937& rng) {
-  return ansan::test::random_config(rng, {8, 16, 64});
-}
-anllm::Weights random_weights(std::mt19937& rng) {
-  return ansan::test::random_weights(rng, {8, 16, 64});
-}
+constexpr int kHeadDims[3] = {8, 16, 64};
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());
@@ -131,17 +125,15 @@ TEST_CASE("gpu backend: logits of (b) and (c) and the caches equal the cpu backe
   int reductions_compared = 0;
   for (int trial = 0; trial < 12; ++trial) {
     CAPTURE(trial);
-    const anllm::Weights w = random_weights(rng);
-    const Tokenizer tok{trial % 2 ? AnchorMode::ep : AnchorMode::ac};
-    const auto ids = tok.encode(random_text(rng, 1 + int(rng() % 40)));
-    reductions_compared += compare_backends(w, tok, ids, 1 + rng() % ids.size());
+    const ansan::test::RandomCase c = ansan::test::random_case(rng, trial, 40, kHeadDims);
+    reductions_compared += compare_backends(c.weights, c.tok, c.ids, c.prompt_len);
   }
   CHECK(reductions_compared > 20);
 }
 
 TEST_CASE("gpu backend: edge texts (no anchor, all anchors, a lone token)") {
   std::mt19937 rng(5);
-  const anllm::Weights w = anllm::init_weights(random_config(rng), 11);
+  const anllm::Weights w = anllm::init_weights(ansan::test::random_config(rng, kHeadDims), 11);
   for (const AnchorMode mode : {AnchorMode::ac, AnchorMode::ep}) {
     const Tokenizer tok{mode};
     for (const char* text : {"", "no sentence end here", "...!?", "Cat. Dog.\n\nEnd."}) {

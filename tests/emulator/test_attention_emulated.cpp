@@ -42,14 +42,18 @@ namespace emu = ansan::emulator;
 constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
                           kDecode = AttentionKernel::decode;
 
-// Runs alternate between warps in lockstep (forward order) and one warp at a time (reverse order).
+// Runs cycle through four emulations: warps in lockstep (forward order) or one warp at a time
+// (reverse order), with cp.async data landing at its wait_group or as soon as it is issued (a
+// copy that overwrites a tile other warps still read then shows).
 template <class T>
 void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& ref) {
   static int runs = 0;
   const emu::Stats before = emu::stats();
   const emu::Options defaults = emu::options();
-  if (runs++ % 2)
+  const int emulation = runs++ % 4;
+  if (emulation % 2)
     emu::options().schedule = emu::Schedule::reverse, emu::options().one_warp_at_a_time = true;
+  if (emulation >= 2) emu::options().async_copy = emu::AsyncCopy::at_issue;
   dp.poison_outputs();
   ansan::cuda::attention(dp.args(), 0, kernel);
   emu::options() = defaults;
@@ -183,11 +187,16 @@ TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
 TEST_CASE("results do not depend on thread order or on when cp.async data lands") {
   std::mt19937 rng(909);
   const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
+  // Decode over about 100 cached keys per sequence in one split: two tiles, so a tile's loads
+  // overwrite shared memory the previous tile was read from.
+  const AnchorLayout long_layout = test::random_layout(rng, 2, 500, 5.0);
+  emu::device().multiprocessors = 1;
   for (AttentionKernel kernel : {kSimt, kTensor, kDecode}) {
     const AttentionProblem pr =
         kernel == kDecode
-            ? test::decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, 64), 3)
+            ? test::decode_problem(rng, long_layout, MaskPolicy::anllm(), shape(4, 2, 64), 3)
             : test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 64), "schedules");
+    if (kernel == kDecode) REQUIRE(pr.cu_k[1] > 64);  // the first sequence's cache spans two tiles
     DeviceProblem<bf16> dp(rng, pr);
     const auto run = [&] {
       dp.poison_outputs();
@@ -212,4 +221,5 @@ TEST_CASE("results do not depend on thread order or on when cp.async data lands"
                         first.second.size() * sizeof(float)) == 0);
     }
   }
+  emu::device() = emu::Device{};
 }

@@ -1,4 +1,4 @@
-// tests/support/transformer_cases.hpp - random texts and models for the reference
+// tests/support/transformer_cases.hpp - random texts, models and trials for the reference
 // transformer's tests (host and GPU backends), and what its cache must hold (SPEC section 3).
 #pragma once
 
@@ -11,6 +11,7 @@
 
 #include "../../examples/anllm_demo/anllm/config.hpp"
 #include "../../examples/anllm_demo/anllm/model.hpp"
+#include "../../examples/anllm_demo/anllm/tokenizer.hpp"
 #include "ansan/layout.hpp"
 
 namespace ansan::test {
@@ -57,6 +58,27 @@ inline anllm::ModelConfig random_config(std::mt19937& rng, const int (&head_dims
 inline anllm::Weights random_weights(std::mt19937& rng, const int (&head_dims)[3]) {
   const anllm::ModelConfig c = random_config(rng, head_dims);
   return anllm::init_weights(c, rng());
+}
+
+// One trial of the random exactness tests: a random model, a tokenizer (EP on odd trials, AC
+// on even), a random text of 1..max_words words, and a prompt of 1..all of its tokens (the rest
+// is teacher-forced). Drawn in this order, one statement each.
+struct RandomCase {
+  anllm::Weights weights;
+  anllm::Tokenizer tok;
+  std::vector<std::int32_t> ids;
+  std::size_t prompt_len;
+};
+inline RandomCase random_case(std::mt19937& rng, int trial, int max_words,
+                              const int (&head_dims)[3]) {
+  RandomCase c{random_weights(rng, head_dims),
+               anllm::Tokenizer{trial % 2 ? anllm::AnchorMode::ep : anllm::AnchorMode::ac},
+               {},
+               0};
+  const int words = 1 + int(rng() % unsigned(max_words));
+  c.ids = c.tok.encode(random_text(rng, words));
+  c.prompt_len = 1 + rng() % c.ids.size();
+  return c;
 }
 
 // max |a - b| / max |a|: the relative error of b against a.
