@@ -113,18 +113,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
       // cp.async: the whole tile (16 KiB of K and of V at head_dim 128) in flight at once, in
       // no registers, K and V as two groups so that V still lands during S and the softmax;
       // rows past the split's end are zero-filled.
-      const auto load = [&](T* tile, int stride, const T* base, index_t stride_t,
-                            index_t stride_h) {
+      const auto load = [&](T* tile, int stride, auto row_of) {
         for (int i = tid; i < kKeys * Tr::kThreadsPerRow; i += Tr::kThreads) {
           const int c = i / Tr::kThreadsPerRow, d = (i % Tr::kThreadsPerRow) * kVec;
           const bool valid = c < keys;
-          const std::int32_t row = k_begin + key0 + (valid ? c : 0);
-          cp_async_16(&tile[c * stride + d], base + row * stride_t + h_kv * stride_h + d, valid);
+          cp_async_16(&tile[c * stride + d], row_of(k_begin + key0 + (valid ? c : 0)) + d, valid);
         }
         cp_async_commit();
       };
-      load(sK, Tr::kKeyStride, p.k, p.k_stride_t, p.k_stride_h);
-      load(sV, Dim, p.v, p.v_stride_t, p.v_stride_h);
+      load(sK, Tr::kKeyStride, [&](std::int32_t row) { return p.k_row(row, h_kv); });
+      load(sV, Dim, [&](std::int32_t row) { return p.v_row(row, h_kv); });
       cp_async_wait_group<1>();  // K has landed
       __syncthreads();
 
