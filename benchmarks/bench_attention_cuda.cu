@@ -9,10 +9,16 @@
 //   copy/cache:C            cudaMemcpyAsync device-to-device of the bytes decode reads: the
 //                           in-run bandwidth ceiling (bytes read + written per second) that
 //                           decode's GB/s (K and V bytes read per second) is compared with
+//   mma_peak                back-to-back mma.sync m16n8k16 (bf16, f32 accumulate) on every SM:
+//                           the in-run ceiling of the prefill's computed work
+//   l2_read                 16-byte L2-only loads (ld.global.cg, as cp.async.cg) over 16 MB,
+//                           which stays in L2: the ceiling of the prefill's K/V tile reads
 // Timing: CUDA events around each call, the median of `kRepeats` calls per iteration, inputs
 // rotated over enough copies to defeat the 50 MB L2. Counters: ms (median), visible pairs,
 // TFLOP/s on visible work (4 * head_dim flops per visible pair per head) and on computed work
-// (every pair of the (warp, key tile) products the kernel multiplies), GB/s for decode.
+// (every pair of the (warp, key tile) products the kernel multiplies) with its fraction of
+// mma_peak, the K/V tile bytes the blocks read per second with their fraction of l2_read, GB/s
+// for decode with its fraction of copy.
 //
 // `bench_attention_cuda --work` prints, without a GPU, the work the tensor kernel's tile walk
 // does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
@@ -37,6 +43,7 @@
 
 #include "ansan/cuda/attention.cuh"
 #include "ansan/cuda/detail/device_buffer.cuh"
+#include "ansan/cuda/detail/mma_sm80.cuh"
 #include "ansan/cuda/prefill_work.hpp"
 #include "ansan/detail/npy.hpp"
 #include "ansan/flex_block_mask.hpp"
@@ -153,6 +160,97 @@ double median_ms(F&& f, int repeats) {
   return ms[ms.size() / 2];
 }
 
+// --- in-run ceilings of the prefill -----------------------------------------------------------
+
+// Eight independent accumulators per warp keep the tensor pipe, not one dependency chain, busy.
+// Operands are ordinary bf16 values (never time on zeros).
+__global__ void __launch_bounds__(128) mma_peak_kernel(int iterations, float* sink) {
+  using ansan::cuda::detail::pack2;
+  const float x = 1.f + float(threadIdx.x) * (1.f / 256.f);
+  const std::uint32_t a[4] = {pack2<bf16>(x, 0.5f), pack2<bf16>(0.25f, x), pack2<bf16>(-x, 0.75f),
+                              pack2<bf16>(0.125f, -x)};
+  const std::uint32_t b0 = pack2<bf16>(0.5f, -0.25f), b1 = pack2<bf16>(x, 0.375f);
+  float acc[8][4] = {};
+  for (int it = 0; it < iterations; ++it)
+    for (int k = 0; k < 8; ++k) ansan::cuda::detail::mma_m16n8k16<bf16>(acc[k], a, b0, b1);
+  float total = 0.f;
+  for (int k = 0; k < 8; ++k)
+    for (int i = 0; i < 4; ++i) total += acc[k][i];
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = total;
+}
+
+// Every thread reads 16-byte words with ld.global.cg (L2, not L1, as the tile loads'
+// cp.async.cg do), grid-stride over `words`, `passes` times.
+__global__ void __launch_bounds__(256)
+    l2_read_kernel(const uint4* data, std::size_t words, int passes, unsigned* sink) {
+  unsigned x = 0;
+  for (int pass = 0; pass < passes; ++pass)
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < words;
+         i += std::size_t(gridDim.x) * blockDim.x) {
+      const uint4 w = __ldcg(data + i);
+      x ^= w.x ^ w.y ^ w.z ^ w.w;
+    }
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = x;
+}
+
+int multiprocessors() {
+  int device = 0, count = 0;
+  ANSAN_CUDA_THROW(cudaGetDevice(&device));
+  ANSAN_CUDA_THROW(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+// Measured once per run (by their own cases, or by the first prefill case that needs them).
+double mma_peak_tflops = 0, l2_read_tbps = 0;
+
+double measure_mma_peak() {
+  constexpr int kIterations = 512;           // about 0.1 s a launch on an H100
+  const int blocks = 8 * multiprocessors();  // 32 warps per SM
+  DeviceBuffer<float> sink(std::size_t(blocks) * 128);
+  const auto launch = [&](int) {
+    mma_peak_kernel<<<blocks, 128>>>(kIterations, sink.data());
+    ANSAN_CUDA_THROW(cudaGetLastError());
+  };
+  launch(0);
+  const double ms = median_ms(launch, 11);
+  const double flops = double(blocks) * 4 * kIterations * 8 * (2.0 * 16 * 8 * 16);
+  return flops / (ms * 1e-3) / 1e12;
+}
+
+double measure_l2_read() {
+  // A third of the H100's 50 MB L2: its two halves may each hold a copy of what all SMs read.
+  constexpr std::size_t kBytes = std::size_t(16) << 20;
+  constexpr int kPasses = 30;
+  const int blocks = 4 * multiprocessors();
+  DeviceBuffer<uint4> data(kBytes / sizeof(uint4));
+  DeviceBuffer<unsigned> sink(std::size_t(blocks) * 256);
+  ANSAN_CUDA_THROW(cudaMemset(data.data(), 0x5a, kBytes));
+  const auto launch = [&](int) {
+    l2_read_kernel<<<blocks, 256>>>(data.data(), data.size(), kPasses, sink.data());
+    ANSAN_CUDA_THROW(cudaGetLastError());
+  };
+  launch(0);  // the first pass of this one reads DRAM; the timed ones find the data in L2
+  const double ms = median_ms(launch, 11);
+  return double(kBytes) * kPasses / (ms * 1e-3) / 1e12;
+}
+
+void BM_mma_peak(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  for (auto _ : state) {
+    mma_peak_tflops = measure_mma_peak();
+    state.SetIterationTime(1e-3);  // the figure is the counter
+  }
+  state.counters["TFLOPps"] = mma_peak_tflops;
+}
+void BM_l2_read(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  for (auto _ : state) {
+    l2_read_tbps = measure_l2_read();
+    state.SetIterationTime(1e-3);
+  }
+  state.counters["TBps"] = l2_read_tbps;
+}
+
 void report_prefill(benchmark::State& state, Prefill& problem) {
   problem.run(0);  // warm-up (and first-launch costs)
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
@@ -167,9 +265,18 @@ void report_prefill(benchmark::State& state, Prefill& problem) {
   state.counters["visible_pairs"] = work.visible_pairs;
   state.counters["density"] = work.visible_pairs / work.causal_pairs;
   state.counters["TFLOPps"] = work.visible_pairs * flops_per_pair / (ms * 1e-3) / 1e12;
-  // The rate on what the tensor cores multiplied (masked pairs of computed tiles included):
-  // the number to hold against the GPU's mma.sync rate.
-  state.counters["TFLOPps_computed"] = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
+  // The rate on what the tensor cores multiplied (masked pairs of computed tiles included),
+  // and the K/V tile bytes the blocks read, each beside its in-run ceiling.
+  if (mma_peak_tflops == 0) mma_peak_tflops = measure_mma_peak();
+  if (l2_read_tbps == 0) l2_read_tbps = measure_l2_read();
+  const double computed_tflops = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
+  const double tile_bytes =
+      work.loaded_tiles * 2.0 * work.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;
+  const double tile_tbps = tile_bytes / (ms * 1e-3) / 1e12;
+  state.counters["TFLOPps_computed"] = computed_tflops;
+  state.counters["of_mma_peak"] = computed_tflops / mma_peak_tflops;
+  state.counters["tile_TBps"] = tile_tbps;
+  state.counters["of_l2_read"] = tile_tbps / l2_read_tbps;
 }
 
 void BM_prefill(benchmark::State& state) {
@@ -292,6 +399,8 @@ void BM_decode(benchmark::State& state) {
   state.counters["frac_of_copy"] = gbps / copy_gbps[cache];
 }
 
+BENCHMARK(BM_mma_peak)->UseManualTime()->Iterations(1);
+BENCHMARK(BM_l2_read)->UseManualTime()->Iterations(1);
 BENCHMARK(BM_prefill)
     ->ArgNames({"n", "L"})
     ->ArgsProduct({{4096, 16384, 65536}, {8, 20, 64}})
