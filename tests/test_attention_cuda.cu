@@ -323,6 +323,22 @@ TEST_CASE("attention_forward follows CUB's temp-storage protocol") {
   }
 }
 
+// Random problems (test::random_problem) in a random dtype through every kernel that takes
+// each: 40 by default; tests/gpu/check.sh sets ANSAN_SOAK_SECONDS for a longer run on the GPU,
+// ANSAN_SOAK_SEED=N replays problem N alone.
+TEST_CASE("soak: random problems through every kernel that takes them") {
+  const int problems = test::soak(40, [](std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    CAPTURE(seed);
+    const unsigned dtype = rng() % 3;
+    const Problem pr = test::random_problem(rng);
+    if (dtype == 0) check_all<bf16>(rng, pr);
+    if (dtype == 1) check_all<half>(rng, pr);
+    if (dtype == 2) check_all<float>(rng, pr);
+  });
+  MESSAGE(problems, " random problems");
+}
+
 // Small and deterministic: run under compute-sanitizer by tests/gpu/check.sh.
 TEST_CASE("sanitizer: simt") {
   std::mt19937 rng(1);

@@ -16,10 +16,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <random>
@@ -186,51 +184,24 @@ TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
                   {kTensor});
 }
 
-// Random problems: policy, dtype, head dims (64/128/256 and any other), MHA/GQA/MQA, NHD or
-// head-major K/V, padded q rows, with or without lse, prefill / chunked prefill / decode with
-// 1, 4 or 132 SMs' worth of splits; every kernel that takes each. 40 problems by default;
-// ANSAN_SOAK_SECONDS=S keeps drawing for S seconds, ANSAN_SOAK_SEED=N reruns problem N alone.
+// Random problems (test::random_problem: policy, head dim, GQA shape, strides, prefill /
+// chunked / decode) in a random dtype, with 1, 4 or 132 SMs' worth of decode splits, through
+// every kernel that takes each. 40 by default; ANSAN_SOAK_SECONDS=S keeps drawing for S
+// seconds, ANSAN_SOAK_SEED=N replays problem N alone.
 TEST_CASE("soak: random problems through every kernel that takes them") {
-  const char* seconds_env = std::getenv("ANSAN_SOAK_SECONDS");
-  const char* seed_env = std::getenv("ANSAN_SOAK_SEED");
-  const double seconds = seconds_env ? std::atof(seconds_env) : 0.0;
-  std::uint32_t seed = seed_env ? std::uint32_t(std::strtoul(seed_env, nullptr, 10)) : 1;
-  const auto started = std::chrono::steady_clock::now();
-  const auto elapsed = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  };
-  const std::vector<MaskPolicy> policies = test::all_policies();
-  int problems = 0;
-  for (;; ++seed, ++problems) {
-    if (seed_env ? problems == 1 : (seconds > 0 ? elapsed() > seconds : problems == 40)) break;
+  const int problems = test::soak(40, [](std::uint32_t seed) {
     std::mt19937 rng(seed);
     CAPTURE(seed);
-    const MaskPolicy& p = policies[rng() % policies.size()];
-    const int dims[] = {64, 128, 256, 1 + int(rng() % 256)};
-    const int pads[] = {0, 0, 8, 3};
-    test::AttentionShape s;
-    s.heads_kv = 1 + int(rng() % 3);
-    s.heads_q = s.heads_kv * (1 + int(rng() % 4));
-    s.dim = dims[rng() % 4];
-    s.kv_head_major = rng() % 4 == 0;
-    s.q_row_pad = pads[rng() % 4];
-    s.with_lse = rng() % 4 != 0;
-    const int batch = 1 + int(rng() % 4), max_len = 20 + int(rng() % 300);
-    const AnchorLayout L =
-        test::random_layout(rng, batch, max_len, 1.5 + double(rng() % 400) / 10.0);
     const int multiprocessors[] = {1, 4, 132};
     emu::device().multiprocessors = multiprocessors[rng() % 3];
-    const unsigned kind = rng() % 3, dtype = rng() % 3;
-    const AttentionProblem pr = kind == 0 ? test::prefill_problem(L, p, s, "soak prefill")
-                                : kind == 1
-                                    ? test::chunked_problem(rng, L, p, s)
-                                    : test::decode_problem(rng, L, p, s, 1 + int(rng() % 4));
+    const unsigned dtype = rng() % 3;
+    const AttentionProblem pr = test::random_problem(rng);
     if (dtype == 0) check_all<bf16>(rng, pr);
     if (dtype == 1) check_all<half>(rng, pr);
     if (dtype == 2) check_all<float>(rng, pr);
     emu::device() = emu::Device{};
-  }
-  MESSAGE(problems, " random problems, seeds up to ", seed - 1);
+  });
+  MESSAGE(problems, " random problems");
 }
 
 TEST_CASE("results do not depend on thread order or on when cp.async data lands") {

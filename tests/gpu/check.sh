@@ -4,7 +4,8 @@
 # docs/gpu_check.md). At most ~8 minutes; every step has a time limit inside that budget.
 #
 #   1. nvidia-smi, and whether every staged binary loads here (ldd)
-#   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output
+#   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output; the attention
+#      test's soak case draws random problems for 30 s
 #   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
 #      says "rounding level"
 #   4. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
@@ -97,7 +98,8 @@ done
 # 2. every GPU test binary
 for test in "$carry"/bin/test_*; do
   name=$(basename "$test")
-  run_step "$name" 180 "$logs/$name.log" "${with_libs[@]}" "$test" --duration=true
+  # ANSAN_SOAK_SECONDS: the attention test's soak case draws random problems for 30 s.
+  run_step "$name" 180 "$logs/$name.log" "${with_libs[@]}" ANSAN_SOAK_SECONDS=30 "$test" --duration=true
   note=$(doctest_note "$logs/$name.log")
   [[ $device == no && $rc == 0 ]] && rc=77  # nothing ran on a GPU: never a PASS
   case $rc in

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <sstream>
 #include <string>
@@ -293,6 +295,55 @@ inline std::string describe(const AttentionProblem& pr) {
      << "/" << pr.shape.heads_kv << " D=" << pr.shape.dim << (pr.shape.kv_head_major ? " HND" : "")
      << (pr.shape.q_row_pad ? " padded-q" : "");
   return os.str();
+}
+
+// A random problem for the soak tests: policy, head dim (64, 128, 256 or any other up to 256),
+// MHA/GQA/MQA, NHD or head-major K/V, padded q rows (some not 16-byte aligned), with or without
+// lse, and prefill, chunked prefill or decode over a compacted cache of 1-4 sequences.
+inline AttentionProblem random_problem(std::mt19937& rng) {
+  const std::vector<MaskPolicy> policies = all_policies();
+  const MaskPolicy& p = policies[rng() % policies.size()];
+  const int dims[] = {64, 128, 256, 1 + int(rng() % 256)};
+  const int pads[] = {0, 0, 8, 3};
+  AttentionShape s;
+  s.heads_kv = 1 + int(rng() % 3);
+  s.heads_q = s.heads_kv * (1 + int(rng() % 4));
+  s.dim = dims[rng() % 4];
+  s.kv_head_major = rng() % 4 == 0;
+  s.q_row_pad = pads[rng() % 4];
+  s.with_lse = rng() % 4 != 0;
+  const int batch = 1 + int(rng() % 4), max_len = 20 + int(rng() % 300);
+  const double mean_segment = 1.5 + double(rng() % 400) / 10.0;
+  const AnchorLayout L = random_layout(rng, batch, max_len, mean_segment);
+  switch (rng() % 3) {
+    case 0:
+      return prefill_problem(L, p, s, "random prefill");
+    case 1:
+      return chunked_problem(rng, L, p, s);
+    default:
+      return decode_problem(rng, L, p, s, 1 + int(rng() % 4));
+  }
+}
+
+// Runs one_problem(seed) for seeds 1, 2, ...: `problems` of them by default, as many as fit in
+// ANSAN_SOAK_SECONDS seconds when that is set, or only seed ANSAN_SOAK_SEED (to replay a
+// failure). Returns how many ran.
+template <class F>
+int soak(int problems, F&& one_problem) {
+  const char* seconds_env = std::getenv("ANSAN_SOAK_SECONDS");
+  const char* seed_env = std::getenv("ANSAN_SOAK_SEED");
+  const double seconds = seconds_env ? std::atof(seconds_env) : 0.0;
+  const auto started = std::chrono::steady_clock::now();
+  const auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  };
+  std::uint32_t seed = seed_env ? std::uint32_t(std::strtoul(seed_env, nullptr, 10)) : 1;
+  int ran = 0;
+  for (;; ++seed, ++ran) {
+    if (seed_env ? ran == 1 : (seconds > 0 ? elapsed() > seconds : ran == problems)) break;
+    one_problem(seed);
+  }
+  return ran;
 }
 
 }  // namespace ansan::test
