@@ -251,6 +251,12 @@ void BM_l2_read(benchmark::State& state) {
   state.counters["TBps"] = l2_read_tbps;
 }
 
+// The K and V tile bytes the prefill's blocks read: every query head's blocks read the tiles of
+// its KV head.
+double kv_tile_bytes(const ansan::cuda::PrefillWork& work) {
+  return work.loaded_tiles * 2.0 * work.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;
+}
+
 void report_prefill(benchmark::State& state, Prefill& problem) {
   problem.run(0);  // warm-up (and first-launch costs)
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
@@ -270,9 +276,7 @@ void report_prefill(benchmark::State& state, Prefill& problem) {
   if (mma_peak_tflops == 0) mma_peak_tflops = measure_mma_peak();
   if (l2_read_tbps == 0) l2_read_tbps = measure_l2_read();
   const double computed_tflops = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
-  const double tile_bytes =
-      work.loaded_tiles * 2.0 * work.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;
-  const double tile_tbps = tile_bytes / (ms * 1e-3) / 1e12;
+  const double tile_tbps = kv_tile_bytes(work) / (ms * 1e-3) / 1e12;
   state.counters["TFLOPps_computed"] = computed_tflops;
   state.counters["of_mma_peak"] = computed_tflops / mma_peak_tflops;
   state.counters["tile_TBps"] = tile_tbps;
@@ -466,11 +470,9 @@ int work() {
                       const ansan::MaskPolicy& policy) {
     const ansan::cuda::PrefillWork w =
         ansan::cuda::prefill_work(Prefill::make_layout(n, mean_segment, 2402), policy);
-    const double tile_bytes =
-        2.0 * w.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;  // K and V, every query head
     std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.3g GB |\n", name, n, mean_segment,
                 w.visible_pairs, w.computed_pairs(), w.visible_pairs / w.computed_pairs(),
-                w.causal_pairs / w.computed_pairs(), w.loaded_tiles * tile_bytes / 1e9);
+                w.causal_pairs / w.computed_pairs(), kv_tile_bytes(w) / 1e9);
   };
   for (std::int32_t n : {4096, 16384, 65536})
     for (double mean_segment : {8.0, 20.0, 64.0})

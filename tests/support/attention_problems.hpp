@@ -164,7 +164,7 @@ AttentionArgs<U> args_of(const AttentionProblem& pr, const U* q, const U* k, con
   a.batch = pr.batch;
   a.cu_seqlens_q = cu_q, a.cu_seqlens_k = cu_k;
   a.q_pos = q_pos, a.q_seg_start = q_seg, a.q_is_anchor = q_anchor;
-  a.k_pos = k_pos, a.k_is_anchor = k_anchor,
+  a.k_pos = k_pos, a.k_is_anchor = k_anchor;
   a.maybe_k_seq_start = pr.uses_k_start ? k_start : nullptr;
   a.policy = pr.policy;
   a.softmax_scale = 1.f / std::sqrt(float(pr.shape.dim));

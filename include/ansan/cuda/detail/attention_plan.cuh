@@ -101,8 +101,8 @@ cudaError_t build_plan(TempCarver& temp, AttentionParams<T>& p, std::int32_t til
   std::int32_t* flags = nullptr;
   std::int32_t* retained_prefix = nullptr;
   std::int32_t* retained_rows = nullptr;
-  const int retained_items =
-      p.total_k + 1;  // the extra 0 flag makes retained_prefix[total_k] the total
+  // The extra 0 flag makes retained_prefix[total_k] the total.
+  const int retained_items = p.total_k + 1;
   // One scan temp block serves both scans; they run one after the other on the stream.
   std::size_t scan_bytes = 0, retained_scan_bytes = 0;
   ANSAN_CUDA_RETURN(
