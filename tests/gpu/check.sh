@@ -8,10 +8,10 @@
 #      test's soak case draws random problems for 30 s
 #   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
 #      says "rounding level"
-#   4. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
-#   5. the GPU benchmarks, short (--benchmark_min_time), JSON kept
-#   6. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
+#   4. the GPU benchmarks, short (--benchmark_min_time), JSON kept
+#   5. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
 #      same inputs, same warm device
+#   6. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
 # and prints a summary table last. Files under $OUT: summary.txt, logs.tar.gz.
 # A step is PASS only if it ran and passed; no device, no tool or no torch is SKIP or
 # MISSING, never PASS. Exit status: 0 all passed, 1 something failed, 2 nothing failed but
@@ -133,45 +133,7 @@ else
   fi
 fi
 
-# 4. compute-sanitizer on the small deterministic case of each kernel
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
-attention_test=$carry/bin/test_attention_cuda
-sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
-for tool in memcheck racecheck; do
-  for kernel in simt tensor decode; do
-    name="sanitizer $tool: $kernel"
-    if [[ $device == no ]]; then
-      record "$name" SKIP 0 "no GPU"
-      continue
-    elif [[ $sanitizer_refused == yes ]]; then
-      record "$name" MISSING 0 "compute-sanitizer does not support this device"
-      continue
-    elif [[ -z $sanitizer ]]; then
-      record "$name" MISSING 0 "compute-sanitizer not found"
-      continue
-    elif [[ ! -x $attention_test ]]; then
-      record "$name" MISSING 0 "test_attention_cuda was not staged"
-      continue
-    fi
-    log="$logs/sanitizer-$tool-$kernel.log"
-    run_step "$name" 120 "$log" "${with_libs[@]}" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
-      "$attention_test" "--test-case=sanitizer: $kernel"
-    hazards=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -n 1)
-    if ((rc != 0)) && grep -a -q -i 'device not supported' "$log"; then
-      sanitizer_refused=yes
-      record "$name" MISSING "$took" "compute-sanitizer does not support this device (logs/$(basename "$log"))"
-      continue
-    fi
-    case $rc in
-      0) record "$name" PASS "$took" "${hazards:-clean}; $(doctest_note "$log")" ;;
-      124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
-      -1) record "$name" NOT-RUN 0 "time budget spent" ;;
-      *) record "$name" FAIL "$took" "exit $rc; ${hazards}; $(doctest_note "$log")" ;;
-    esac
-  done
-done
-
-# 5. GPU benchmarks (short)
+# 4. GPU benchmarks (short)
 for bench in "$carry"/bin/bench_*; do
   name=$(basename "$bench")
   run_step "$name" 150 "$logs/$name.log" "${with_libs[@]}" "$bench" --benchmark_min_time=0.05 \
@@ -187,7 +149,7 @@ for bench in "$carry"/bin/bench_*; do
   esac
 done
 
-# 6. PyTorch: FlexAttention with our BlockMask, SDPA dense causal
+# 5. PyTorch: FlexAttention with our BlockMask, SDPA dense causal
 name=torch_compare
 if ! timeout 120 python3 -c 'import torch' >/dev/null 2>&1; then
   record "$name" MISSING 0 "python3 cannot import torch"
@@ -209,6 +171,45 @@ else
     *) record "$name" FAIL "$took" "exit $rc (logs/torch_compare.log)" ;;
   esac
 fi
+
+# 6. compute-sanitizer on the small deterministic case of each kernel; last, because racecheck
+#    is slow and the figures above must not wait on it
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+attention_test=$carry/bin/test_attention_cuda
+sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
+for tool in memcheck racecheck; do
+  for kernel in simt tensor decode; do
+    name="sanitizer $tool: $kernel"
+    if [[ $device == no ]]; then
+      record "$name" SKIP 0 "no GPU"
+      continue
+    elif [[ $sanitizer_refused == yes ]]; then
+      record "$name" MISSING 0 "compute-sanitizer does not support this device"
+      continue
+    elif [[ -z $sanitizer ]]; then
+      record "$name" MISSING 0 "compute-sanitizer not found"
+      continue
+    elif [[ ! -x $attention_test ]]; then
+      record "$name" MISSING 0 "test_attention_cuda was not staged"
+      continue
+    fi
+    log="$logs/sanitizer-$tool-$kernel.log"
+    run_step "$name" 75 "$log" "${with_libs[@]}" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
+      "$attention_test" "--test-case=sanitizer: $kernel"
+    hazards=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -n 1)
+    if ((rc != 0)) && grep -a -q -i 'device not supported' "$log"; then
+      sanitizer_refused=yes
+      record "$name" MISSING "$took" "compute-sanitizer does not support this device (logs/$(basename "$log"))"
+      continue
+    fi
+    case $rc in
+      0) record "$name" PASS "$took" "${hazards:-clean}; $(doctest_note "$log")" ;;
+      124 | 137) record "$name" TIMEOUT "$took" "killed at the time limit" ;;
+      -1) record "$name" NOT-RUN 0 "time budget spent" ;;
+      *) record "$name" FAIL "$took" "exit $rc; ${hazards}; $(doctest_note "$log")" ;;
+    esac
+  done
+done
 
 # Figures, then the table last.
 {
