@@ -430,6 +430,9 @@ V shfl_sync(unsigned mask, V value, int src_lane, int width = 32) {
       "__shfl_sync", mask, value,
       [&](const std::array<V, 32>& all, int) { return all[std::size_t(src_lane % 32)]; });
 }
+inline void syncwarp(unsigned mask = 0xffffffffu) {
+  detail::engine().collective<int>("__syncwarp", mask, 0, [](const std::array<int, 32>&, int) { return 0; });
+}
 // One thread runs at a time, so a read-modify-write is atomic as it stands.
 template <class V>
 V atomic_min(V* address, V value) {
@@ -470,6 +473,7 @@ using std::min;
 #define blockDim (::ansan::emulator::detail::engine().block_dim())
 #define gridDim (::ansan::emulator::detail::engine().grid_dim())
 #define __syncthreads() ::ansan::emulator::syncthreads(__FILE__, __LINE__)
+#define __syncwarp(...) ::ansan::emulator::syncwarp(__VA_ARGS__)
 #define __shfl_xor_sync(...) ::ansan::emulator::shfl_xor_sync(__VA_ARGS__)
 #define __shfl_sync(...) ::ansan::emulator::shfl_sync(__VA_ARGS__)
 #define __reduce_min_sync(...) ::ansan::emulator::reduce_min_sync(__VA_ARGS__)

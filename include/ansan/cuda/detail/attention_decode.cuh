@@ -151,6 +151,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
         const float p0 = exp_from(s0, new_max), p1 = exp_from(s1, new_max);
         sS[r * kKeys + lane] = p0, sS[r * kKeys + lane + 32] = p1;
         const float tile_sum = warp_sum(p0 + p1);
+        __syncwarp();  // every lane has read sMax[r]: shuffles order execution, not memory
         if (lane == 0) {
           const float rescale = exp_from(old_max, new_max);
           sRescale[r] = rescale;
