@@ -1,11 +1,11 @@
 // ansan/cuda/detail/attention_mma_sm80.cuh - prefill on tensor cores (sm_80 and newer),
-// FlashAttention-2 style: fp16/bf16 in, f32 accumulation, head_dim 64 or 128.
+// FlashAttention-2 style: fp16/bf16 in, f32 accumulation, head_dim 64, 128 or 256.
 // It must equal attention_simt.cuh (and reference_attention); tests compare all three.
 //
 // One thread block = 64 query rows of one sequence and one query head; warp w owns rows
-// 16w .. 16w+15 and keeps them in registers: the S tile, the O accumulator and, up to
-// head_dim 128, the Q fragments (at 256 the O accumulator alone takes 128 registers a
-// thread, so Q fragments are re-read from shared memory at every k-step instead).
+// 16w .. 16w+15 and keeps them in registers: the S tile, the O accumulator and, at head_dim
+// 64, the Q fragments (at 128 and 256 they are re-read from shared memory at every k-step:
+// see TensorTraits).
 // Key tiles of 64 come from the two parts of SPEC section 4, in one online softmax:
 //   retained   64 entries of the sequence's retained list (rows gathered by index)
 //   local      64 consecutive key rows of the band [min local_begin, max local_end)
@@ -44,7 +44,12 @@ struct TensorTraits {
   static constexpr int kKSteps = Dim / 16;     // k-steps of S = Q K^T
   static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
   static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
-  static constexpr bool kQInRegisters = Dim <= 128;
+  // Q fragments stay in registers only at head_dim 64. At 128, re-reading them from shared
+  // memory frees the registers that let three blocks share an SM (168 a thread, 96 bytes
+  // spilled): on an H100 that was 12% faster at n = 16384, L = 20 and 8% on dense causal
+  // (docs/benchmarks.md). At 256 the O accumulator alone takes 128 registers.
+  static constexpr bool kQInRegisters = Dim <= 64;
+  static constexpr int kMinBlocksPerSM = Dim == 128 ? 3 : 1;
   static constexpr int kQFragments = kQInRegisters ? kKSteps : 1;  // k-steps of Q held at once
   static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
   static_assert(Dim == 64 || Dim == 128 || Dim == 256, "head_dim 64, 128 or 256");
@@ -58,7 +63,8 @@ struct TensorTraits {
 constexpr int kTensorRows = kTensorTileShape.block_rows;
 
 template <class T, int Dim>
-__global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads)
+__global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
+                                  TensorTraits<T, Dim>::kMinBlocksPerSM)
     attention_tensor_kernel(const __grid_constant__ AttentionParams<T> p) {
   using Tr = TensorTraits<T, Dim>;
   constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
