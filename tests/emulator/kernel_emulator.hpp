@@ -430,8 +430,10 @@ V shfl_sync(unsigned mask, V value, int src_lane, int width = 32) {
       "__shfl_sync", mask, value,
       [&](const std::array<V, 32>& all, int) { return all[std::size_t(src_lane % 32)]; });
 }
+// A collective that exchanges nothing: every lane of the warp must reach it.
 inline void syncwarp(unsigned mask = 0xffffffffu) {
-  detail::engine().collective<int>("__syncwarp", mask, 0, [](const std::array<int, 32>&, int) { return 0; });
+  detail::engine().collective<int>("__syncwarp", mask, 0,
+                                   [](const std::array<int, 32>&, int) { return 0; });
 }
 // One thread runs at a time, so a read-modify-write is atomic as it stands.
 template <class V>

@@ -171,6 +171,20 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("__syncwarp orders a warp's shared-memory writes before its reads") {
+  std::vector<int> shared(64, -1), seen(64);
+  const emu::Stats before = emu::stats();
+  REQUIRE(launch(1, 64, 0, [&] {
+            const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+            shared[std::size_t(tid)] = tid;
+            __syncwarp();  // without it, a lane reads its neighbour's slot before it is written
+            seen[std::size_t(tid)] = shared[std::size_t(warp * 32 + (lane + 1) % 32)];
+          }) == cudaSuccess);
+  CHECK(emu::stats().warp_collectives - before.warp_collectives == 2);
+  CHECK(emu::stats().block_barriers == before.block_barriers);
+  for (int t = 0; t < 64; ++t) CHECK(seen[std::size_t(t)] == (t / 32) * 32 + (t % 32 + 1) % 32);
+}
+
 TEST_CASE("what a GPU would hang on or corrupt throws emulation_error") {
   std::vector<int> sink(64);
   SUBCASE("__syncthreads that only some threads reach") {
@@ -196,6 +210,13 @@ TEST_CASE("what a GPU would hang on or corrupt throws emulation_error") {
                            [&] {
                              if (threadIdx.x % 2)
                                sink[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+                           }),
+                    emu::emulation_error);
+  }
+  SUBCASE("a __syncwarp half the warp skips") {
+    CHECK_THROWS_AS(launch(1, 32, 0,
+                           [&] {
+                             if (threadIdx.x % 2) __syncwarp();
                            }),
                     emu::emulation_error);
   }
