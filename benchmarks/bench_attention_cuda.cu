@@ -6,6 +6,8 @@
 //   prefill_causal/n:N      the same kernel on the plain causal mask: the dense baseline
 //   decode/B:64/cache:C     one query row per sequence over compacted caches of C entries,
 //                           split-KV kernel
+//   decode_tensor/B:64/...  the same on the tensor-core decode kernel (AttentionKernel::
+//                           decode_tensor), beside it until a GPU run decides which is default
 //   copy/cache:C            cudaMemcpyAsync device-to-device of the bytes decode reads: the
 //                           in-run bandwidth ceiling (bytes read + written per second) that
 //                           decode's GB/s (K and V bytes read per second) is compared with
@@ -298,6 +300,7 @@ void BM_prefill_causal(benchmark::State& state) {
 // open segment), one non-anchor query row at the next position; every entry is visible.
 struct Decode {
   std::int32_t batch, cache;
+  ansan::cuda::AttentionKernel kernel;
   int copies;
   DeviceBuffer<bf16> q, k, v, out;  // k/v: (copies * batch * cache, 8, 128)
   DeviceBuffer<float> lse;
@@ -306,10 +309,15 @@ struct Decode {
   DeviceBuffer<char> temp;
   std::size_t temp_bytes = 0;
 
-  Decode(std::int32_t b, std::int32_t c)
-      : batch(b), cache(c), copies(int(std::max<std::size_t>(1, kRotateBytes / kv_bytes(b, c)) + 1)),
-        q(std::size_t(b) * kHeadsQ * kDim), k(std::size_t(copies) * b * c * kHeadsKV * kDim),
-        v(std::size_t(copies) * b * c * kHeadsKV * kDim), out(std::size_t(b) * kHeadsQ * kDim),
+  Decode(std::int32_t b, std::int32_t c, ansan::cuda::AttentionKernel kernel_to_run)
+      : batch(b),
+        cache(c),
+        kernel(kernel_to_run),
+        copies(int(std::max<std::size_t>(1, kRotateBytes / kv_bytes(b, c)) + 1)),
+        q(std::size_t(b) * kHeadsQ * kDim),
+        k(std::size_t(copies) * b * c * kHeadsKV * kDim),
+        v(std::size_t(copies) * b * c * kHeadsKV * kDim),
+        out(std::size_t(b) * kHeadsQ * kDim),
         lse(std::size_t(b) * kHeadsQ) {
     constexpr std::int32_t open = 16, segment = 20;
     std::vector<std::int32_t> h_cu_q, h_cu_k, h_q_pos, h_q_seg, h_k_pos;
@@ -328,7 +336,7 @@ struct Decode {
     fill_random(q.data(), q.size(), 11);
     fill_random(k.data(), k.size(), 12);
     fill_random(v.data(), v.size(), 13);
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0)));
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0), 0, kernel));
     temp = DeviceBuffer<char>(temp_bytes);
   }
   static std::size_t kv_bytes(std::int32_t b, std::int32_t c) {
@@ -352,7 +360,7 @@ struct Decode {
   }
   void run(int copy) {
     std::size_t bytes = temp_bytes;
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy)));
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy), 0, kernel));
   }
 };
 
@@ -383,10 +391,10 @@ void BM_copy(benchmark::State& state) {
   state.counters["bytes"] = double(bytes);
 }
 
-void BM_decode(benchmark::State& state) {
+void decode_case(benchmark::State& state, ansan::cuda::AttentionKernel kernel) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
   const std::int32_t batch = std::int32_t(state.range(0)), cache = std::int32_t(state.range(1));
-  Decode problem(batch, cache);
+  Decode problem(batch, cache, kernel);
   problem.run(0);
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   double ms = 0;
@@ -402,6 +410,13 @@ void BM_decode(benchmark::State& state) {
   state.counters["copy_GBps"] = copy_gbps[cache];
   state.counters["frac_of_copy"] = gbps / copy_gbps[cache];
 }
+// The FMA decode kernel (what automatic picks) and the one on tensor cores.
+void BM_decode(benchmark::State& state) {
+  decode_case(state, ansan::cuda::AttentionKernel::decode);
+}
+void BM_decode_tensor(benchmark::State& state) {
+  decode_case(state, ansan::cuda::AttentionKernel::decode_tensor);
+}
 
 BENCHMARK(BM_mma_peak)->UseManualTime()->Iterations(1);
 BENCHMARK(BM_l2_read)->UseManualTime()->Iterations(1);
@@ -414,6 +429,11 @@ BENCHMARK(BM_prefill)
 BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_decode)
+    ->ArgNames({"B", "cache"})
+    ->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_decode_tensor)
     ->ArgNames({"B", "cache"})
     ->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}})
     ->UseManualTime()

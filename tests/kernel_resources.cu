@@ -44,7 +44,7 @@ namespace detail = ansan::cuda::detail;
 
 // One kernel as ptxas compiled it for one architecture.
 struct CompiledKernel {
-  std::string kind;   // tensor, decode, simt
+  std::string kind;   // tensor, decode, decode_mma, simt
   std::string dtype;  // float, half, bf16
   int dim = 0;        // Dim or MaxDim
   int arch = 0;       // 80, 90, ...
@@ -57,7 +57,7 @@ std::vector<CompiledKernel> read_report(const std::string& path) {
   std::ifstream in(path);
   REQUIRE_MESSAGE(in.good(), "cannot read the ptxas report ", path);
   const std::regex entry(
-      R"(Compiling entry function '.*attention_(tensor|decode|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E.*' for 'sm_(\d+)')");
+      R"(Compiling entry function '.*attention_(tensor|decode|decode_mma|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E.*' for 'sm_(\d+)')");
   const std::regex spill(R"((\d+) bytes spill stores)");
   const std::regex used(R"(Used (\d+) registers)");
   const std::regex smem(R"((\d+) bytes smem)");
@@ -98,6 +98,10 @@ std::size_t dynamic_smem(const CompiledKernel& k) {
     return by_dim(detail::DecodeTraits<bf16, 64>::smem_bytes(),
                   detail::DecodeTraits<bf16, 128>::smem_bytes(),
                   detail::DecodeTraits<bf16, 256>::smem_bytes());
+  if (k.kind == "decode_mma")
+    return by_dim(detail::DecodeMmaTraits<bf16, 64>::smem_bytes(),
+                  detail::DecodeMmaTraits<bf16, 128>::smem_bytes(),
+                  detail::DecodeMmaTraits<bf16, 256>::smem_bytes());
   return by_dim(detail::SimtTraits<64>::smem_bytes(), detail::SimtTraits<128>::smem_bytes(),
                 detail::SimtTraits<256>::smem_bytes());
 }
@@ -132,9 +136,10 @@ TEST_CASE("ptxas reported every attention kernel, for every architecture built")
   std::map<int, int> per_arch;
   for (const CompiledKernel& k : kernels()) ++per_arch[k.arch];
   REQUIRE_FALSE(per_arch.empty());
-  // tensor and decode: {half, bf16} x {64, 128, 256}; simt: {float, half, bf16} x {64, 128, 256}
+  // tensor, decode and decode_mma: {half, bf16} x {64, 128, 256}; simt: {float, half, bf16} x
+  // {64, 128, 256}
   for (const auto& arch_count : per_arch)
-    CHECK_MESSAGE(arch_count.second == 6 + 6 + 9, "sm_", arch_count.first);
+    CHECK_MESSAGE(arch_count.second == 6 + 6 + 6 + 9, "sm_", arch_count.first);
   for (const CompiledKernel& k : kernels()) CHECK(k.registers > 0);
 }
 

@@ -40,7 +40,8 @@ using test::shape;
 namespace emu = ansan::emulator;
 
 constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
-                          kDecode = AttentionKernel::decode;
+                          kDecode = AttentionKernel::decode,
+                          kDecodeTensor = AttentionKernel::decode_tensor;
 
 // Runs cycle through four emulations: warps in lockstep (forward order) or one warp at a time
 // (reverse order), with cp.async data landing at its wait_group or as soon as it is issued (a
@@ -66,14 +67,16 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
     CHECK(emu::stats().blocks > before.blocks);  // the kernel ran
     const bool sees_a_key =
         std::any_of(ref.lse.begin(), ref.lse.end(), [](float x) { return std::isfinite(x); });
-    if (kernel == kTensor && sees_a_key) CHECK(emu::stats().mma > before.mma);  // on tensor cores
+    if ((kernel == kTensor || kernel == kDecodeTensor) && sees_a_key)
+      CHECK(emu::stats().mma > before.mma);  // on tensor cores
   }
 }
 
 // Every listed kernel that takes the problem, on one set of random inputs.
 template <class T>
 void check_all(std::mt19937& rng, const AttentionProblem& pr,
-               std::initializer_list<AttentionKernel> kernels = {kSimt, kTensor, kDecode}) {
+               std::initializer_list<AttentionKernel> kernels = {kSimt, kTensor, kDecode,
+                                                                 kDecodeTensor}) {
   DeviceProblem<T> dp(rng, pr);
   const test::Reference ref = dp.reference();
   for (AttentionKernel k : kernels)
@@ -158,11 +161,13 @@ TEST_CASE("decode over compacted caches with slack rows: split-KV and merge, eve
     for (int multiprocessors : {1, 8, 132}) {  // 1 split, a few, as many as the keys allow
       emu::device().multiprocessors = multiprocessors;
       check(kDecode, dp, ref);
+      check(kDecodeTensor, dp, ref);
     }
     emu::device() = emu::Device{};
     check_all<half>(rng,
                     test::decode_problem(rng, test::edge_batch(), p, shape(4, 1, 64), 3));  // MQA
-    check_all<bf16>(rng, test::decode_problem(rng, L, p, shape(4, 2, 256), 1), {kDecode});
+    check_all<bf16>(rng, test::decode_problem(rng, L, p, shape(4, 2, 256), 1),
+                    {kDecode, kDecodeTensor});
   }
 }
 
@@ -207,16 +212,18 @@ TEST_CASE("soak: random problems through every kernel that takes them") {
 TEST_CASE("results do not depend on thread order or on when cp.async data lands") {
   std::mt19937 rng(909);
   const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
-  // Decode over about 100 cached keys per sequence in one split: two tiles, so a tile's loads
-  // overwrite shared memory the previous tile was read from.
-  const AnchorLayout long_layout = test::random_layout(rng, 2, 500, 5.0);
+  // Decode over about 160 cached keys per sequence in one split: several tiles, so a tile's
+  // loads overwrite shared memory an earlier tile was read from.
+  const AnchorLayout long_layout = test::random_layout(rng, 2, 800, 5.0);
   emu::device().multiprocessors = 1;
-  for (AttentionKernel kernel : {kSimt, kTensor, kDecode}) {
+  for (AttentionKernel kernel : {kSimt, kTensor, kDecode, kDecodeTensor}) {
+    const bool decode = kernel == kDecode || kernel == kDecodeTensor;
     const AttentionProblem pr =
-        kernel == kDecode
-            ? test::decode_problem(rng, long_layout, MaskPolicy::anllm(), shape(4, 2, 64), 3)
-            : test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 64), "schedules");
-    if (kernel == kDecode) REQUIRE(pr.cu_k[1] > 64);  // the first sequence's cache spans two tiles
+        decode ? test::decode_problem(rng, long_layout, MaskPolicy::anllm(), shape(4, 2, 64), 3)
+               : test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 64), "schedules");
+    // The first sequence's cache spans two 64-key decode tiles and gives each of decode_tensor's
+    // warps three 16-key tiles (a stage loaded again).
+    if (decode) REQUIRE(pr.cu_k[1] > 4 * 16 * 2);
     DeviceProblem<bf16> dp(rng, pr);
     const auto run = [&] {
       dp.poison_outputs();

@@ -18,6 +18,8 @@
 //   tensor     fp16/bf16, head_dim 64/128/256: FlashAttention-2 style prefill on mma.sync
 //              (sm_80+);
 //   simt       float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable kernel.
+// A fourth runs only when asked for: decode_tensor, the same split-KV decode with S and P V on
+// mma.sync (not yet run on a GPU; automatic switches to it once a GPU run shows it faster).
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
 // multiples of 8 elements); other views fall back to simt.
 //
@@ -34,6 +36,7 @@
 
 #include "ansan/attention_args.hpp"
 #include "ansan/cuda/detail/attention_decode.cuh"
+#include "ansan/cuda/detail/attention_decode_mma.cuh"
 #include "ansan/cuda/detail/attention_mma_sm80.cuh"
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/attention_plan.cuh"
@@ -46,13 +49,15 @@
 
 namespace ansan::cuda {
 
-enum class AttentionKernel : std::uint8_t { automatic, simt, tensor, decode };
+enum class AttentionKernel : std::uint8_t { automatic, simt, tensor, decode, decode_tensor };
 
 inline const char* kernel_name(AttentionKernel k) {
   switch (k) {
     case AttentionKernel::simt: return "simt";
     case AttentionKernel::tensor: return "tensor";
     case AttentionKernel::decode: return "decode";
+    case AttentionKernel::decode_tensor:
+      return "decode_tensor";
     default: return "automatic";
   }
 }
@@ -82,7 +87,9 @@ bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
   switch (kernel) {
     case AttentionKernel::simt: return a.head_dim() >= 1 && a.head_dim() <= 256;
     case AttentionKernel::tensor: return vector_rows_ok(a);
-    case AttentionKernel::decode: return vector_rows_ok(a) && a.batch <= 65535;  // grid.z
+    case AttentionKernel::decode:
+    case AttentionKernel::decode_tensor:
+      return vector_rows_ok(a) && a.batch <= 65535;  // grid.z
     default: return true;
   }
 }
@@ -118,7 +125,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
 
   // Pass 1 carves sizes only; pass 2 (real base) carves the same layout and fills it.
   int multiprocessors = 1;
-  if (path == AttentionKernel::decode) {
+  const bool split_kv = path == AttentionKernel::decode || path == AttentionKernel::decode_tensor;
+  if (split_kv) {
     int device = 0;
     ANSAN_CUDA_RETURN(cudaGetDevice(&device));
     ANSAN_CUDA_RETURN(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
@@ -129,7 +137,7 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   const auto carve = [&](TempCarver& temp) -> cudaError_t {
     temp.take<char>(1);
     if (empty) return cudaSuccess;
-    if (path == AttentionKernel::decode) {
+    if (split_kv) {
       p.partial_out = temp.take<float>(std::size_t(p.splits) * std::size_t(p.total_q) *
                                        std::size_t(p.heads_q) * std::size_t(p.head_dim));
       p.partial_lse = temp.take<float>(std::size_t(p.splits) * std::size_t(p.heads_q) *
@@ -150,6 +158,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   if (empty) return cudaSuccess;
   switch (path) {
     case AttentionKernel::decode: return launch_attention_decode(p, stream);
+    case AttentionKernel::decode_tensor:
+      return launch_attention_decode_mma(p, stream);
     case AttentionKernel::tensor: return launch_attention_tensor(p, stream);
     default: return launch_attention_simt(p, stream);
   }

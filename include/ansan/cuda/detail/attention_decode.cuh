@@ -233,6 +233,14 @@ inline std::int32_t decode_splits(std::int32_t batch, std::int32_t heads_kv, std
   return splits < 1 ? 1 : splits;
 }
 
+// The splits' partial results into out and lse (both decode kernels end with it).
+template <class T>
+cudaError_t launch_merge_splits(const AttentionParams<T>& p, cudaStream_t stream) {
+  const index_t items = index_t(p.total_q) * p.heads_q;
+  return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
+                       p);
+}
+
 template <class T, int Dim>
 cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t stream) {
   using Tr = DecodeTraits<T, Dim>;
@@ -240,9 +248,7 @@ cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t st
   const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
   ANSAN_CUDA_RETURN(launch_kernel(attention_decode_kernel<T, Dim>,
                                   {grid, Tr::kThreads, Tr::smem_bytes()}, stream, p));
-  const index_t items = index_t(p.total_q) * p.heads_q;
-  return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
-                       p);
+  return launch_merge_splits(p, stream);
 }
 
 // fp16/bf16 with head_dim 64, 128 or 256 (the dispatcher sends other shapes to the SIMT kernel).
