@@ -29,10 +29,13 @@
 
 namespace ansan::cuda::detail {
 
+// Keys per decode tile: the unit splits are cut in (decode_splits, split_range).
+constexpr int kDecodeKeys = 64;
+
 template <class T, int Dim>
 struct DecodeTraits {
   static constexpr int kThreads = 128;
-  static constexpr int kKeys = 64;  // keys per tile
+  static constexpr int kKeys = kDecodeKeys;
   static constexpr int kRows = 8;   // (token, head) rows per pass
   static constexpr int kVec = 16 / int(sizeof(T));              // elements per 16-byte load
   static constexpr int kKeyStride = Dim + kVec;                  // pad: 8 lanes hit 8 bank groups
@@ -64,6 +67,28 @@ ANSAN_DEVICE void load_vec(const T* ptr, float* f) {
   }
 }
 
+// What one block of a split-KV kernel (grid (splits, heads_kv, B)) works on: one KV head of one
+// sequence, one split of its key rows, and the sequence's query rows times the group's query
+// heads as "rows" that run over the heads of a group fastest.
+struct SplitKvBlock {
+  std::int32_t split, h_kv, group, q_begin, rows_total, k_begin;
+  SplitRange range;  // key rows, relative to k_begin
+  ANSAN_DEVICE std::int32_t token_of(std::int32_t row) const { return q_begin + row / group; }
+  ANSAN_DEVICE std::int32_t head_of(std::int32_t row) const { return h_kv * group + row % group; }
+};
+template <class T>
+ANSAN_DEVICE SplitKvBlock split_kv_block(const AttentionParams<T>& p) {
+  const std::int32_t b = std::int32_t(blockIdx.z), group = p.heads_q / p.heads_kv;
+  const std::int32_t q_begin = p.cu_seqlens_q[b], k_begin = p.k_begin(b);
+  return {std::int32_t(blockIdx.x),
+          std::int32_t(blockIdx.y),
+          group,
+          q_begin,
+          (p.cu_seqlens_q[b + 1] - q_begin) * group,
+          k_begin,
+          split_range(p.k_end(b) - k_begin, p.splits, std::int32_t(blockIdx.x), kDecodeKeys)};
+}
+
 template <class T, int Dim>
 __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
     attention_decode_kernel(const __grid_constant__ AttentionParams<T> p) {
@@ -78,20 +103,15 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
   __shared__ KeyInfo sKey[kKeys];
   __shared__ bool sKeyValid[kKeys];
 
-  const std::int32_t split = std::int32_t(blockIdx.x), h_kv = std::int32_t(blockIdx.y);
-  const std::int32_t b = std::int32_t(blockIdx.z);
-  const std::int32_t group = p.heads_q / p.heads_kv;
-  const std::int32_t q_begin = p.cu_seqlens_q[b];
-  const std::int32_t rows_total = (p.cu_seqlens_q[b + 1] - q_begin) * group;
-  const std::int32_t k_begin = p.k_begin(b);
-  const SplitRange range = split_range(p.k_end(b) - k_begin, p.splits, split, kKeys);
+  const SplitKvBlock blk = split_kv_block(p);
+  const std::int32_t h_kv = blk.h_kv, k_begin = blk.k_begin;
+  const SplitRange range = blk.range;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
-  for (std::int32_t row0 = 0; row0 < rows_total; row0 += kRows) {
-    const int rows = min(kRows, rows_total - row0);
-    // (token, head) of pass row r: rows run over the heads of a group fastest
-    const auto token_of = [&](int r) { return q_begin + (row0 + r) / group; };
-    const auto head_of = [&](int r) { return h_kv * group + (row0 + r) % group; };
+  for (std::int32_t row0 = 0; row0 < blk.rows_total; row0 += kRows) {
+    const int rows = min(kRows, blk.rows_total - row0);
+    const auto token_of = [&](int r) { return blk.token_of(row0 + r); };  // of pass row r
+    const auto head_of = [&](int r) { return blk.head_of(row0 + r); };
     for (int i = tid; i < kRows * Dim; i += Tr::kThreads) {
       const int r = i / Dim, d = i % Dim;
       sQ[i] = r < rows ? to_float(p.q_row(token_of(r), head_of(r))[d]) * p.softmax_scale : 0.f;
@@ -185,10 +205,10 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
       if (r >= rows) continue;
       const std::int32_t t = token_of(r), h = head_of(r);
       const float sum = sSum[r], inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-      float* partial = p.partial_out + ((index_t(split) * p.total_q + t) * p.heads_q + h) * Dim;
+      float* partial = p.partial_out + ((index_t(blk.split) * p.total_q + t) * p.heads_q + h) * Dim;
       for (int e = 0; e < kVec; ++e) partial[d0 + e] = acc[i][e] * inv_sum;
       if (d0 == 0)
-        p.partial_lse[(index_t(split) * p.heads_q + h) * p.total_q + t] =
+        p.partial_lse[(index_t(blk.split) * p.heads_q + h) * p.total_q + t] =
             sum > 0.f ? sMax[r] + logf(sum) : kMinusInf;
     }
     __syncthreads();  // the next pass rewrites sQ, sMax, sSum
@@ -220,8 +240,6 @@ __global__ void __launch_bounds__(128) merge_splits_kernel(const __grid_constant
   if (lane == 0) p.store_lse(t, h, lse);
 }
 
-constexpr int kDecodeKeys = 64;
-
 // Splits per sequence: enough thread blocks for about two waves, no split shorter than a tile.
 inline std::int32_t decode_splits(std::int32_t batch, std::int32_t heads_kv, std::int32_t total_k,
                                   int multiprocessors) {
@@ -233,34 +251,25 @@ inline std::int32_t decode_splits(std::int32_t batch, std::int32_t heads_kv, std
   return splits < 1 ? 1 : splits;
 }
 
-// The splits' partial results into out and lse (both decode kernels end with it).
-template <class T>
-cudaError_t launch_merge_splits(const AttentionParams<T>& p, cudaStream_t stream) {
+// A split-KV decode kernel (this one or attention_decode_mma.cuh's) over grid (splits,
+// heads_kv, B), then the merge of its partial results into out and lse.
+template <class Traits, class T>
+cudaError_t launch_split_kv(void (*kernel)(AttentionParams<T>), const AttentionParams<T>& p,
+                            cudaStream_t stream) {
+  const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
+  ANSAN_CUDA_RETURN(
+      launch_kernel(kernel, {grid, Traits::kThreads, Traits::smem_bytes()}, stream, p));
   const index_t items = index_t(p.total_q) * p.heads_q;
   return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
                        p);
 }
 
-template <class T, int Dim>
-cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t stream) {
-  using Tr = DecodeTraits<T, Dim>;
-  static_assert(Tr::kKeys == kDecodeKeys, "split arithmetic and kernel agree on the tile");
-  const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
-  ANSAN_CUDA_RETURN(launch_kernel(attention_decode_kernel<T, Dim>,
-                                  {grid, Tr::kThreads, Tr::smem_bytes()}, stream, p));
-  return launch_merge_splits(p, stream);
-}
-
-// fp16/bf16 with head_dim 64, 128 or 256 (the dispatcher sends other shapes to the SIMT kernel).
 template <class T>
 cudaError_t launch_attention_decode(const AttentionParams<T>& p, cudaStream_t stream) {
-  if constexpr (sizeof(T) != 2) {
-    return cudaErrorInvalidValue;
-  } else {
-    if (p.head_dim == 64) return launch_attention_decode<T, 64>(p, stream);
-    if (p.head_dim == 128) return launch_attention_decode<T, 128>(p, stream);
-    return launch_attention_decode<T, 256>(p, stream);
-  }
+  return for_head_dim(p, [&](auto dim) {
+    constexpr int kDim = decltype(dim)::value;
+    return launch_split_kv<DecodeTraits<T, kDim>>(attention_decode_kernel<T, kDim>, p, stream);
+  });
 }
 
 }  // namespace ansan::cuda::detail

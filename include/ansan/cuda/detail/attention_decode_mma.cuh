@@ -23,7 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "ansan/cuda/detail/attention_decode.cuh"  // kDecodeKeys, launch_merge_splits
+#include "ansan/cuda/detail/attention_decode.cuh"  // kDecodeKeys, launch_split_kv
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/mma_layout.hpp"
@@ -67,13 +67,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
   __shared__ float sMax[kWarps][kRows], sSum[kWarps][kRows];  // per warp, base-2 domain
   __shared__ float sInvSum[kRows], sLse[kRows];               // the merged rows
 
-  const std::int32_t split = std::int32_t(blockIdx.x), h_kv = std::int32_t(blockIdx.y);
-  const std::int32_t b = std::int32_t(blockIdx.z);
-  const std::int32_t group = p.heads_q / p.heads_kv;
-  const std::int32_t q_begin = p.cu_seqlens_q[b];
-  const std::int32_t rows_total = (p.cu_seqlens_q[b + 1] - q_begin) * group;
-  const std::int32_t k_begin = p.k_begin(b);
-  const SplitRange range = split_range(p.k_end(b) - k_begin, p.splits, split, kDecodeKeys);
+  const SplitKvBlock blk = split_kv_block(p);
+  const std::int32_t h_kv = blk.h_kv, k_begin = blk.k_begin;
+  const SplitRange range = blk.range;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const std::int32_t tiles = (range.end - range.begin + kKeys - 1) / kKeys;
   const std::int32_t my_tiles = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;
@@ -98,11 +94,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
     cp_async_commit();
   };
 
-  for (std::int32_t row0 = 0; row0 < rows_total; row0 += kRows) {
-    const int rows = min(kRows, rows_total - row0);
-    // (token, head) of pass row r: rows run over the heads of a group fastest
-    const auto token_of = [&](int r) { return q_begin + (row0 + r) / group; };
-    const auto head_of = [&](int r) { return h_kv * group + (row0 + r) % group; };
+  for (std::int32_t row0 = 0; row0 < blk.rows_total; row0 += kRows) {
+    const int rows = min(kRows, blk.rows_total - row0);
+    const auto token_of = [&](int r) { return blk.token_of(row0 + r); };  // of pass row r
+    const auto head_of = [&](int r) { return blk.head_of(row0 + r); };
     for (int i = tid; i < kRows * Tr::kChunks; i += Tr::kThreads) {
       const int r = i / Tr::kChunks, c = i % Tr::kChunks;
       const bool valid = r < rows;
@@ -175,23 +170,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
           s[nt][e4] = seen ? s[nt][e4] * scale_log2 : kMinusInf;
           tile_max[r] = fmaxf(tile_max[r], s[nt][e4]);
         }
-      for (int r = 0; r < 2; ++r) {  // online softmax; a row's 4 lanes hold its 16 scores
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[r], tile_max[r]);
-        const float reference = new_max == kMinusInf ? 0.f : new_max;  // no NaN from -inf - -inf
-        const float rescale = exp2f(row_max[r] - reference);
-        float sum = 0.f;
-        for (int nt = 0; nt < 2; ++nt)
-          for (int e4 = 2 * r; e4 < 2 * r + 2; ++e4) {
-            s[nt][e4] = exp2f(s[nt][e4] - reference);
-            sum += s[nt][e4];
-          }
-        row_sum[r] = row_sum[r] * rescale + sum;  // this lane's part; quads add up at the end
-        row_max[r] = new_max;
-        for (int dt = 0; dt < Tr::kDimTiles; ++dt)
-          acc_o[dt][2 * r] *= rescale, acc_o[dt][2 * r + 1] *= rescale;
-      }
+      online_softmax_step(s, tile_max, row_max, row_sum, acc_o);
       const std::uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
                                   pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
       for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {  // O += P V, one k-step of 16 keys
@@ -245,35 +224,23 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
     for (int i = tid; i < rows * Dim; i += Tr::kThreads) {
       const int r = i / Dim, d = i % Dim;
       const std::int32_t t = token_of(r), h = head_of(r);
-      p.partial_out[((index_t(split) * p.total_q + t) * p.heads_q + h) * Dim + d] =
+      p.partial_out[((index_t(blk.split) * p.total_q + t) * p.heads_q + h) * Dim + d] =
           sO[i] * sInvSum[r];
     }
     if (tid < rows)
-      p.partial_lse[(index_t(split) * p.heads_q + head_of(tid)) * p.total_q + token_of(tid)] =
+      p.partial_lse[(index_t(blk.split) * p.heads_q + head_of(tid)) * p.total_q + token_of(tid)] =
           sLse[tid];
     __syncthreads();  // the next pass loads Q over sO
   }
 }
 
-template <class T, int Dim>
-cudaError_t launch_attention_decode_mma(const AttentionParams<T>& p, cudaStream_t stream) {
-  using Tr = DecodeMmaTraits<T, Dim>;
-  const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
-  ANSAN_CUDA_RETURN(launch_kernel(attention_decode_mma_kernel<T, Dim>,
-                                  {grid, Tr::kThreads, Tr::smem_bytes()}, stream, p));
-  return launch_merge_splits(p, stream);
-}
-
-// fp16/bf16 with head_dim 64, 128 or 256 (supports() checks); float never reaches here.
 template <class T>
 cudaError_t launch_attention_decode_mma(const AttentionParams<T>& p, cudaStream_t stream) {
-  if constexpr (sizeof(T) != 2) {
-    return cudaErrorInvalidValue;
-  } else {
-    if (p.head_dim == 64) return launch_attention_decode_mma<T, 64>(p, stream);
-    if (p.head_dim == 128) return launch_attention_decode_mma<T, 128>(p, stream);
-    return launch_attention_decode_mma<T, 256>(p, stream);
-  }
+  return for_head_dim(p, [&](auto dim) {
+    constexpr int kDim = decltype(dim)::value;
+    return launch_split_kv<DecodeMmaTraits<T, kDim>>(attention_decode_mma_kernel<T, kDim>, p,
+                                                     stream);
+  });
 }
 
 }  // namespace ansan::cuda::detail

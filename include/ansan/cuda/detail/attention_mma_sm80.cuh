@@ -177,22 +177,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
           s[nt][i] = seen ? s[nt][i] * scale_log2 : kMinusInf;
           tile_max[r] = fmaxf(tile_max[r], s[nt][i]);
         }
-      for (int r = 0; r < 2; ++r) {  // online softmax; a row's 4 lanes hold its 64 scores
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[r], tile_max[r]);
-        const float reference = new_max == kMinusInf ? 0.f : new_max;  // no NaN from -inf - -inf
-        const float rescale = exp2f(row_max[r] - reference);
-        float sum = 0.f;
-        for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
-          for (int i = 2 * r; i < 2 * r + 2; ++i) {
-            s[nt][i] = exp2f(s[nt][i] - reference);
-            sum += s[nt][i];
-          }
-        row_sum[r] = row_sum[r] * rescale + sum;  // this lane's part; quads add up at the end
-        row_max[r] = new_max;
-        for (int dt = 0; dt < Tr::kDimTiles; ++dt) acc_o[dt][2 * r] *= rescale, acc_o[dt][2 * r + 1] *= rescale;
-      }
+      online_softmax_step(s, tile_max, row_max, row_sum, acc_o);
     }
 
     cp_async_wait_all();
@@ -243,16 +228,10 @@ cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t st
                        stream, p);
 }
 
-// fp16/bf16 with head_dim 64, 128 or 256 (the dispatcher checks); float never reaches here.
 template <class T>
 cudaError_t launch_attention_tensor(const AttentionParams<T>& p, cudaStream_t stream) {
-  if constexpr (sizeof(T) != 2) {
-    return cudaErrorInvalidValue;
-  } else {
-    if (p.head_dim == 64) return launch_attention_tensor<T, 64>(p, stream);
-    if (p.head_dim == 128) return launch_attention_tensor<T, 128>(p, stream);
-    return launch_attention_tensor<T, 256>(p, stream);
-  }
+  return for_head_dim(
+      p, [&](auto dim) { return launch_attention_tensor<T, decltype(dim)::value>(p, stream); });
 }
 
 }  // namespace ansan::cuda::detail

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "ansan/attention_args.hpp"
 #include "ansan/config.hpp"
@@ -107,5 +108,46 @@ ANSAN_DEVICE float warp_sum(float x) {
 
 // exp(x - max) that is 0, not NaN, when both are -inf (a row that has seen nothing yet).
 ANSAN_DEVICE float exp_from(float x, float max) { return max == kMinusInf ? 0.f : expf(x - max); }
+
+// One online-softmax step over a warp's S tile held as mma C fragments (mma_layout.hpp): this
+// lane holds rows lane/4 and lane/4 + 8, each row's scores spread over a quad of lanes. `s`:
+// base-2 scores, scaled and masked (-inf where not seen); `tile_max`: this lane's maximum of
+// each row. Turns `s` into 2^(s - max), adds them to this lane's part of `row_sum` (quads add
+// up at the end) and rescales the O accumulator to the new row maximum.
+template <int KeyTiles, int DimTiles>
+ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)[2],
+                                      float (&row_max)[2], float (&row_sum)[2],
+                                      float (&acc_o)[DimTiles][4]) {
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    const float new_max = fmaxf(row_max[r], tile_max[r]);
+    const float reference = new_max == kMinusInf ? 0.f : new_max;  // no NaN from -inf - -inf
+    const float rescale = exp2f(row_max[r] - reference);
+    float sum = 0.f;
+    for (int nt = 0; nt < KeyTiles; ++nt)
+      for (int i = 2 * r; i < 2 * r + 2; ++i) {
+        s[nt][i] = exp2f(s[nt][i] - reference);
+        sum += s[nt][i];
+      }
+    row_sum[r] = row_sum[r] * rescale + sum;
+    row_max[r] = new_max;
+    for (int dt = 0; dt < DimTiles; ++dt)
+      acc_o[dt][2 * r] *= rescale, acc_o[dt][2 * r + 1] *= rescale;
+  }
+}
+
+// The vector kernels' one run-time-to-template step: `launch(std::integral_constant<int, D>{})`
+// for head_dim D in {64, 128, 256} (the dispatcher checks which), fp16/bf16 only.
+template <class T, class Launch>
+cudaError_t for_head_dim(const AttentionParams<T>& p, Launch&& launch) {
+  if constexpr (sizeof(T) != 2) {
+    return cudaErrorInvalidValue;  // float never reaches a vector kernel
+  } else {
+    if (p.head_dim == 64) return launch(std::integral_constant<int, 64>{});
+    if (p.head_dim == 128) return launch(std::integral_constant<int, 128>{});
+    return launch(std::integral_constant<int, 256>{});
+  }
+}
 
 }  // namespace ansan::cuda::detail
