@@ -72,6 +72,14 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
   }
 }
 
+// Four calls of check() go through all four emulations, whatever the count before them: for
+// the cases a barrier may be needed in only one of them (an empty decode split, say).
+template <class T>
+void check_every_emulation(AttentionKernel kernel, DeviceProblem<T>& dp,
+                           const test::Reference& ref) {
+  for (int emulation = 0; emulation < 4; ++emulation) check(kernel, dp, ref);
+}
+
 // Every listed kernel that takes the problem, on one set of random inputs.
 template <class T>
 void check_all(std::mt19937& rng, const AttentionProblem& pr,
@@ -160,8 +168,8 @@ TEST_CASE("decode over compacted caches with slack rows: split-KV and merge, eve
     const test::Reference ref = dp.reference();
     for (int multiprocessors : {1, 8, 132}) {  // 1 split, a few, as many as the keys allow
       emu::device().multiprocessors = multiprocessors;
-      check(kDecode, dp, ref);
-      check(kDecodeTensor, dp, ref);
+      check_every_emulation(kDecode, dp, ref);
+      check_every_emulation(kDecodeTensor, dp, ref);
     }
     emu::device() = emu::Device{};
     check_all<half>(rng,
