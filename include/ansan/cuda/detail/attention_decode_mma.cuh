@@ -193,23 +193,22 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
         sMax[warp][lane / 4 + 8 * r] = row_max[r], sSum[warp][lane / 4 + 8 * r] = row_sum[r];
     }
     __syncthreads();  // every warp is done with sQ and its stages: sO may overwrite them
+    // The row's merged max, or 0 where no warp saw a key (no NaN from -inf - -inf); where the
+    // sum is positive it is the max itself.
     const auto merged_reference = [&](int row) {
       float m = kMinusInf;
       for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sMax[w][row]);
-      return m;
+      return m == kMinusInf ? 0.f : m;
     };
     if (tid < kRows) {
-      const float m = merged_reference(tid), reference = m == kMinusInf ? 0.f : m;
+      const float reference = merged_reference(tid);
       float sum = 0.f;
       for (int w = 0; w < kWarps; ++w) sum += sSum[w][tid] * exp2f(sMax[w][tid] - reference);
       sInvSum[tid] = sum > 0.f ? 1.f / sum : 0.f;
-      sLse[tid] = sum > 0.f ? (m + log2f(sum)) * 0.6931471805599453f : kMinusInf;
+      sLse[tid] = sum > 0.f ? (reference + log2f(sum)) * 0.6931471805599453f : kMinusInf;
     }
     float weight[2];
-    for (int r = 0; r < 2; ++r) {
-      const float m = merged_reference(lane / 4 + 8 * r);
-      weight[r] = exp2f(row_max[r] - (m == kMinusInf ? 0.f : m));
-    }
+    for (int r = 0; r < 2; ++r) weight[r] = exp2f(row_max[r] - merged_reference(lane / 4 + 8 * r));
     for (int w = 0; w < kWarps; ++w) {  // warp order: the sums do not depend on timing
       if (warp == w)
         for (int dt = 0; dt < Tr::kDimTiles; ++dt)
