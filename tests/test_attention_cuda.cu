@@ -66,12 +66,14 @@ void check_kernel(DeviceProblem<T>& dp, const test::Reference& ref, AttentionKer
   CHECK(c.worst < test::tolerance<T>());
 }
 
+const std::vector<AttentionKernel> kEveryKernel = {AttentionKernel::simt, AttentionKernel::tensor,
+                                                   AttentionKernel::decode,
+                                                   AttentionKernel::decode_tensor};
+
 // Every kernel that supports the problem (or the listed ones).
 template <class T>
 void check_all(std::mt19937& rng, const Problem& pr,
-               std::vector<AttentionKernel> kernels = {
-                   AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
-                   AttentionKernel::decode_tensor}) {
+               const std::vector<AttentionKernel>& kernels = kEveryKernel) {
   DeviceProblem<T> dp(rng, pr);
   const test::Reference ref = dp.reference();
   for (AttentionKernel k : kernels)
@@ -202,16 +204,12 @@ TEST_CASE("empty batches and empty query sets run no kernel and write nothing") 
   const AnchorLayout L = build_layout_from_flags(std::vector<std::uint8_t>{}, std::vector<std::int32_t>{0, 0, 0});
   Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "two empty sequences");
   DeviceProblem<bf16> dp(rng, pr);
-  for (AttentionKernel k : {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
-                            AttentionKernel::decode_tensor})
-    CHECK_NOTHROW(ansan::cuda::attention(dp.args(), 0, k));
+  for (AttentionKernel k : kEveryKernel) CHECK_NOTHROW(ansan::cuda::attention(dp.args(), 0, k));
   // q with no heads (heads_q = 0 passes heads_q % heads_kv == 0): nothing to launch either
   Problem no_heads = prefill_problem(test::random_layout(rng, 2, 20, 4.0), MaskPolicy::anllm(), shape(0, 2, 64),
                                      "no query heads");
   DeviceProblem<bf16> dh(rng, no_heads);
-  for (AttentionKernel k : {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
-                            AttentionKernel::decode_tensor})
-    CHECK_NOTHROW(ansan::cuda::attention(dh.args(), 0, k));
+  for (AttentionKernel k : kEveryKernel) CHECK_NOTHROW(ansan::cuda::attention(dh.args(), 0, k));
 }
 
 TEST_CASE("kernel choice: decode for a few rows per sequence, tensor for prefill, simt otherwise") {
@@ -310,8 +308,7 @@ TEST_CASE("attention_forward follows CUB's temp-storage protocol") {
   Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "forward protocol");
   DeviceProblem<bf16> dp(rng, pr);
   const test::Reference ref = dp.reference();
-  for (AttentionKernel k : {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
-                            AttentionKernel::decode_tensor}) {
+  for (AttentionKernel k : kEveryKernel) {
     std::size_t bytes = 0;
     REQUIRE(ansan::cuda::attention_forward(nullptr, bytes, dp.args(), 0, k) == cudaSuccess);
     CHECK(bytes >= 1);

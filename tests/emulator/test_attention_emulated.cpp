@@ -42,6 +42,7 @@ namespace emu = ansan::emulator;
 constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
                           kDecode = AttentionKernel::decode,
                           kDecodeTensor = AttentionKernel::decode_tensor;
+const std::vector<AttentionKernel> kEveryKernel = {kSimt, kTensor, kDecode, kDecodeTensor};
 
 // Runs cycle through four emulations: warps in lockstep (forward order) or one warp at a time
 // (reverse order), with cp.async data landing at its wait_group or as soon as it is issued (a
@@ -83,8 +84,7 @@ void check_every_emulation(AttentionKernel kernel, DeviceProblem<T>& dp,
 // Every listed kernel that takes the problem, on one set of random inputs.
 template <class T>
 void check_all(std::mt19937& rng, const AttentionProblem& pr,
-               std::initializer_list<AttentionKernel> kernels = {kSimt, kTensor, kDecode,
-                                                                 kDecodeTensor}) {
+               const std::vector<AttentionKernel>& kernels = kEveryKernel) {
   DeviceProblem<T> dp(rng, pr);
   const test::Reference ref = dp.reference();
   for (AttentionKernel k : kernels)
@@ -224,7 +224,7 @@ TEST_CASE("results do not depend on thread order or on when cp.async data lands"
   // loads overwrite shared memory an earlier tile was read from.
   const AnchorLayout long_layout = test::random_layout(rng, 2, 800, 5.0);
   emu::device().multiprocessors = 1;
-  for (AttentionKernel kernel : {kSimt, kTensor, kDecode, kDecodeTensor}) {
+  for (AttentionKernel kernel : kEveryKernel) {
     const bool decode = kernel == kDecode || kernel == kDecodeTensor;
     const AttentionProblem pr =
         decode ? test::decode_problem(rng, long_layout, MaskPolicy::anllm(), shape(4, 2, 64), 3)
