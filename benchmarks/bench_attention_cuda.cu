@@ -299,25 +299,26 @@ void BM_prefill_causal(benchmark::State& state) {
 // Decode: B sequences, each a compacted cache of `cache` entries (anchors, then a 16-token
 // open segment), one non-anchor query row at the next position; every entry is visible.
 struct Decode {
-  std::int32_t batch, cache;
+  std::int32_t batch, cache, dim;
   ansan::cuda::AttentionKernel kernel;
   int copies;
-  DeviceBuffer<bf16> q, k, v, out;  // k/v: (copies * batch * cache, 8, 128)
+  DeviceBuffer<bf16> q, k, v, out;  // k/v: (copies * batch * cache, 8, dim)
   DeviceBuffer<float> lse;
   DeviceBuffer<std::int32_t> cu_q, cu_k, q_pos, q_seg_start, k_pos;
   DeviceBuffer<std::uint8_t> q_is_anchor, k_is_anchor;
   DeviceBuffer<char> temp;
   std::size_t temp_bytes = 0;
 
-  Decode(std::int32_t b, std::int32_t c, ansan::cuda::AttentionKernel kernel_to_run)
+  Decode(std::int32_t b, std::int32_t c, std::int32_t d, ansan::cuda::AttentionKernel kernel_to_run)
       : batch(b),
         cache(c),
+        dim(d),
         kernel(kernel_to_run),
-        copies(int(std::max<std::size_t>(1, kRotateBytes / kv_bytes(b, c)) + 1)),
-        q(std::size_t(b) * kHeadsQ * kDim),
-        k(std::size_t(copies) * b * c * kHeadsKV * kDim),
-        v(std::size_t(copies) * b * c * kHeadsKV * kDim),
-        out(std::size_t(b) * kHeadsQ * kDim),
+        copies(int(std::max<std::size_t>(1, kRotateBytes / kv_bytes(b, c, d)) + 1)),
+        q(std::size_t(b) * kHeadsQ * dim),
+        k(std::size_t(copies) * b * c * kHeadsKV * dim),
+        v(std::size_t(copies) * b * c * kHeadsKV * dim),
+        out(std::size_t(b) * kHeadsQ * dim),
         lse(std::size_t(b) * kHeadsQ) {
     constexpr std::int32_t open = 16, segment = 20;
     std::vector<std::int32_t> h_cu_q, h_cu_k, h_q_pos, h_q_seg, h_k_pos;
@@ -339,23 +340,23 @@ struct Decode {
     ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0), 0, kernel));
     temp = DeviceBuffer<char>(temp_bytes);
   }
-  static std::size_t kv_bytes(std::int32_t b, std::int32_t c) {
-    return std::size_t(b) * c * kHeadsKV * kDim * sizeof(bf16) * 2;
+  static std::size_t kv_bytes(std::int32_t b, std::int32_t c, std::int32_t d) {
+    return std::size_t(b) * c * kHeadsKV * d * sizeof(bf16) * 2;
   }
   ansan::AttentionArgs<bf16> args(int copy) const {
-    const std::size_t ko = std::size_t(copy) * batch * cache * kHeadsKV * kDim;
+    const std::size_t ko = std::size_t(copy) * batch * cache * kHeadsKV * dim;
     ansan::AttentionArgs<bf16> a;
-    a.q = ansan::make_view<const bf16>(q.data(), batch, kHeadsQ, kDim);
-    a.k = ansan::make_view<const bf16>(k.data() + ko, std::int64_t(batch) * cache, kHeadsKV, kDim);
-    a.v = ansan::make_view<const bf16>(v.data() + ko, std::int64_t(batch) * cache, kHeadsKV, kDim);
-    a.out = ansan::make_view(out.data(), batch, kHeadsQ, kDim);
+    a.q = ansan::make_view<const bf16>(q.data(), batch, kHeadsQ, dim);
+    a.k = ansan::make_view<const bf16>(k.data() + ko, std::int64_t(batch) * cache, kHeadsKV, dim);
+    a.v = ansan::make_view<const bf16>(v.data() + ko, std::int64_t(batch) * cache, kHeadsKV, dim);
+    a.out = ansan::make_view(out.data(), batch, kHeadsQ, dim);
     a.lse = ansan::make_view(lse.data(), kHeadsQ, batch);
     a.batch = batch;
     a.cu_seqlens_q = cu_q.data(), a.cu_seqlens_k = cu_k.data();
     a.q_pos = q_pos.data(), a.q_seg_start = q_seg_start.data(), a.q_is_anchor = q_is_anchor.data();
     a.k_pos = k_pos.data(), a.k_is_anchor = k_is_anchor.data();
     a.policy = ansan::MaskPolicy::anllm();
-    a.softmax_scale = 1.f / std::sqrt(float(kDim));
+    a.softmax_scale = 1.f / std::sqrt(float(dim));
     return a;
   }
   void run(int copy) {
@@ -364,8 +365,9 @@ struct Decode {
   }
 };
 
-// The copy ceiling of each decode shape, measured once per run and shared with its decode case.
-std::map<std::int32_t, double> copy_gbps;
+// The copy ceiling of each decode shape's byte count, measured once per run and shared with
+// its decode cases.
+std::map<std::size_t, double> copy_gbps;
 
 double measure_copy(std::size_t bytes) {
   DeviceBuffer<char> from(bytes), to(bytes);
@@ -380,13 +382,13 @@ double measure_copy(std::size_t bytes) {
 void BM_copy(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
   const std::int32_t cache = std::int32_t(state.range(0));
-  const std::size_t bytes = Decode::kv_bytes(64, cache);
+  const std::size_t bytes = Decode::kv_bytes(64, cache, kDim);
   double gbps = 0;
   for (auto _ : state) {
     gbps = measure_copy(bytes);
     state.SetIterationTime(2.0 * double(bytes) / (gbps * 1e9));
   }
-  copy_gbps[cache] = gbps;
+  copy_gbps[bytes] = gbps;
   state.counters["GBps"] = gbps;
   state.counters["bytes"] = double(bytes);
 }
@@ -394,7 +396,8 @@ void BM_copy(benchmark::State& state) {
 void decode_case(benchmark::State& state, ansan::cuda::AttentionKernel kernel) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
   const std::int32_t batch = std::int32_t(state.range(0)), cache = std::int32_t(state.range(1));
-  Decode problem(batch, cache, kernel);
+  const std::int32_t dim = std::int32_t(state.range(2));
+  Decode problem(batch, cache, dim, kernel);
   problem.run(0);
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   double ms = 0;
@@ -402,13 +405,13 @@ void decode_case(benchmark::State& state, ansan::cuda::AttentionKernel kernel) {
     ms = median_ms([&](int i) { problem.run(i % problem.copies); }, kRepeats);
     state.SetIterationTime(ms / 1e3);
   }
-  const double bytes = double(Decode::kv_bytes(batch, cache));
-  const double gbps = bytes / (ms * 1e-3) / 1e9;
+  const std::size_t bytes = Decode::kv_bytes(batch, cache, dim);
+  const double gbps = double(bytes) / (ms * 1e-3) / 1e9;
   state.counters["ms"] = ms;
   state.counters["GBps"] = gbps;
-  if (copy_gbps.count(cache) == 0) copy_gbps[cache] = measure_copy(std::size_t(bytes));
-  state.counters["copy_GBps"] = copy_gbps[cache];
-  state.counters["frac_of_copy"] = gbps / copy_gbps[cache];
+  if (copy_gbps.count(bytes) == 0) copy_gbps[bytes] = measure_copy(bytes);
+  state.counters["copy_GBps"] = copy_gbps[bytes];
+  state.counters["frac_of_copy"] = gbps / copy_gbps[bytes];
 }
 // The FMA decode kernel (what automatic picks) and the one on tensor cores.
 void BM_decode(benchmark::State& state) {
@@ -428,16 +431,13 @@ BENCHMARK(BM_prefill)
     ->Iterations(1);
 BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_decode)
-    ->ArgNames({"B", "cache"})
-    ->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}})
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_decode_tensor)
-    ->ArgNames({"B", "cache"})
-    ->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}})
-    ->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
+// Issue 5's decode shapes at head_dim 128, and the other two head dims at one cache length.
+void decode_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "cache", "D"})->ArgsProduct({{64}, {512, 1024, 2048, 4096, 8192}, {kDim}});
+  b->Args({64, 2048, 64})->Args({64, 2048, 256})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(BM_decode)->Apply(decode_shapes);
+BENCHMARK(BM_decode_tensor)->Apply(decode_shapes);
 
 // --dump mode: one prefill problem for tests/gpu/torch_compare.py.
 int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tensors, int block) {

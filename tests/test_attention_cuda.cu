@@ -212,15 +212,19 @@ TEST_CASE("empty batches and empty query sets run no kernel and write nothing") 
   for (AttentionKernel k : kEveryKernel) CHECK_NOTHROW(ansan::cuda::attention(dh.args(), 0, k));
 }
 
-TEST_CASE("kernel choice: decode for a few rows per sequence, tensor for prefill, simt otherwise") {
+TEST_CASE(
+    "kernel choice: a decode kernel for a few rows per sequence, tensor for prefill, simt "
+    "otherwise") {
   std::mt19937 rng(1010);
   const AnchorLayout L = test::random_layout(rng, 4, 100, 5.0);
   Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
   DeviceProblem<bf16> dp(rng, prefill);
   if (L.total_tokens() > 16) CHECK(ansan::cuda::choose_kernel(dp.args()) == AttentionKernel::tensor);
-  Problem decode = decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, 128), 1);
-  DeviceProblem<bf16> dd(rng, decode);
-  CHECK(ansan::cuda::choose_kernel(dd.args()) == AttentionKernel::decode);
+  for (int dim : {64, 128, 256}) {
+    Problem decode = decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, dim), 1);
+    DeviceProblem<bf16> dd(rng, decode);
+    CHECK(ansan::cuda::choose_kernel(dd.args()) == AttentionKernel::decode_tensor);
+  }
   DeviceProblem<float> df(rng, prefill);
   CHECK(ansan::cuda::choose_kernel(df.args()) == AttentionKernel::simt);
 }

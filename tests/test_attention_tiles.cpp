@@ -198,7 +198,7 @@ namespace {
 // each visible pair and never for anything else (a zero-filled slot included).
 //   block_rows / warp_rows / tile_keys: the kernel's tile shape
 //   predicate_in_partial: simt asks visible_retained / visible_local per element, the tensor
-//   kernel compares indices (tile_element_seen) with a per-warp class
+//   kernel compares indices (seen_interval) with a per-warp class
 // Returns the tiles it loaded and the (warp, tile) products it did not skip.
 struct WalkCounts {
   double loaded_tiles = 0, warp_tiles = 0;
@@ -251,7 +251,9 @@ WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, 
           if (mask != TileMask::none) counts.warp_tiles += 1;
           for (std::int32_t r = w0; r < std::min(w0 + warp_rows, rows); ++r)
             for (std::int32_t index = begin; index < begin + tile_keys; ++index) {
-              const std::int32_t row = walk.holds(j, index) ? (part == 0 ? retained_rows[std::size_t(retained_base + index)] : index) : -1;
+              const std::int32_t row = walk.key_row(j, index, retained_rows.data() + retained_base);
+              REQUIRE((row >= 0) ==
+                      (index - begin < walk.slots_held(j)));  // the loader's zero fill
               bool seen;
               if (predicate_in_partial) {
                 const QueryInfo q = L.query(b, q0 + r);
@@ -259,7 +261,8 @@ WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, 
                        (mask == TileMask::partial && row >= 0 &&
                         (part == 0 ? visible_retained(p, q, key(row)) : visible_local(p, q, key(row))));
               } else {
-                seen = tile_element_seen(mask, part, rk[std::size_t(r)], index);
+                seen =
+                    seen_interval(mask, part, rk[std::size_t(r)], begin, tile_keys).contains(index);
               }
               if (!seen) continue;
               REQUIRE_MESSAGE((row >= kb && row < ke), "pair (", q0 + r, ", slot ", index, ") counted outside the keys");

@@ -172,6 +172,33 @@ TEST_CASE("swizzle: a bijection within each row, and every ldmatrix phase is con
   }
 }
 
+TEST_CASE("swizzle: chunk c of row r at chunk c ^ (r % 8); SwizzledLane steps equal it") {
+  for (const int dim : {64, 128, 256})
+    for (int row = 0; row < 64; ++row)
+      for (int col = 0; col < dim; ++col)
+        REQUIRE(swizzled_offset(row, col, dim) ==
+                row * dim + ((col / 8) ^ (row % 8)) * 8 + col % 8);
+  // Each operand's lane part with the kernels' steps: rows by 16 (tiles) or 16 warp, columns by
+  // 16 (k-steps, head-dim pairs).
+  using Address = RowCol (*)(int lane, int row_step, int col_step);
+  const Address operands[] = {
+      [](int lane, int r, int c) {
+        return RowCol{ldmatrix_a_address(lane, c).row + 16 * r, ldmatrix_a_address(lane, c).col};
+      },
+      [](int lane, int r, int c) { return ldmatrix_k_address(lane, r, c); },
+      [](int lane, int r, int c) { return ldmatrix_v_address(lane, r, c); }};
+  for (const Address address : operands)
+    for (const int dim : {64, 128, 256})
+      for (int lane = 0; lane < 32; ++lane) {
+        const SwizzledLane at = swizzled_lane(address(lane, 0, 0), dim);
+        for (int r = 0; r < 4; ++r)
+          for (int c = 0; c < dim / 16; ++c) {
+            const RowCol rc = address(lane, r, c);
+            REQUIRE(at.at(16 * r, 16 * c, dim) == swizzled_offset(rc.row, rc.col, dim));
+          }
+      }
+}
+
 TEST_CASE("ldmatrix from the swizzled tiles hands every lane the fragment the MMA expects") {
   std::mt19937 rng(2);
   for (const int dim : {64, 128}) {

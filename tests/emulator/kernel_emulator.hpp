@@ -443,6 +443,13 @@ V atomic_min(V* address, V value) {
   return old;
 }
 
+inline int any_sync(unsigned mask, int predicate) {
+  return detail::engine().collective<int>(
+      "__any_sync", mask, int(predicate != 0), [](const std::array<int, 32>& all, int) {
+        return int(std::any_of(all.begin(), all.end(), [](int x) { return x != 0; }));
+      });
+}
+
 template <class V>
 V reduce_min_sync(unsigned mask, V value) {
   return detail::engine().collective<V>(
@@ -478,6 +485,7 @@ using std::min;
 #define __syncwarp(...) ::ansan::emulator::syncwarp(__VA_ARGS__)
 #define __shfl_xor_sync(...) ::ansan::emulator::shfl_xor_sync(__VA_ARGS__)
 #define __shfl_sync(...) ::ansan::emulator::shfl_sync(__VA_ARGS__)
+#define __any_sync(...) ::ansan::emulator::any_sync(__VA_ARGS__)
 #define __reduce_min_sync(...) ::ansan::emulator::reduce_min_sync(__VA_ARGS__)
 #define __reduce_max_sync(...) ::ansan::emulator::reduce_max_sync(__VA_ARGS__)
 #define atomicMin(...) ::ansan::emulator::atomic_min(__VA_ARGS__)

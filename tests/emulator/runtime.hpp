@@ -21,7 +21,8 @@
 namespace ansan::emulator {
 
 struct Device {
-  int multiprocessors = 132;  // an H100 SXM, for the decode split heuristic
+  int multiprocessors = 132;                       // an H100 SXM, for the decode split heuristic
+  int shared_memory_per_block_optin = 227 * 1024;  // an H100; sm_86 / sm_89 allow 99 KiB
 };
 inline Device& device() {
   static Device properties;
@@ -172,7 +173,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
       *value = ansan::emulator::device().multiprocessors;
       return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
-      *value = 227 * 1024;
+      *value = ansan::emulator::device().shared_memory_per_block_optin;
       return cudaSuccess;
     default:
       return record(cudaErrorInvalidValue);

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -153,6 +154,13 @@ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, 
   for (int i = 0; i < 4; ++i) d[i] = result[std::size_t(i)];
   if (::ansan::emulator::detail::engine().self().lane == 0)
     ++::ansan::emulator::stats().mma;  // one per warp
+}
+
+// ex2.approx.ftz.f32: the exact 2^x stands in for the approximation (the tests' tolerances
+// hold either way); subnormal results flush to zero as on the device.
+inline float exp2_approx(float x) {
+  const float y = std::exp2(x);
+  return std::fpclassify(y) == FP_SUBNORMAL ? 0.f : y;
 }
 
 }  // namespace ansan::cuda::detail

@@ -179,6 +179,25 @@ TEST_CASE("decode over compacted caches with slack rows: split-KV and merge, eve
   }
 }
 
+TEST_CASE(
+    "decode at head_dim 256 on a GPU with 99 KiB per block: the FMA kernel, decode_tensor "
+    "refused") {
+  std::mt19937 rng(616);
+  const AnchorLayout L = test::random_layout(rng, 2, 200, 6.0);
+  const AttentionProblem pr256 =
+      test::decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, 256), 1);
+  const AttentionProblem pr128 =
+      test::decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, 128), 1);
+  DeviceProblem<bf16> dp256(rng, pr256), dp128(rng, pr128);
+  CHECK(ansan::cuda::choose_kernel(dp256.args()) == kDecodeTensor);  // 227 KiB: an H100
+  emu::device().shared_memory_per_block_optin = 99 * 1024;           // sm_86, sm_89
+  CHECK(ansan::cuda::choose_kernel(dp256.args()) == kDecode);
+  CHECK(ansan::cuda::choose_kernel(dp128.args()) == kDecodeTensor);
+  CHECK_THROWS_AS(ansan::cuda::attention(dp256.args(), 0, kDecodeTensor), std::invalid_argument);
+  check(AttentionKernel::automatic, dp256, dp256.reference());
+  emu::device() = emu::Device{};
+}
+
 TEST_CASE("rows that see no key get O = 0 and lse = -inf, on every kernel") {
   std::mt19937 rng(808);
   const AttentionProblem pr = test::no_visible_key_problem();

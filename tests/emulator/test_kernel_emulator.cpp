@@ -171,6 +171,15 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("__any_sync: 1 in every lane of a warp where some lane's predicate holds, else 0") {
+  std::vector<int> any(64);
+  REQUIRE(launch(1, 64, 0, [&] {
+            const int tid = int(threadIdx.x);
+            any[std::size_t(tid)] = __any_sync(0xffffffffu, tid == 37);  // one lane of warp 1
+          }) == cudaSuccess);
+  for (int t = 0; t < 64; ++t) CHECK(any[std::size_t(t)] == (t >= 32 ? 1 : 0));
+}
+
 TEST_CASE("__syncwarp orders a warp's shared-memory writes before its reads") {
   std::vector<int> shared(64, -1), seen(64);
   const emu::Stats before = emu::stats();

@@ -32,8 +32,8 @@ profile() {  # case kernel-regex benchmark-filter
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 profile prefill_n16384_L20 attention_tensor_kernel 'BM_prefill/n:16384/L:20/'
 profile causal_n4096 attention_tensor_kernel 'BM_prefill_causal/n:4096/'
-profile decode_B64_8192 attention_decode_kernel 'BM_decode/B:64/cache:8192/'
-profile decode_tensor_B64_8192 attention_decode_mma_kernel 'BM_decode_tensor/B:64/cache:8192/'
+profile decode_B64_8192 attention_decode_kernel 'BM_decode/B:64/cache:8192/D:128/'
+profile decode_tensor_B64_8192 attention_decode_mma_kernel 'BM_decode_tensor/B:64/cache:8192/D:128/'
 cuobjdump=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
 if [[ -n $cuobjdump ]]; then
   "$cuobjdump" -sass "$bench" | awk '/Function : .*attention_(tensor|decode|decode_mma)_kernel/ {keep = 1} /Function : / && !/attention_(tensor|decode|decode_mma)_kernel/ {keep = 0} keep' |

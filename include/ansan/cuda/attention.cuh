@@ -81,6 +81,24 @@ bool vector_rows_ok(const AttentionArgs<T>& a) {
          rows_aligned_16<T>(a.k) && rows_aligned_16<T>(a.v) && rows_aligned_16<T>(a.out);
 }
 
+// Whether the current device gives a decode_tensor block at `a`'s head_dim its shared memory:
+// at 256 it takes 136 KiB, more than sm_86 and sm_89 allow a block (99 KiB); the kernel's
+// static tables add under 1 KiB (tests/kernel_resources.cu reports them).
+template <class T>
+bool decode_tensor_fits_device(const AttentionArgs<T>& a) {
+  if constexpr (!is_16bit_v<T>) {
+    return false;
+  } else {
+    if (a.head_dim() != 256) return true;  // 68 KiB at 128: within every sm_80+ GPU's limit
+    int device = 0, optin = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+            cudaSuccess)
+      return false;
+    return DecodeMmaTraits<T, 256>::smem_bytes() + 1024 <= std::size_t(optin);
+  }
+}
+
 // Whether `kernel` can run `a`; automatic resolves to the fastest that can.
 template <class T>
 bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
@@ -88,8 +106,9 @@ bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
     case AttentionKernel::simt: return a.head_dim() >= 1 && a.head_dim() <= 256;
     case AttentionKernel::tensor: return vector_rows_ok(a);
     case AttentionKernel::decode:
-    case AttentionKernel::decode_tensor:
       return vector_rows_ok(a) && a.batch <= 65535;  // grid.z
+    case AttentionKernel::decode_tensor:
+      return vector_rows_ok(a) && a.batch <= 65535 && decode_tensor_fits_device(a);
     default: return true;
   }
 }
@@ -103,8 +122,11 @@ AttentionKernel choose_kernel(const AttentionArgs<T>& a,
   if (requested != AttentionKernel::automatic) return requested;
   if (detail::vector_rows_ok(a)) {
     const bool few_rows = a.total_q() <= 4 * index_t(a.batch);
-    return few_rows && detail::supports(AttentionKernel::decode, a) ? AttentionKernel::decode
-                                                                     : AttentionKernel::tensor;
+    // decode_tensor: 1.6-1.8x the FMA decode on an H100 at every head dim (docs/benchmarks.md)
+    if (few_rows && detail::supports(AttentionKernel::decode_tensor, a))
+      return AttentionKernel::decode_tensor;
+    if (few_rows && detail::supports(AttentionKernel::decode, a)) return AttentionKernel::decode;
+    return AttentionKernel::tensor;
   }
   return AttentionKernel::simt;
 }
@@ -138,6 +160,7 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     temp.take<char>(1);
     if (empty) return cudaSuccess;
     if (split_kv) {
+      if (p.splits == 1) return cudaSuccess;  // the kernel writes out and lse itself
       p.partial_out = temp.take<float>(std::size_t(p.splits) * std::size_t(p.total_q) *
                                        std::size_t(p.heads_q) * std::size_t(p.head_dim));
       p.partial_lse = temp.take<float>(std::size_t(p.splits) * std::size_t(p.heads_q) *

@@ -75,6 +75,26 @@ struct SplitKvBlock {
   SplitRange range;  // key rows, relative to k_begin
   ANSAN_DEVICE std::int32_t token_of(std::int32_t row) const { return q_begin + row / group; }
   ANSAN_DEVICE std::int32_t head_of(std::int32_t row) const { return h_kv * group + row % group; }
+
+  // This split's normalised result for (token t, head h): element d of O, and the row's lse.
+  // With one split per sequence it is the answer and goes straight to out and lse (the merge
+  // is not launched; it would multiply by 2^0 = 1); otherwise to the partials it merges.
+  template <class T>
+  ANSAN_DEVICE void store_out(const AttentionParams<T>& p, std::int32_t t, std::int32_t h, int d,
+                              float o) const {
+    if (p.splits == 1)
+      p.out_row(t, h)[d] = from_float<T>(o);
+    else
+      p.partial_out[((index_t(split) * p.total_q + t) * p.heads_q + h) * p.head_dim + d] = o;
+  }
+  template <class T>
+  ANSAN_DEVICE void store_lse(const AttentionParams<T>& p, std::int32_t t, std::int32_t h,
+                              float lse) const {
+    if (p.splits == 1)
+      p.store_lse(t, h, lse);
+    else
+      p.partial_lse[(index_t(split) * p.heads_q + h) * p.total_q + t] = lse;
+  }
 };
 template <class T>
 ANSAN_DEVICE SplitKvBlock split_kv_block(const AttentionParams<T>& p) {
@@ -205,11 +225,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, Dim>::kThreads)
       if (r >= rows) continue;
       const std::int32_t t = token_of(r), h = head_of(r);
       const float sum = sSum[r], inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-      float* partial = p.partial_out + ((index_t(blk.split) * p.total_q + t) * p.heads_q + h) * Dim;
-      for (int e = 0; e < kVec; ++e) partial[d0 + e] = acc[i][e] * inv_sum;
-      if (d0 == 0)
-        p.partial_lse[(index_t(blk.split) * p.heads_q + h) * p.total_q + t] =
-            sum > 0.f ? sMax[r] + logf(sum) : kMinusInf;
+      for (int e = 0; e < kVec; ++e) blk.store_out(p, t, h, d0 + e, acc[i][e] * inv_sum);
+      if (d0 == 0) blk.store_lse(p, t, h, sum > 0.f ? sMax[r] + logf(sum) : kMinusInf);
     }
     __syncthreads();  // the next pass rewrites sQ, sMax, sSum
   }
@@ -252,13 +269,15 @@ inline std::int32_t decode_splits(std::int32_t batch, std::int32_t heads_kv, std
 }
 
 // A split-KV decode kernel (this one or attention_decode_mma.cuh's) over grid (splits,
-// heads_kv, B), then the merge of its partial results into out and lse.
+// heads_kv, B), then, for more than one split, the merge of its partial results into out and
+// lse.
 template <class Traits, class T>
 cudaError_t launch_split_kv(void (*kernel)(AttentionParams<T>), const AttentionParams<T>& p,
                             cudaStream_t stream) {
   const dim3 grid(unsigned(p.splits), unsigned(p.heads_kv), unsigned(p.batch));
   ANSAN_CUDA_RETURN(
       launch_kernel(kernel, {grid, Traits::kThreads, Traits::smem_bytes()}, stream, p));
+  if (p.splits == 1) return cudaSuccess;  // the kernel wrote out and lse itself
   const index_t items = index_t(p.total_q) * p.heads_q;
   return launch_kernel(merge_splits_kernel<T>, {dim3(unsigned((items + 3) / 4)), 128, 0}, stream,
                        p);

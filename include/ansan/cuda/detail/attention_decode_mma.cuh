@@ -167,10 +167,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
           const int r = e4 / 2, e = e4 % 2;  // mma_c_element: rows lane/4 (+8), cols 2 (lane%4) + e
           const bool seen =
               my_row_valid[r] && key_valid[nt][e] && visible(p.policy, my_query[r], keys[nt][e]);
-          s[nt][e4] = seen ? s[nt][e4] * scale_log2 : kMinusInf;
+          s[nt][e4] = seen ? s[nt][e4] : kMinusInf;
           tile_max[r] = fmaxf(tile_max[r], s[nt][e4]);
         }
-      online_softmax_step(s, tile_max, row_max, row_sum, acc_o);
+      online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
       const std::uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
                                   pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
       for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {  // O += P V, one k-step of 16 keys
@@ -222,13 +222,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
     }
     for (int i = tid; i < rows * Dim; i += Tr::kThreads) {
       const int r = i / Dim, d = i % Dim;
-      const std::int32_t t = token_of(r), h = head_of(r);
-      p.partial_out[((index_t(blk.split) * p.total_q + t) * p.heads_q + h) * Dim + d] =
-          sO[i] * sInvSum[r];
+      blk.store_out(p, token_of(r), head_of(r), d, sO[i] * sInvSum[r]);
     }
-    if (tid < rows)
-      p.partial_lse[(index_t(blk.split) * p.heads_q + head_of(tid)) * p.total_q + token_of(tid)] =
-          sLse[tid];
+    if (tid < rows) blk.store_lse(p, token_of(tid), head_of(tid), sLse[tid]);
     __syncthreads();  // the next pass loads Q over sO
   }
 }

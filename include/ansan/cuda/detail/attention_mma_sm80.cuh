@@ -11,15 +11,17 @@
 //   local      64 consecutive key rows of the band [min local_begin, max local_end)
 // For each tile:
 //   S = Q K^T            mma.m16n8k16 over head_dim, K fragments by ldmatrix.x4
-//   mask                 per warp: no row sees the tile -> skip it; all rows see all of it ->
-//                        no check; otherwise compare the key index with the row's interval
-//                        (tile_element_seen(): visible_retained / visible_local in index
-//                        form; tests/test_attention_tiles.cpp replays this walk on the host)
+//   mask                 per warp: no row sees the tile -> skip it; otherwise each row sees
+//                        one interval of the tile's indices (seen_interval(): visible_retained /
+//                        visible_local in index form, the whole tile when every row sees all
+//                        of it), two compares per element and no branch
+//                        (tests/test_attention_tiles.cpp replays this walk on the host)
 //   online softmax       in base 2 (scores pre-multiplied by scale * log2 e)
 //   O += P V             P re-used from the S accumulator as the A fragment (mma_layout.hpp),
 //                        V fragments by ldmatrix.x4.trans
 // Tiles are staged with cp.async into XOR-swizzled shared memory; V of tile j loads while S
-// of tile j is computed, K of tile j+1 while P V of tile j is.
+// of tile j is computed, K of tile j+1 while P V of tile j is. The key rows of tile j+1 (the
+// retained list is a gather) are read during S of tile j, one read per key.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -74,6 +76,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
   __shared__ TileBounds sBounds[2];                  // the whole block
+  __shared__ index_t
+      sKeyOffsets[2][2][kKeys];  // [tile j % 2][K, V] element offset of each slot's row
 
   // Heads vary fastest and tiles run last-first: late query tiles see the most retained keys,
   // so the heaviest blocks start first and the light ones fill the tail.
@@ -117,39 +121,63 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   __syncthreads();
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   const std::int32_t tiles = walk.count();
-  const auto load_tile = [&](T* dst, const T* src, index_t stride_t, index_t stride_h, std::int32_t j) {
-    const int part = walk.part(j);
-    const std::int32_t begin = walk.begin(j);
-    for (int i = tid; i < kKeys * Tr::kChunks; i += Tr::kThreads) {
-      const int c = i / Tr::kChunks, chunk = i % Tr::kChunks;
-      const std::int32_t index = begin + c;
-      std::int32_t row = -1;
-      if (walk.holds(j, index)) row = part == 0 ? p.retained_rows[retained_base + index] : index;
-      const T* from = row >= 0 ? src + row * stride_t + h_kv * stride_h + 8 * chunk : src;
-      cp_async_16(dst + swizzled_offset(c, 8 * chunk, Dim), from, row >= 0);  // zeros past the end
+  const std::int32_t* retained_rows = p.retained_rows + retained_base;
+
+  // Tile loads: thread `tid` copies 16-byte chunk `load_chunk` of key slots load_slot0,
+  // load_slot0 + kLoadSlotStep, ... The offset of the row behind each slot comes from
+  // sKeyOffsets, which threads 0..kKeys-1 fill one tile ahead: one global read and one 64-bit
+  // multiply per slot, not one per chunk.
+  constexpr int kLoadSlotStep = Tr::kThreads / Tr::kChunks, kLoadsPerThread = kKeys / kLoadSlotStep;
+  static_assert(kKeys % kLoadSlotStep == 0 && Tr::kThreads >= kKeys, "whole load passes");
+  const int load_slot0 = tid / Tr::kChunks, load_chunk = tid % Tr::kChunks;
+  const T* const src[2] = {p.k + h_kv * p.k_stride_h + 8 * load_chunk,
+                           p.v + h_kv * p.v_stride_h + 8 * load_chunk};
+  const auto load_tile = [&](T* dst, int kv, std::int32_t j, const index_t(&offsets)[2][kKeys]) {
+    const std::int32_t held = walk.slots_held(j);  // zeros past the end
+    for (int i = 0; i < kLoadsPerThread; ++i) {
+      const int slot = load_slot0 + i * kLoadSlotStep;
+      cp_async_16(dst + swizzled_offset(slot, 8 * load_chunk, Dim), src[kv] + offsets[kv][slot],
+                  slot < held);
     }
   };
+  const auto store_key_offsets = [&](index_t(&offsets)[2][kKeys],
+                                     std::int32_t key_row) {      // tid < kKeys
+    offsets[0][tid] = key_row >= 0 ? key_row * p.k_stride_t : 0;  // 0: a slot not held, not read
+    offsets[1][tid] = key_row >= 0 ? key_row * p.v_stride_t : 0;
+  };
+  if (tid < kKeys && tiles > 0)
+    store_key_offsets(sKeyOffsets[0], walk.key_row(0, walk.begin(0) + tid, retained_rows));
+  __syncthreads();
 
-  // This thread's two rows of every C fragment: 16w + lane/4 and 16w + lane/4 + 8.
+  // This thread's two rows of every C fragment: 16w + lane/4 and 16w + lane/4 + 8; its columns
+  // of an S tile: 8 nt + 2 (lane % 4) + {0, 1}.
   RowKeys my_rows[2];
   for (int r = 0; r < 2; ++r) my_rows[r] = sRowKeys[16 * warp + lane / 4 + 8 * r];
+  const int my_col = mma_c_element(lane, 0).col;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  // ldmatrix addresses: each lane's part once; k-steps and key pairs add constants.
+  const SwizzledLane q_lane = swizzled_lane(ldmatrix_a_address(lane, 0), Dim);
+  const SwizzledLane k_lane = swizzled_lane(ldmatrix_k_address(lane, 0, 0), Dim);
+  const SwizzledLane v_lane = swizzled_lane(ldmatrix_v_address(lane, 0, 0), Dim);
   std::uint32_t q_frag[Tr::kQFragments][4];
   const auto load_q_fragment = [&](std::uint32_t(&frag)[4], int ks) {
-    const RowCol at = ldmatrix_a_address(lane, ks);
-    ldmatrix_x4(frag, sQ + swizzled_offset(16 * warp + at.row, at.col, Dim));
+    ldmatrix_x4(frag, sQ + q_lane.at(16 * warp, 16 * ks, Dim));
   };
   float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
   float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
 
-  if (tiles > 0) load_tile(sK, p.k, p.k_stride_t, p.k_stride_h, 0);
+  if (tiles > 0) load_tile(sK, 0, 0, sKeyOffsets[0]);
   cp_async_commit();
   for (std::int32_t j = 0; j < tiles; ++j) {
     cp_async_wait_all();
     __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
     if (Tr::kQInRegisters && j == 0)
       for (int ks = 0; ks < Tr::kKSteps; ++ks) load_q_fragment(q_frag[ks], ks);
-    load_tile(sV, p.v, p.v_stride_t, p.v_stride_h, j);
+    // The next tile's key rows: read now, stored after S, so the read's latency hides behind it.
+    std::int32_t next_key_row = -1;
+    if (tid < kKeys && j + 1 < tiles)
+      next_key_row = walk.key_row(j + 1, walk.begin(j + 1) + tid, retained_rows);
+    load_tile(sV, 1, j, sKeyOffsets[j % 2]);
     cp_async_commit();
 
     const int part = walk.part(j);
@@ -161,28 +189,34 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
         std::uint32_t(&qa)[4] = q_frag[Tr::kQInRegisters ? ks : 0];
         if (!Tr::kQInRegisters) load_q_fragment(qa, ks);
         for (int np = 0; np < Tr::kKeyTiles / 2; ++np) {
-          const RowCol at = ldmatrix_k_address(lane, np, ks);
           std::uint32_t kb[4];
-          ldmatrix_x4(kb, sK + swizzled_offset(at.row, at.col, Dim));
+          ldmatrix_x4(kb, sK + k_lane.at(16 * np, 16 * ks, Dim));
           mma_m16n8k16<T>(s[2 * np], qa, kb[0], kb[1]);
           mma_m16n8k16<T>(s[2 * np + 1], qa, kb[2], kb[3]);
         }
       }
+      // Mask (partial tiles only): each row sees one interval of the tile's indices; relative
+      // to this lane's first column, element (nt, i) is at the compile-time offset 8 nt + i % 2.
+      if (mask == TileMask::partial)
+        for (int r = 0; r < 2; ++r) {
+          const KeyInterval seen = seen_interval(mask, part, my_rows[r], begin, kKeys);
+          const std::int32_t lo = seen.begin - (begin + my_col), hi = seen.end - (begin + my_col);
+          for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
+            for (int i = 2 * r; i < 2 * r + 2; ++i) {
+              const int offset = 8 * nt + i % 2;
+              if (offset < lo || offset >= hi) s[nt][i] = kMinusInf;
+            }
+        }
       float tile_max[2] = {kMinusInf, kMinusInf};
       for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
-        for (int i = 0; i < 4; ++i) {
-          const int r = i / 2;
-          const std::int32_t index = begin + 8 * nt + mma_c_element(lane, i).col;
-          const bool seen = tile_element_seen(mask, part, my_rows[r], index);
-          s[nt][i] = seen ? s[nt][i] * scale_log2 : kMinusInf;
-          tile_max[r] = fmaxf(tile_max[r], s[nt][i]);
-        }
-      online_softmax_step(s, tile_max, row_max, row_sum, acc_o);
+        for (int i = 0; i < 4; ++i) tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nt][i]);
+      online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
     }
+    if (tid < kKeys) store_key_offsets(sKeyOffsets[(j + 1) % 2], next_key_row);
 
     cp_async_wait_all();
-    __syncthreads();  // V_j landed; every warp is done with K_j
-    if (j + 1 < tiles) load_tile(sK, p.k, p.k_stride_t, p.k_stride_h, j + 1);
+    __syncthreads();  // V_j landed; every warp is done with K_j; the next key offsets are stored
+    if (j + 1 < tiles) load_tile(sK, 0, j + 1, sKeyOffsets[(j + 1) % 2]);
     cp_async_commit();
     if (mask != TileMask::none)
       for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V
@@ -190,9 +224,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
                                     pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                     pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
         for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {
-          const RowCol at = ldmatrix_v_address(lane, kk, dp);
           std::uint32_t vb[4];
-          ldmatrix_x4_trans(vb, sV + swizzled_offset(at.row, at.col, Dim));
+          ldmatrix_x4_trans(vb, sV + v_lane.at(16 * kk, 16 * dp, Dim));
           mma_m16n8k16<T>(acc_o[2 * dp], a, vb[0], vb[1]);
           mma_m16n8k16<T>(acc_o[2 * dp + 1], a, vb[2], vb[3]);
         }

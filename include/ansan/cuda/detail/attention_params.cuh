@@ -11,6 +11,7 @@
 #include "ansan/attention_args.hpp"
 #include "ansan/config.hpp"
 #include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/cuda/detail/mma_sm80.cuh"  // exp2_approx
 #include "ansan/dtype.hpp"
 #include "ansan/policy.hpp"
 
@@ -42,7 +43,8 @@ struct AttentionParams {
   const std::int32_t* tile_prefix;      // (B+1) query tiles per sequence, prefix-summed
   const std::int32_t* retained_prefix;  // (total_k+1) retained keys among rows [0, t)
   const std::int32_t* retained_rows;    // (total retained) key row of each retained key
-  float* partial_out;                   // (splits, total_q, heads_q, head_dim) decode partials
+  float* partial_out;                   // (splits, total_q, heads_q, head_dim) decode partials;
+                                        // null with one split (written straight to out)
   float* partial_lse;                   // (splits, heads_q, total_q)
   std::int32_t splits;                  // decode key splits per sequence
 
@@ -110,31 +112,37 @@ ANSAN_DEVICE float warp_sum(float x) {
 ANSAN_DEVICE float exp_from(float x, float max) { return max == kMinusInf ? 0.f : expf(x - max); }
 
 // One online-softmax step over a warp's S tile held as mma C fragments (mma_layout.hpp): this
-// lane holds rows lane/4 and lane/4 + 8, each row's scores spread over a quad of lanes. `s`:
-// base-2 scores, scaled and masked (-inf where not seen); `tile_max`: this lane's maximum of
-// each row. Turns `s` into 2^(s - max), adds them to this lane's part of `row_sum` (quads add
-// up at the end) and rescales the O accumulator to the new row maximum.
+// lane holds rows lane/4 and lane/4 + 8, each row's scores spread over a quad of lanes. `s`: raw
+// scores Q K^T, -inf where not seen; `tile_max`: this lane's maximum of each row of s. Scores
+// enter base 2 as s * scale_log2 (softmax_scale * log2 e, > 0, so the maximum of s is that of
+// the scaled scores) in the same FFMA as the subtraction of the maximum. Turns `s` into
+// 2^(s scale_log2 - max), adds them to this lane's part of `row_sum` (quads add up at the end)
+// and rescales the O accumulator to the new row maximum (`row_max`: base-2 domain) unless no
+// row of the warp has a new maximum (the usual case once a row has seen its largest scores;
+// 2^0 is exactly 1, so skipping changes no bit).
 template <int KeyTiles, int DimTiles>
 ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)[2],
-                                      float (&row_max)[2], float (&row_sum)[2],
+                                      float scale_log2, float (&row_max)[2], float (&row_sum)[2],
                                       float (&acc_o)[DimTiles][4]) {
+  float rescale[2];
   for (int r = 0; r < 2; ++r) {
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-    const float new_max = fmaxf(row_max[r], tile_max[r]);
+    const float new_max = fmaxf(row_max[r], tile_max[r] * scale_log2);
     const float reference = new_max == kMinusInf ? 0.f : new_max;  // no NaN from -inf - -inf
-    const float rescale = exp2f(row_max[r] - reference);
+    rescale[r] = exp2_approx(row_max[r] - reference);
     float sum = 0.f;
     for (int nt = 0; nt < KeyTiles; ++nt)
       for (int i = 2 * r; i < 2 * r + 2; ++i) {
-        s[nt][i] = exp2f(s[nt][i] - reference);
+        s[nt][i] = exp2_approx(fmaf(s[nt][i], scale_log2, -reference));
         sum += s[nt][i];
       }
-    row_sum[r] = row_sum[r] * rescale + sum;
+    row_sum[r] = row_sum[r] * rescale[r] + sum;
     row_max[r] = new_max;
-    for (int dt = 0; dt < DimTiles; ++dt)
-      acc_o[dt][2 * r] *= rescale, acc_o[dt][2 * r + 1] *= rescale;
   }
+  if (__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f))
+    for (int dt = 0; dt < DimTiles; ++dt)
+      for (int i = 0; i < 4; ++i) acc_o[dt][i] *= rescale[i / 2];
 }
 
 // The vector kernels' one run-time-to-template step: `launch(std::integral_constant<int, D>{})`

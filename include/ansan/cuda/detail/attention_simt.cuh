@@ -97,8 +97,7 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
     if (mask == TileMask::none) continue;  // uniform across the block
     if (int(threadIdx.x) < kKeys) {
       const std::int32_t index = begin + std::int32_t(threadIdx.x);
-      std::int32_t row = -1;
-      if (walk.holds(tile_index, index)) row = part == 0 ? p.retained_rows[retained_base + index] : index;
+      const std::int32_t row = walk.key_row(tile_index, index, p.retained_rows + retained_base);
       sKeyRow[threadIdx.x] = row;
       if (row >= 0) sKey[threadIdx.x] = p.key(row);
     }

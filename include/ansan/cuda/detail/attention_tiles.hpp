@@ -118,6 +118,19 @@ struct TileWalk {
   ANSAN_HOST_DEVICE bool holds(std::int32_t j, std::int32_t index) const {
     return index < (part(j) == 0 ? retained.max_end : local.max_end);
   }
+  // How many leading slots of tile j hold a key: index begin(j) + slot holds one iff
+  // slot < slots_held(j).
+  ANSAN_HOST_DEVICE std::int32_t slots_held(std::int32_t j) const {
+    const std::int32_t held = (part(j) == 0 ? retained.max_end : local.max_end) - begin(j);
+    return held < tile_keys ? held : tile_keys;
+  }
+  // The key row behind index `index` of tile j, or -1 where the tile runs past its part's end.
+  // `retained_rows`: the sequence's retained list (its first entry at index 0).
+  ANSAN_HOST_DEVICE std::int32_t key_row(std::int32_t j, std::int32_t index,
+                                         const std::int32_t* retained_rows) const {
+    if (!holds(j, index)) return -1;
+    return part(j) == 0 ? retained_rows[index] : index;
+  }
 };
 
 // A prefill kernel's tiles: query rows per thread block, query rows per warp (the rows one
@@ -127,12 +140,21 @@ struct TileShape {
 };
 constexpr TileShape kTensorTileShape{64, 16, 64};  // attention_mma_sm80.cuh
 
-// Whether a kernel counts `index` of a tile of `part` for a row with keys `rk`, given the
-// tile's class for the rows being computed: visible_retained / visible_local in index form.
-ANSAN_HOST_DEVICE bool tile_element_seen(TileMask mask, int part, const RowKeys& rk, std::int32_t index) {
-  if (mask == TileMask::none) return false;
-  if (mask == TileMask::full) return true;
-  return part == 0 ? index < rk.retained : (index >= rk.local_begin && index < rk.local_end);
+// The indices of tile [begin, begin + tile_keys) of `part` that a kernel counts for a row with
+// keys `rk`, given the tile's class for the rows being computed: visible_retained /
+// visible_local in index form, as one interval, so that a kernel checks an element with two
+// compares and no branch.
+struct KeyInterval {
+  std::int32_t begin, end;
+  ANSAN_HOST_DEVICE bool contains(std::int32_t index) const {
+    return index >= begin && index < end;
+  }
+};
+ANSAN_HOST_DEVICE KeyInterval seen_interval(TileMask mask, int part, const RowKeys& rk,
+                                            std::int32_t begin, std::int32_t tile_keys) {
+  if (mask == TileMask::none) return {begin, begin};
+  if (mask == TileMask::full) return {begin, begin + tile_keys};
+  return part == 0 ? KeyInterval{0, rk.retained} : KeyInterval{rk.local_begin, rk.local_end};
 }
 
 // Decode: split s of `splits` takes key rows [begin, end) of a sequence with `keys` rows;

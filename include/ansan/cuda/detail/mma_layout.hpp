@@ -42,10 +42,25 @@ ANSAN_HOST_DEVICE RowCol mma_c_element(int lane, int i) {  // C: 16 x 8, i in [0
 
 // Shared tiles are rows of head_dim 16-bit elements, stored as 16-byte chunks of 8. Chunk c of
 // row r lives at chunk c ^ (r % 8): the 8 rows one ldmatrix phase reads then hit 8 different
-// bank groups instead of one. Returns the element offset of (row, col) in such a tile.
+// bank groups instead of one. Returns the element offset of (row, col) in such a tile (the XOR
+// flips bits 3-5 of col, i.e. the low three bits of its chunk).
 ANSAN_HOST_DEVICE int swizzled_offset(int row, int col, int row_elements) {
-  const int chunk = col / 8;
-  return row * row_elements + ((chunk ^ (row % 8)) * 8) + col % 8;
+  return row * row_elements + (col ^ ((row & 7) << 3));
+}
+
+// swizzled_offset(lane.row + row_step, lane.col + col_step) split into a part computed once per
+// lane and a step that costs one XOR and one add (the row step folds into the instruction's
+// immediate offset when it is a compile-time constant). Exact when row_step is a multiple of 8
+// (same row % 8) and col_step a multiple of 16 above a lane column in [0, 16) (disjoint bits).
+struct SwizzledLane {
+  int row_offset;  // lane.row * row_elements
+  int col_xor;     // lane.col ^ ((lane.row & 7) << 3)
+  ANSAN_HOST_DEVICE int at(int row_step, int col_step, int row_elements) const {
+    return row_offset + row_step * row_elements + (col_step ^ col_xor);
+  }
+};
+ANSAN_HOST_DEVICE SwizzledLane swizzled_lane(RowCol lane, int row_elements) {
+  return {lane.row * row_elements, lane.col ^ ((lane.row & 7) << 3)};
 }
 
 // The (row, col) of the 8-element row segment lane `lane` points ldmatrix.x4 at, for the three

@@ -1,7 +1,7 @@
 // ansan/cuda/detail/mma_sm80.cuh - the sm_80 instructions of the tensor-core and decode
 // kernels, as inline PTX: mma.sync m16n8k16 (fp16/bf16 in, f32 accumulate), ldmatrix .x4 (plain
-// and .trans) and cp.async with zero fill and commit groups. Which lane holds which element is
-// in mma_layout.hpp.
+// and .trans), cp.async with zero fill and commit groups, and ex2.approx for the softmax. Which
+// lane holds which element is in mma_layout.hpp.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,11 +20,13 @@ ANSAN_DEVICE std::uint32_t shared_address(const void* ptr) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
-// 16 bytes global -> shared, bypassing L1; reads 0 bytes (and writes zeros) when !valid.
+// 16 bytes global -> shared, bypassing L1; when !valid, reads nothing and writes zeros (the
+// ignore-src predicate: no src-size arithmetic per copy).
 ANSAN_DEVICE void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
-               "l"(gmem), "r"(src_bytes));
+  asm volatile(
+      "{\n .reg .pred ignore;\n setp.eq.u32 ignore, %2, 0;\n"
+      " cp.async.cg.shared.global [%0], [%1], 16, ignore;\n}\n" ::"r"(shared_address(smem)),
+      "l"(gmem), "r"(std::uint32_t(valid)));
 }
 ANSAN_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most `Pending` of this thread's most recently committed groups are in flight.
@@ -64,6 +66,16 @@ ANSAN_DEVICE void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// 2^x on the special-function unit (ex2.approx.ftz: relative error about 2^-22, subnormal
+// results flushed to 0, 2^-inf = 0). exp2f wraps the same instruction in range checks for
+// subnormal results, four more instructions per element that the softmax does not need: its
+// weights are summed in f32, where a weight under 2^-126 changes nothing.
+ANSAN_DEVICE float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 #endif  // !ANSAN_KERNEL_EMULATION
