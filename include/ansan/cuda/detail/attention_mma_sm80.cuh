@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   const std::int32_t b = sequence_of_tile(p.tile_prefix, p.batch, tile);
   const std::int32_t q_begin = p.cu_seqlens_q[b] + (tile - p.tile_prefix[b]) * kRows;
   const std::int32_t rows = min(kRows, p.cu_seqlens_q[b + 1] - q_begin);
-  const std::int32_t k_begin = p.k_begin(b), k_end = p.k_end(b);
+  const std::int32_t k_begin = p.k_begin(b);
   const std::int32_t retained_base = p.retained_prefix ? p.retained_prefix[k_begin] : 0;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
@@ -98,9 +98,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   }
   cp_async_commit();
   if (tid < kRows)
-    sRowKeys[tid] = tid < rows ? row_keys(p.policy, p.query(q_begin + tid), p.k_pos, p.retained_prefix,
-                                          k_begin, k_end)
-                               : RowKeys{k_begin, k_begin, 0};
+    sRowKeys[tid] = tid < rows ? p.row_keys[q_begin + tid] : RowKeys{k_begin, k_begin, 0};
   __syncthreads();
   {  // bounds of each warp's 16 rows (lanes 16-31 repeat lanes 0-15), then of the block
     const int row = 16 * warp + lane % 16;

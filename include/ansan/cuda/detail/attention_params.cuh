@@ -43,6 +43,7 @@ struct AttentionParams {
   const std::int32_t* tile_prefix;      // (B+1) query tiles per sequence, prefix-summed
   const std::int32_t* retained_prefix;  // (total_k+1) retained keys among rows [0, t)
   const std::int32_t* retained_rows;    // (total retained) key row of each retained key
+  const RowKeys* row_keys;              // (total_q) the keys each query row sees (row_keys())
   float* partial_out;                   // (splits, total_q, heads_q, head_dim) decode partials;
                                         // null with one split (written straight to out)
   float* partial_lse;                   // (splits, heads_q, total_q)

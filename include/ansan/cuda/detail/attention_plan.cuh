@@ -1,9 +1,14 @@
 // ansan/cuda/detail/attention_plan.cuh - the small device passes that run before a prefill
-// kernel: the query-tile table of a ragged batch and the retained-key list (SPEC section 4).
+// kernel: the query-tile table of a ragged batch, the retained-key list (SPEC section 4) and
+// the keys each query row sees.
 //
 //   tile_prefix[b]       first query tile of sequence b; tile_prefix[B] = tiles in all
 //   retained_prefix[t]   retained keys among key rows [0, t), over every sequence
 //   retained_rows[r]     key row of the r-th retained key (row order = position order)
+//   row_keys[t]          query row t's local band and retained count (row_keys()): two binary
+//                        searches over k_pos, done once per row here rather than once per
+//                        (row, query head) in the kernels' prologue, where their dependent
+//                        loads stall every block before its first tile
 //
 // The retained keys are gathered as row indices rather than copies of K and V: the kernels
 // load those rows directly (each a contiguous head_dim vector), so the gather costs 8 bytes
@@ -53,6 +58,17 @@ __global__ void __launch_bounds__(kPlanThreads) mark_retained_kernel(const __gri
 
 template <class T>
 __global__ void __launch_bounds__(kPlanThreads)
+    query_row_keys_kernel(const __grid_constant__ AttentionParams<T> p, RowKeys* row_keys_out) {
+  for (std::int32_t b = std::int32_t(blockIdx.y); b < p.batch; b += std::int32_t(gridDim.y)) {
+    const std::int32_t k_begin = p.k_begin(b), k_end = p.k_end(b);
+    for (std::int32_t t = p.cu_seqlens_q[b] + std::int32_t(blockIdx.x * blockDim.x + threadIdx.x);
+         t < p.cu_seqlens_q[b + 1]; t += std::int32_t(gridDim.x * blockDim.x))
+      row_keys_out[t] = row_keys(p.policy, p.query(t), p.k_pos, p.retained_prefix, k_begin, k_end);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kPlanThreads)
     scatter_retained_kernel(const __grid_constant__ AttentionParams<T> p, const std::int32_t* flags,
                             std::int32_t* retained_rows) {
   for (std::int32_t b = std::int32_t(blockIdx.y); b < p.batch; b += std::int32_t(gridDim.y)) {
@@ -92,11 +108,12 @@ inline LaunchShape per_sequence_shape(std::int32_t rows, std::int32_t batch) {
 }
 
 // Carves the plan arrays out of temp storage (null base: sizes only) and, with a real base,
-// fills them. Sets p.tile_prefix, p.retained_prefix, p.retained_rows.
+// fills them. Sets p.tile_prefix, p.retained_prefix, p.retained_rows, p.row_keys.
 template <class T>
 cudaError_t build_plan(TempCarver& temp, AttentionParams<T>& p, std::int32_t tile_rows,
                        cudaStream_t stream) {
   std::int32_t* tile_prefix = temp.take<std::int32_t>(std::size_t(p.batch) + 1);
+  RowKeys* row_keys = temp.take<RowKeys>(std::size_t(p.total_q));
   const bool retains = p.policy.has_retained() && p.total_k > 0;
   std::int32_t* flags = nullptr;
   std::int32_t* retained_prefix = nullptr;
@@ -124,17 +141,21 @@ cudaError_t build_plan(TempCarver& temp, AttentionParams<T>& p, std::int32_t til
   ANSAN_CUDA_RETURN(
       exclusive_sum(scan_temp, scan_bytes, tile_prefix, tile_prefix, p.batch + 1, stream));
   p.tile_prefix = tile_prefix;
-  if (!retains) return cudaSuccess;
-  const LaunchShape rows = per_sequence_shape(p.total_k, p.batch);
-  ANSAN_CUDA_RETURN(
-      cudaMemsetAsync(flags, 0, sizeof(std::int32_t) * std::size_t(retained_items), stream));
-  ANSAN_CUDA_RETURN(launch_kernel(mark_retained_kernel<T>, rows, stream, p, flags));
-  ANSAN_CUDA_RETURN(
-      exclusive_sum(scan_temp, scan_bytes, flags, retained_prefix, retained_items, stream));
-  p.retained_prefix = retained_prefix;
-  ANSAN_CUDA_RETURN(
-      launch_kernel(scatter_retained_kernel<T>, rows, stream, p, flags, retained_rows));
-  p.retained_rows = retained_rows;
+  if (retains) {
+    const LaunchShape rows = per_sequence_shape(p.total_k, p.batch);
+    ANSAN_CUDA_RETURN(
+        cudaMemsetAsync(flags, 0, sizeof(std::int32_t) * std::size_t(retained_items), stream));
+    ANSAN_CUDA_RETURN(launch_kernel(mark_retained_kernel<T>, rows, stream, p, flags));
+    ANSAN_CUDA_RETURN(
+        exclusive_sum(scan_temp, scan_bytes, flags, retained_prefix, retained_items, stream));
+    p.retained_prefix = retained_prefix;
+    ANSAN_CUDA_RETURN(
+        launch_kernel(scatter_retained_kernel<T>, rows, stream, p, flags, retained_rows));
+    p.retained_rows = retained_rows;
+  }
+  ANSAN_CUDA_RETURN(launch_kernel(query_row_keys_kernel<T>, per_sequence_shape(p.total_q, p.batch),
+                                  stream, p, row_keys));
+  p.row_keys = row_keys;
   return cudaSuccess;
 }
 

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
   const std::int32_t q_begin = p.cu_seqlens_q[b] + (tile - p.tile_prefix[b]) * kRows;
   const std::int32_t rows = min(kRows, p.cu_seqlens_q[b + 1] - q_begin);
   const std::int32_t h = std::int32_t(blockIdx.y), h_kv = h / (p.heads_q / p.heads_kv);
-  const std::int32_t k_begin = p.k_begin(b), k_end = p.k_end(b);
+  const std::int32_t k_begin = p.k_begin(b);
   const std::int32_t retained_base = p.retained_prefix ? p.retained_prefix[k_begin] : 0;
   const int dim = p.head_dim, warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
 
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
   if (int(threadIdx.x) < rows) {
     const QueryInfo q = p.query(q_begin + int(threadIdx.x));
     sQuery[threadIdx.x] = q;
-    sRowKeys[threadIdx.x] = row_keys(p.policy, q, p.k_pos, p.retained_prefix, k_begin, k_end);
+    sRowKeys[threadIdx.x] = p.row_keys[q_begin + int(threadIdx.x)];
   }
   __syncthreads();
   if (threadIdx.x == 0) {
