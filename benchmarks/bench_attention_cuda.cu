@@ -4,10 +4,11 @@
 // Cases (every one skips itself without a CUDA device):
 //   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, tensor-core kernel
 //   prefill_causal/n:N      the same kernel on the plain causal mask: the dense baseline
-//   decode/B:64/cache:C     one query row per sequence over compacted caches of C entries,
-//                           split-KV kernel
-//   decode_tensor/B:64/...  the same on the tensor-core decode kernel (AttentionKernel::
-//                           decode_tensor), beside it until a GPU run decides which is default
+//   decode/B:64/cache:C/D:D one query row per sequence over compacted caches of C entries, the
+//                           FMA split-KV kernel (AttentionKernel::decode); D = 128, and 64 and
+//                           256 at C = 2048
+//   decode_tensor/...       the same shapes on the tensor-core decode kernel (decode_tensor,
+//                           what automatic picks)
 //   copy/cache:C            cudaMemcpyAsync device-to-device of the bytes decode reads: the
 //                           in-run bandwidth ceiling (bytes read + written per second) that
 //                           decode's GB/s (K and V bytes read per second) is compared with
@@ -413,7 +414,7 @@ void decode_case(benchmark::State& state, ansan::cuda::AttentionKernel kernel) {
   state.counters["copy_GBps"] = copy_gbps[bytes];
   state.counters["frac_of_copy"] = gbps / copy_gbps[bytes];
 }
-// The FMA decode kernel (what automatic picks) and the one on tensor cores.
+// The FMA decode kernel and the one on tensor cores (what automatic picks).
 void BM_decode(benchmark::State& state) {
   decode_case(state, ansan::cuda::AttentionKernel::decode);
 }

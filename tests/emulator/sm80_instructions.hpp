@@ -10,7 +10,8 @@
 //                             + {0,1} of column group; C/D f32 16x8: element i is row
 //                             group + 8*(i/2), column 2*quad + i%2.
 //   cp.async 16 bytes         lands by the cp.async.wait_group N that leaves at most N newer
-//                             committed groups pending; src-size 0 writes zeros.
+//                             committed groups pending; an ignored source (ignore-src) writes
+//                             zeros.
 // The kernel computes these positions with mma_layout.hpp; this file does not use it, so the
 // two are independent statements of the same tables.
 #pragma once

@@ -12,14 +12,15 @@
 // (heads_q, total_q) in natural log, a row that sees nothing gets O = 0 and lse = -inf).
 // Key rows of different sequences must not overlap.
 //
-// Three kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
-//   decode     fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on average:
-//              split-KV over the cache, partials merged by log-sum-exp;
-//   tensor     fp16/bf16, head_dim 64/128/256: FlashAttention-2 style prefill on mma.sync
-//              (sm_80+);
-//   simt       float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable kernel.
-// A fourth runs only when asked for: decode_tensor, the same split-KV decode with S and P V on
-// mma.sync (not yet run on a GPU; automatic switches to it once a GPU run shows it faster).
+// Four kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
+//   decode_tensor  fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on
+//                  average: split-KV over the cache on mma.sync, splits merged by log-sum-exp;
+//   decode         the same on fp32 FMAs: the readable decode, and the fallback where a device
+//                  cannot give decode_tensor a block's shared memory (136 KiB at head_dim 256);
+//   tensor         fp16/bf16, head_dim 64/128/256: FlashAttention-2 style prefill on mma.sync
+//                  (sm_80+);
+//   simt           float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable
+//                  prefill.
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
 // multiples of 8 elements); other views fall back to simt.
 //
