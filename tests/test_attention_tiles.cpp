@@ -71,6 +71,28 @@ std::set<std::int32_t> rows_of(const RowKeys& rk, const Cache& c) {
 
 }  // namespace
 
+TEST_CASE("first_key_at_or_after equals std::lower_bound on strictly ascending positions") {
+  std::mt19937 rng(77);
+  for (int trial = 0; trial < 400; ++trial) {
+    // Dense runs (a prefill's keys) and gaps of every size (compacted caches), after slack rows.
+    std::vector<std::int32_t> k_pos(std::size_t(rng() % 4), -9);
+    const std::int32_t begin = std::int32_t(k_pos.size()), n = std::int32_t(rng() % 70);
+    const int gap_odds = int(rng() % 4);  // 0: no gaps at all
+    std::int32_t p = std::int32_t(rng() % 5);
+    for (std::int32_t i = 0; i < n; ++i) {
+      k_pos.push_back(p);
+      p += 1 + (gap_odds && rng() % 4 < unsigned(gap_odds) ? std::int32_t(rng() % 9) : 0);
+    }
+    const std::int32_t end = std::int32_t(k_pos.size());
+    k_pos.push_back(-9);  // slack after the range: never read
+    for (std::int32_t pos = -3; pos <= p + 3; ++pos) {
+      const auto expected =
+          std::lower_bound(k_pos.begin() + begin, k_pos.begin() + end, pos) - k_pos.begin();
+      REQUIRE(first_key_at_or_after(k_pos.data(), begin, end, pos) == expected);
+    }
+  }
+}
+
 TEST_CASE("row_keys: local band + retained prefix == the predicate, every policy and cache") {
   std::mt19937 rng(20240521);
   int rows_checked = 0;

@@ -27,15 +27,28 @@
 
 namespace ansan::cuda::detail {
 
-// First row in [begin, end) whose position is >= pos (k_pos ascending in the range), or end.
+// First row in [begin, end) whose position is >= pos, or end. k_pos is strictly ascending in
+// the range (attention_args.hpp requires it), so row begin + i holds a position of at least
+// k_pos[begin] + i and row end - 1 - i one of at most k_pos[end - 1] - i: the answer lies
+// within pos - k_pos[begin] rows of begin and k_pos[end - 1] - pos rows of end - 1. Where the
+// positions have no gaps (a prefill's keys) that leaves nothing to search; elsewhere the binary
+// search runs over the gaps only. Each step is a dependent load, and a GPU thread waits for each.
 ANSAN_HOST_DEVICE std::int32_t first_key_at_or_after(const std::int32_t* k_pos, std::int32_t begin,
                                                      std::int32_t end, std::int32_t pos) {
-  while (begin < end) {
-    const std::int32_t mid = begin + (end - begin) / 2;
-    if (k_pos[mid] < pos) begin = mid + 1;
-    else end = mid;
+  if (begin >= end || pos <= k_pos[begin]) return begin;
+  const std::int32_t first = k_pos[begin], last = k_pos[end - 1];
+  if (pos > last) return end;
+  std::int32_t lo = begin + 1, hi = end - 1;  // first < pos <= last: the answer is in [lo, hi]
+  if (pos - first < hi - begin) hi = begin + (pos - first);
+  if (last - pos < end - 1 - lo) lo = end - 1 - (last - pos);
+  while (lo < hi) {
+    const std::int32_t mid = lo + (hi - lo) / 2;
+    if (k_pos[mid] < pos)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
-  return begin;
+  return lo;
 }
 
 // The keys one query row sees, in the two parts of SPEC section 4.
