@@ -76,8 +76,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
   __shared__ TileBounds sBounds[2];                  // the whole block
-  __shared__ index_t
-      sKeyOffsets[2][2][kKeys];  // [tile j % 2][K, V] element offset of each slot's row
+  // [tile j % 2][K, V]: the element offset of the key row behind each slot of a tile
+  __shared__ index_t sKeyOffsets[2][2][kKeys];
 
   // Heads vary fastest and tiles run last-first: late query tiles see the most retained keys,
   // so the heaviest blocks start first and the light ones fill the tail.
@@ -138,9 +138,9 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
                   slot < held);
     }
   };
-  const auto store_key_offsets = [&](index_t(&offsets)[2][kKeys],
-                                     std::int32_t key_row) {      // tid < kKeys
-    offsets[0][tid] = key_row >= 0 ? key_row * p.k_stride_t : 0;  // 0: a slot not held, not read
+  // Run by threads tid < kKeys, one per slot; a slot not held gets 0 (its copy reads nothing).
+  const auto store_key_offsets = [&](index_t(&offsets)[2][kKeys], std::int32_t key_row) {
+    offsets[0][tid] = key_row >= 0 ? key_row * p.k_stride_t : 0;
     offsets[1][tid] = key_row >= 0 ? key_row * p.v_stride_t : 0;
   };
   if (tid < kKeys && tiles > 0)

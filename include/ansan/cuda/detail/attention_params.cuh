@@ -119,8 +119,8 @@ ANSAN_DEVICE float exp_from(float x, float max) { return max == kMinusInf ? 0.f 
 // the scaled scores) in the same FFMA as the subtraction of the maximum. Turns `s` into
 // 2^(s scale_log2 - max), adds them to this lane's part of `row_sum` (quads add up at the end)
 // and rescales the O accumulator to the new row maximum (`row_max`: base-2 domain) unless no
-// row of the warp has a new maximum (the usual case once a row has seen its largest scores;
-// 2^0 is exactly 1, so skipping changes no bit).
+// row of the warp has a new maximum, where every factor is 2^0 = 1 (the usual case once a row
+// has seen its largest scores).
 template <int KeyTiles, int DimTiles>
 ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)[2],
                                       float scale_log2, float (&row_max)[2], float (&row_sum)[2],
