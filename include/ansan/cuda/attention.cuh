@@ -229,7 +229,8 @@ void attention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
   require(reinterpret_cast<std::uintptr_t>(args.lse.data) % sizeof(float) == 0, fn, "lse.data",
           "misaligned", "aligned to 4 bytes");
   require(detail::supports(choose_kernel(args, kernel), args), fn, "kernel", kernel_name(kernel),
-          "a kernel that supports this dtype, head_dim and alignment (docs/cuda_attention.md)");
+          "a kernel that supports this dtype, head_dim and alignment, and whose shared memory the "
+          "device allows (docs/cuda_attention.md, Which kernel runs)");
 
   // Offsets and positions are read on the device without bounds checks: check host copies.
   AttentionArgs<T> host = args;
