@@ -38,6 +38,7 @@
 
 #include "ansan/config.hpp"
 #include "ansan/cpu/detail/parallel_for.hpp"
+#include "ansan/detail/lower_bound.hpp"
 #include "ansan/error.hpp"
 #include "ansan/layout.hpp"
 #include "ansan/policy.hpp"
@@ -309,15 +310,7 @@ ANSAN_HOST_DEVICE RowPair gather_rows_of(index_t i, std::int32_t b, const std::i
 // that starts at packed token `token`.
 ANSAN_HOST_DEVICE std::int32_t count_below(const std::int32_t* kept, std::int32_t count,
                                            std::int32_t token) {
-  std::int32_t lo = 0, hi = count;
-  while (lo < hi) {
-    const std::int32_t mid = lo + (hi - lo) / 2;
-    if (kept[mid] < token)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  return lower_bound_index(kept, 0, count, token);
 }
 
 template <class T>

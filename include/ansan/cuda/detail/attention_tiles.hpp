@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "ansan/config.hpp"
+#include "ansan/detail/lower_bound.hpp"
 #include "ansan/policy.hpp"
 
 namespace ansan::cuda::detail {
@@ -41,14 +42,7 @@ ANSAN_HOST_DEVICE std::int32_t first_key_at_or_after(const std::int32_t* k_pos, 
   std::int32_t lo = begin + 1, hi = end - 1;  // first < pos <= last: the answer is in [lo, hi]
   if (pos - first < hi - begin) hi = begin + (pos - first);
   if (last - pos < end - 1 - lo) lo = end - 1 - (last - pos);
-  while (lo < hi) {
-    const std::int32_t mid = lo + (hi - lo) / 2;
-    if (k_pos[mid] < pos)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  return ansan::detail::lower_bound_index(k_pos, lo, hi, pos);  // k_pos[hi] >= pos
 }
 
 // The keys one query row sees, in the two parts of SPEC section 4.
