@@ -36,8 +36,10 @@ namespace ansan::cuda::detail {
 // search runs over the gaps only. Each step is a dependent load, and a GPU thread waits for each.
 ANSAN_HOST_DEVICE std::int32_t first_key_at_or_after(const std::int32_t* k_pos, std::int32_t begin,
                                                      std::int32_t end, std::int32_t pos) {
-  if (begin >= end || pos <= k_pos[begin]) return begin;
-  const std::int32_t first = k_pos[begin], last = k_pos[end - 1];
+  if (begin >= end) return end;
+  const std::int32_t first = k_pos[begin];
+  if (pos <= first) return begin;
+  const std::int32_t last = k_pos[end - 1];
   if (pos > last) return end;
   std::int32_t lo = begin + 1, hi = end - 1;  // first < pos <= last: the answer is in [lo, hi]
   if (pos - first < hi - begin) hi = begin + (pos - first);
@@ -121,14 +123,18 @@ struct TileWalk {
     const std::int32_t r = retained_tiles();
     return j < r ? retained.first() + j * tile_keys : local.first() + (j - r) * tile_keys;
   }
+  // One past the last index of tile j's part that holds a key.
+  ANSAN_HOST_DEVICE std::int32_t part_end(std::int32_t j) const {
+    return part(j) == 0 ? retained.max_end : local.max_end;
+  }
   // Whether index `index` of tile j holds a key (else the loader zero-fills it).
   ANSAN_HOST_DEVICE bool holds(std::int32_t j, std::int32_t index) const {
-    return index < (part(j) == 0 ? retained.max_end : local.max_end);
+    return index < part_end(j);
   }
   // How many leading slots of tile j hold a key: index begin(j) + slot holds one iff
   // slot < slots_held(j).
   ANSAN_HOST_DEVICE std::int32_t slots_held(std::int32_t j) const {
-    const std::int32_t held = (part(j) == 0 ? retained.max_end : local.max_end) - begin(j);
+    const std::int32_t held = part_end(j) - begin(j);
     return held < tile_keys ? held : tile_keys;
   }
   // The key row behind index `index` of tile j, or -1 where the tile runs past its part's end.
