@@ -3,6 +3,7 @@
 //
 // Cases (every one skips itself without a CUDA device):
 //   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, tensor-core kernel
+//   prefill_sm90/n:N/L:L    the same on the Hopper kernel (tensor_sm90, wgmma), where it runs
 //   prefill_causal/n:N      the same kernel on the plain causal mask: the dense baseline
 //   decode/B:64/cache:C/D:D one query row per sequence over compacted caches of C entries, the
 //                           FMA split-KV kernel (AttentionKernel::decode); D = 128, and 64 and
@@ -28,7 +29,7 @@
 // Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
 // timing of our kernel (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits as
-// uint16 .npy) and lse.
+// uint16 .npy) and lse; where tensor_sm90 runs, its timing (sm90_ms) and out_sm90 / lse_sm90.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -96,18 +97,28 @@ struct Prefill {
   DeviceBuffer<std::uint8_t> is_anchor;
   DeviceBuffer<char> temp;
   std::size_t temp_bytes = 0;
+  ansan::cuda::AttentionKernel kernel;
 
-  Prefill(std::int32_t tokens, double mean_segment, const ansan::MaskPolicy& p, std::uint32_t seed)
-      : layout(make_layout(tokens, mean_segment, seed)), policy(p), n(tokens),
+  Prefill(std::int32_t tokens, double mean_segment, const ansan::MaskPolicy& p, std::uint32_t seed,
+          ansan::cuda::AttentionKernel kernel_to_run = ansan::cuda::AttentionKernel::automatic)
+      : layout(make_layout(tokens, mean_segment, seed)),
+        policy(p),
+        n(tokens),
         copies(int(std::max<std::size_t>(1, kRotateBytes / set_bytes(tokens)) + 1)),
-        q(std::size_t(copies) * n * kHeadsQ * kDim), k(std::size_t(copies) * n * kHeadsKV * kDim),
-        v(std::size_t(copies) * n * kHeadsKV * kDim), out(std::size_t(n) * kHeadsQ * kDim),
-        lse(std::size_t(n) * kHeadsQ), cu(upload(layout.cu_seqlens)), pos(upload(layout.pos)),
-        seg_start(upload(layout.seg_start)), is_anchor(upload(layout.is_anchor)) {
+        q(std::size_t(copies) * n * kHeadsQ * kDim),
+        k(std::size_t(copies) * n * kHeadsKV * kDim),
+        v(std::size_t(copies) * n * kHeadsKV * kDim),
+        out(std::size_t(n) * kHeadsQ * kDim),
+        lse(std::size_t(n) * kHeadsQ),
+        cu(upload(layout.cu_seqlens)),
+        pos(upload(layout.pos)),
+        seg_start(upload(layout.seg_start)),
+        is_anchor(upload(layout.is_anchor)),
+        kernel(kernel_to_run) {
     fill_random(q.data(), q.size(), seed * 3 + 1);
     fill_random(k.data(), k.size(), seed * 3 + 2);
     fill_random(v.data(), v.size(), seed * 3 + 3);
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0)));
+    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, temp_bytes, args(0), 0, kernel));
     temp = DeviceBuffer<char>(temp_bytes);
   }
   static std::size_t set_bytes(std::int32_t tokens) {
@@ -139,8 +150,10 @@ struct Prefill {
   }
   void run(int copy, cudaStream_t stream = 0) {
     std::size_t bytes = temp_bytes;
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy), stream));
+    ANSAN_CUDA_THROW(
+        ansan::cuda::attention_forward(temp.data(), bytes, args(copy), stream, kernel));
   }
+  bool supported() const { return ansan::cuda::detail::supports(kernel, args(0)); }
 };
 
 // Median milliseconds of `repeats` timed calls of f(i).
@@ -291,6 +304,15 @@ void BM_prefill(benchmark::State& state) {
   Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(), 2402);
   report_prefill(state, problem);
 }
+// The same shapes on the Hopper kernel (tensor_sm90, asked for by name).
+void BM_prefill_sm90(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(),
+                  2402, ansan::cuda::AttentionKernel::tensor_sm90);
+  if (!problem.supported())
+    return state.SkipWithError("tensor_sm90 needs an sm_90a build on a Hopper GPU");
+  report_prefill(state, problem);
+}
 void BM_prefill_causal(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
   Prefill problem(std::int32_t(state.range(0)), 20.0, ansan::MaskPolicy::causal(), 2402);
@@ -430,6 +452,14 @@ BENCHMARK(BM_prefill)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(1);
+BENCHMARK(BM_prefill_sm90)
+    ->ArgNames({"n", "L"})
+    ->ArgsProduct({{4096, 16384, 65536}, {20}})
+    ->Args({16384, 8})
+    ->Args({16384, 64})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
 // Issue 5's decode shapes at head_dim 128, and the other two head dims at one cache length.
@@ -454,28 +484,49 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   const double ms = median_ms([&](int i) { problem.run(i % problem.copies); }, 11);
   problem.run(0);  // the outputs below belong to input copy 0
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  // The Hopper kernel on the same inputs (same seed), where it runs: timed and dumped beside.
+  Prefill sm90(n, mean_segment, ansan::MaskPolicy::anllm(), 2402,
+               ansan::cuda::AttentionKernel::tensor_sm90);
+  const bool have_sm90 = sm90.supported();
+  double sm90_ms = -1;
+  if (have_sm90) {
+    sm90.run(0);
+    ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+    sm90_ms = median_ms([&](int i) { sm90.run(i % sm90.copies); }, 11);
+    sm90.run(0);
+    ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  }
   const ansan::FlexBlockMask mask = ansan::flex_block_mask(problem.layout, problem.policy, block);
   ansan::save_flex_block_mask(mask, problem.layout, dir);
   const double pairs = ansan::cuda::prefill_work(problem.layout, problem.policy).visible_pairs;
   std::ofstream meta(dir + "/meta_ours.json");
-  meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ << ", \"heads_kv\": " << kHeadsKV
-       << ", \"dim\": " << kDim << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim))
-       << ", \"policy\": \"" << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms
-       << ", \"visible_pairs\": " << pairs << ", \"block_size\": " << block << ", \"tensors\": " << (tensors ? "true" : "false")
-       << "}\n";
+  meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ
+       << ", \"heads_kv\": " << kHeadsKV << ", \"dim\": " << kDim
+       << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim)) << ", \"policy\": \""
+       << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms
+       << ", \"sm90_ms\": " << (have_sm90 ? std::to_string(sm90_ms) : std::string("null"))
+       << ", \"visible_pairs\": " << pairs << ", \"block_size\": " << block
+       << ", \"tensors\": " << (tensors ? "true" : "false") << "}\n";
   if (tensors) {
     const auto save_bf16 = [&](const char* name, const bf16* d_data, std::int64_t rows, int heads) {
       std::vector<std::uint16_t> host(std::size_t(rows) * heads * kDim);  // raw bf16 bits
       ANSAN_CUDA_THROW(cudaMemcpy(host.data(), d_data, host.size() * 2, cudaMemcpyDeviceToHost));
       ansan::detail::write_npy_raw(dir + "/" + name + ".npy", "<u2", host.data(), 2, {rows, heads, kDim});
     };
+    const auto save_lse = [&](const char* name, const float* d_lse) {
+      std::vector<float> lse(std::size_t(n) * kHeadsQ);  // (heads, n)
+      ANSAN_CUDA_THROW(cudaMemcpy(lse.data(), d_lse, lse.size() * 4, cudaMemcpyDeviceToHost));
+      ansan::detail::write_npy(dir + "/" + name + ".npy", lse.data(), {kHeadsQ, n});
+    };
     save_bf16("q", problem.q.data(), n, kHeadsQ);
     save_bf16("k", problem.k.data(), n, kHeadsKV);
     save_bf16("v", problem.v.data(), n, kHeadsKV);
     save_bf16("out", problem.out.data(), n, kHeadsQ);
-    std::vector<float> lse(std::size_t(n) * kHeadsQ);  // (heads, n)
-    ANSAN_CUDA_THROW(cudaMemcpy(lse.data(), problem.lse.data(), lse.size() * 4, cudaMemcpyDeviceToHost));
-    ansan::detail::write_npy(dir + "/lse.npy", lse.data(), {kHeadsQ, n});
+    save_lse("lse", problem.lse.data());
+    if (have_sm90) {
+      save_bf16("out_sm90", sm90.out.data(), n, kHeadsQ);
+      save_lse("lse_sm90", sm90.lse.data());
+    }
   }
   std::printf("dump: n=%d L=%g ours_ms=%.3f visible_pairs=%.0f -> %s\n", n, mean_segment, ms, pairs, dir.c_str());
   return 0;

@@ -44,10 +44,10 @@ namespace detail = ansan::cuda::detail;
 
 // One kernel as ptxas compiled it for one architecture.
 struct CompiledKernel {
-  std::string kind;   // tensor, decode, decode_mma, simt
+  std::string kind;   // tensor, tensor_sm90, decode, decode_mma, simt
   std::string dtype;  // float, half, bf16
   int dim = 0;        // Dim or MaxDim
-  int arch = 0;       // 80, 90, ...
+  int arch = 0;       // 80, 90, ... (sm_90a: 90)
   int registers = 0;
   int spill_bytes = 0;
   std::size_t static_smem = 0;
@@ -57,7 +57,7 @@ std::vector<CompiledKernel> read_report(const std::string& path) {
   std::ifstream in(path);
   REQUIRE_MESSAGE(in.good(), "cannot read the ptxas report ", path);
   const std::regex entry(
-      R"(Compiling entry function '.*attention_(tensor|decode|decode_mma|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E.*' for 'sm_(\d+)')");
+      R"(Compiling entry function '.*attention_(tensor_sm90|tensor|decode_mma|decode|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E.*' for 'sm_(\d+)a?')");
   const std::regex spill(R"((\d+) bytes spill stores)");
   const std::regex used(R"(Used (\d+) registers)");
   const std::regex smem(R"((\d+) bytes smem)");
@@ -94,6 +94,9 @@ std::size_t dynamic_smem(const CompiledKernel& k) {
     return by_dim(detail::TensorTraits<bf16, 64>::smem_bytes(),
                   detail::TensorTraits<bf16, 128>::smem_bytes(),
                   detail::TensorTraits<bf16, 256>::smem_bytes());
+  if (k.kind == "tensor_sm90")
+    return k.dim == 64 ? detail::WarpgroupTraits<bf16, 64>::smem_bytes()
+                       : detail::WarpgroupTraits<bf16, 128>::smem_bytes();
   if (k.kind == "decode")
     return by_dim(detail::DecodeTraits<bf16, 64>::smem_bytes(),
                   detail::DecodeTraits<bf16, 128>::smem_bytes(),
@@ -136,10 +139,10 @@ TEST_CASE("ptxas reported every attention kernel, for every architecture built")
   std::map<int, int> per_arch;
   for (const CompiledKernel& k : kernels()) ++per_arch[k.arch];
   REQUIRE_FALSE(per_arch.empty());
-  // tensor, decode and decode_mma: {half, bf16} x {64, 128, 256}; simt: {float, half, bf16} x
-  // {64, 128, 256}
+  // tensor, decode and decode_mma: {half, bf16} x {64, 128, 256}; tensor_sm90: {half, bf16} x
+  // {64, 128} (an empty body outside sm_90a); simt: {float, half, bf16} x {64, 128, 256}
   for (const auto& arch_count : per_arch)
-    CHECK_MESSAGE(arch_count.second == 6 + 6 + 6 + 9, "sm_", arch_count.first);
+    CHECK_MESSAGE(arch_count.second == 6 + 4 + 6 + 6 + 9, "sm_", arch_count.first);
   for (const CompiledKernel& k : kernels()) CHECK(k.registers > 0);
 }
 
@@ -161,8 +164,8 @@ TEST_CASE("the register budgets the kernels are designed around") {
             k.spill_bytes, " B spilled, ", k.static_smem, " B static + ", dynamic_smem(k),
             " B dynamic shared");
     // Three 128-thread blocks per SM at head_dim 128 (TensorTraits::kMinBlocksPerSM).
-    if (k.kind == "tensor" && k.dim == 128)
-      CHECK_MESSAGE(k.registers * 128 * 3 <= 65536, k.dtype, " sm_", k.arch);
+    if ((k.kind == "tensor" || k.kind == "tensor_sm90") && k.dim == 128)
+      CHECK_MESSAGE(k.registers * 128 * 3 <= 65536, k.kind, " ", k.dtype, " sm_", k.arch);
     CHECK_MESSAGE(k.registers <= 255, k.kind, " dim ", k.dim, " sm_", k.arch);
   }
 }

@@ -66,9 +66,10 @@ void check_kernel(DeviceProblem<T>& dp, const test::Reference& ref, AttentionKer
   CHECK(c.worst < test::tolerance<T>());
 }
 
-const std::vector<AttentionKernel> kEveryKernel = {AttentionKernel::simt, AttentionKernel::tensor,
-                                                   AttentionKernel::decode,
-                                                   AttentionKernel::decode_tensor};
+// tensor_sm90 runs where the device and the build have it (an sm_90a build on an H100/H200).
+const std::vector<AttentionKernel> kEveryKernel = {
+    AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
+    AttentionKernel::decode_tensor, AttentionKernel::tensor_sm90};
 
 // Every kernel that supports the problem (or the listed ones).
 template <class T>
@@ -78,6 +79,20 @@ void check_all(std::mt19937& rng, const Problem& pr,
   const test::Reference ref = dp.reference();
   for (AttentionKernel k : kernels)
     if (ansan::cuda::detail::supports(k, dp.args())) check_kernel(dp, ref, k);
+}
+
+// Whether tensor_sm90 must run here: a compute capability 9.0 device, and a build with sm_90a
+// code (tests/CMakeLists.txt defines ANSAN_TEST_SM90A when CMAKE_CUDA_ARCHITECTURES has 90a).
+bool tensor_sm90_expected() {
+#if defined(ANSAN_KERNEL_EMULATION) || defined(ANSAN_TEST_SM90A)
+  int device = 0, major = 0, minor = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+         major == 9 && minor == 0;
+#else
+  return false;
+#endif
 }
 
 template <class T>
@@ -188,7 +203,7 @@ TEST_CASE("long sequences: many retained and local tiles per query tile") {
     const AnchorLayout longest =
         build_layout_from_flags(test::random_flags(rng, n, 20.0), std::vector<std::int32_t>{0, n});
     check_all<bf16>(rng, prefill_problem(longest, p, shape(2, 1, 128), "n = " + std::to_string(n)),
-                    {AttentionKernel::simt, AttentionKernel::tensor});
+                    {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::tensor_sm90});
   }
 }
 
@@ -204,12 +219,16 @@ TEST_CASE("empty batches and empty query sets run no kernel and write nothing") 
   const AnchorLayout L = build_layout_from_flags(std::vector<std::uint8_t>{}, std::vector<std::int32_t>{0, 0, 0});
   Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "two empty sequences");
   DeviceProblem<bf16> dp(rng, pr);
-  for (AttentionKernel k : kEveryKernel) CHECK_NOTHROW(ansan::cuda::attention(dp.args(), 0, k));
+  for (AttentionKernel k : kEveryKernel)
+    if (ansan::cuda::detail::supports(k, dp.args()))
+      CHECK_NOTHROW(ansan::cuda::attention(dp.args(), 0, k));
   // q with no heads (heads_q = 0 passes heads_q % heads_kv == 0): nothing to launch either
   Problem no_heads = prefill_problem(test::random_layout(rng, 2, 20, 4.0), MaskPolicy::anllm(), shape(0, 2, 64),
                                      "no query heads");
   DeviceProblem<bf16> dh(rng, no_heads);
-  for (AttentionKernel k : kEveryKernel) CHECK_NOTHROW(ansan::cuda::attention(dh.args(), 0, k));
+  for (AttentionKernel k : kEveryKernel)
+    if (ansan::cuda::detail::supports(k, dh.args()))
+      CHECK_NOTHROW(ansan::cuda::attention(dh.args(), 0, k));
 }
 
 TEST_CASE(
@@ -227,6 +246,16 @@ TEST_CASE(
   }
   DeviceProblem<float> df(rng, prefill);
   CHECK(ansan::cuda::choose_kernel(df.args()) == AttentionKernel::simt);
+}
+
+TEST_CASE("tensor_sm90 runs where the device and the build have it, and is asked for by name") {
+  std::mt19937 rng(1012);
+  const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
+  Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
+  DeviceProblem<bf16> dp(rng, prefill);
+  CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90, dp.args()) ==
+        tensor_sm90_expected());
+  CHECK(ansan::cuda::choose_kernel(dp.args()) == AttentionKernel::tensor);
 }
 
 TEST_CASE("bad input throws std::invalid_argument before anything is written") {
@@ -356,6 +385,17 @@ TEST_CASE("sanitizer: tensor") {
   for (int dim : {128, 256})  // three blocks per SM at 168 registers; 96 KiB of shared memory
     check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, dim), "sanitizer"),
                     {AttentionKernel::tensor});
+}
+TEST_CASE("sanitizer: tensor_sm90") {
+  if (!tensor_sm90_expected()) {
+    MESSAGE("tensor_sm90 needs an sm_90a build on a compute capability 9.0 GPU: not run here");
+    return;
+  }
+  std::mt19937 rng(4);
+  const AnchorLayout L = test::random_layout(rng, 3, 150, 5.0);
+  for (int dim : {64, 128})
+    check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, dim), "sanitizer"),
+                    {AttentionKernel::tensor_sm90});
 }
 TEST_CASE("sanitizer: decode") {
   std::mt19937 rng(3);

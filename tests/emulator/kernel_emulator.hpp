@@ -20,7 +20,9 @@
 //   - emulates the sm_80 instructions of the tensor-core kernel from the PTX ISA's fragment layouts
 //     (ldmatrix .x4 [.trans], mma.sync m16n8k16 with f32 accumulation, cp.async with zero fill and
 //     commit/wait groups), checking that shared addresses lie in the block's dynamic shared memory
-//     and are 16-byte aligned. Dynamic shared memory is filled with 0xff (NaN) at each block start.
+//     and are 16-byte aligned; and those of the Hopper kernel (sm90_instructions.hpp: wgmma with
+//     shared-memory descriptors and the 128-byte swizzle, retired at its wait_group). Dynamic
+//     shared memory is filled with 0xff (NaN) at each block start.
 //
 // What it cannot show: speed, register pressure, bank conflicts, or the memory model. Shared
 // writes are visible at once, so a missing barrier shows up only as a dependence on the order the
@@ -108,6 +110,11 @@ struct AsyncCopyRecord {
   int group;  // index of its commit group in this thread, -1 until cp.async.commit_group
 };
 
+struct AsyncMmaRecord {  // a wgmma.mma_async issued and not yet retired (sm90_instructions.hpp)
+  int group;             // index of its commit group in this thread, -1 until wgmma.commit_group
+  std::function<void()> retire;
+};
+
 struct Thread {
   uint3 idx{};
   int lane = 0, warp = 0;
@@ -117,6 +124,8 @@ struct Thread {
   int parity = 0;  // exchange buffer of its next warp collective
   std::vector<AsyncCopyRecord> copies;
   int committed_groups = 0;
+  std::vector<AsyncMmaRecord> mmas;
+  int mma_groups = 0;  // wgmma groups committed
   FiberContext fiber;
   void* asan_fake_stack = nullptr;
 };
@@ -217,6 +226,7 @@ class Engine {
   dim3 grid_dim() const { return grid_; }
   dim3 block_dim() const { return block_; }
   unsigned char* dynamic_smem() { return reinterpret_cast<unsigned char*>(smem_.data()); }
+  std::size_t dynamic_smem_bytes() const { return smem_bytes_; }
 
   // The running thread waits at a barrier or collective until release_waiting() lets it go.
   void park(Wait kind, const char* site, int line) {
@@ -273,6 +283,8 @@ class Engine {
 #endif
     try {
       e.body_();
+      if (!e.self().mmas.empty())
+        fail("a thread exited with wgmma.mma_async not retired by a wait");
     } catch (...) {
       if (!e.error_) e.error_ = std::current_exception();
     }
@@ -493,6 +505,7 @@ using std::min;
 #include "ansan/cuda/detail/kernel_launch.cuh"  // LaunchShape; its device half is left out
 #include "emulator/device_algorithms.hpp"
 #include "emulator/sm80_instructions.hpp"
+#include "emulator/sm90_instructions.hpp"
 
 namespace ansan::cuda::detail {
 

@@ -23,6 +23,7 @@ namespace ansan::emulator {
 struct Device {
   int multiprocessors = 132;                       // an H100 SXM, for the decode split heuristic
   int shared_memory_per_block_optin = 227 * 1024;  // an H100; sm_86 / sm_89 allow 99 KiB
+  int compute_capability = 90;                     // major * 10 + minor: an H100
 };
 inline Device& device() {
   static Device properties;
@@ -174,6 +175,12 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
       return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
       *value = ansan::emulator::device().shared_memory_per_block_optin;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = ansan::emulator::device().compute_capability / 10;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = ansan::emulator::device().compute_capability % 10;
       return cudaSuccess;
     default:
       return record(cudaErrorInvalidValue);

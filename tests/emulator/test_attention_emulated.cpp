@@ -41,8 +41,10 @@ namespace emu = ansan::emulator;
 
 constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
                           kDecode = AttentionKernel::decode,
-                          kDecodeTensor = AttentionKernel::decode_tensor;
-const std::vector<AttentionKernel> kEveryKernel = {kSimt, kTensor, kDecode, kDecodeTensor};
+                          kDecodeTensor = AttentionKernel::decode_tensor,
+                          kTensorSm90 = AttentionKernel::tensor_sm90;
+const std::vector<AttentionKernel> kEveryKernel = {kSimt, kTensor, kDecode, kDecodeTensor,
+                                                   kTensorSm90};
 
 // Runs cycle through four emulations: warps in lockstep (forward order) or one warp at a time
 // (reverse order), with cp.async data landing at its wait_group or as soon as it is issued (a
@@ -68,7 +70,7 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
     CHECK(emu::stats().blocks > before.blocks);  // the kernel ran
     const bool sees_a_key =
         std::any_of(ref.lse.begin(), ref.lse.end(), [](float x) { return std::isfinite(x); });
-    if ((kernel == kTensor || kernel == kDecodeTensor) && sees_a_key)
+    if ((kernel == kTensor || kernel == kDecodeTensor || kernel == kTensorSm90) && sees_a_key)
       CHECK(emu::stats().mma > before.mma);  // on tensor cores
   }
 }
@@ -117,9 +119,9 @@ TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head
       const AttentionProblem pr = test::prefill_problem(
           L, p, shape(heads[i % 3][0], heads[i % 3][1], dim), "random prefill");
       if (i++ % 2)
-        check_all<half>(rng, pr, {kTensor, kSimt});
+        check_all<half>(rng, pr, {kTensor, kTensorSm90, kSimt});
       else
-        check_all<bf16>(rng, pr, {kTensor, kSimt});
+        check_all<bf16>(rng, pr, {kTensor, kTensorSm90, kSimt});
     }
   }
 }
@@ -198,6 +200,23 @@ TEST_CASE(
   emu::device() = emu::Device{};
 }
 
+TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, and only when asked for") {
+  std::mt19937 rng(626);
+  const AnchorLayout L = test::random_layout(rng, 2, 100, 6.0);
+  const AttentionProblem pr =
+      test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 128), "sm90");
+  const AttentionProblem pr256 =
+      test::prefill_problem(L, MaskPolicy::anllm(), shape(2, 1, 256), "sm90");
+  DeviceProblem<bf16> dp(rng, pr), dp256(rng, pr256);  // they keep references to the problems
+  CHECK(ansan::cuda::detail::supports(kTensorSm90, dp.args()));
+  CHECK_FALSE(ansan::cuda::detail::supports(kTensorSm90, dp256.args()));  // 256: not taken
+  CHECK(ansan::cuda::choose_kernel(dp.args()) == kTensor);  // not picked until it runs on a GPU
+  emu::device().compute_capability = 80;                    // an A100
+  CHECK_FALSE(ansan::cuda::detail::supports(kTensorSm90, dp.args()));
+  CHECK_THROWS_AS(ansan::cuda::attention(dp.args(), 0, kTensorSm90), std::invalid_argument);
+  emu::device() = emu::Device{};
+}
+
 TEST_CASE("rows that see no key get O = 0 and lse = -inf, on every kernel") {
   std::mt19937 rng(808);
   const AttentionProblem pr = test::no_visible_key_problem();
@@ -210,10 +229,10 @@ TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
   const AnchorLayout L = build_layout_from_flags(test::random_flags(rng, 700, 20.0),
                                                  std::vector<std::int32_t>{0, 700});
   check_all<bf16>(rng, test::prefill_problem(L, MaskPolicy::anllm(), shape(1, 1, 64), "n = 700"),
-                  {kTensor});
+                  {kTensor, kTensorSm90});
   check_all<bf16>(rng,
                   test::prefill_problem(L, MaskPolicy::sepllm(4, 96), shape(1, 1, 128), "n = 700"),
-                  {kTensor});
+                  {kTensor, kTensorSm90});
 }
 
 // Random problems (test::random_problem: policy, head dim, GQA shape, strides, prefill /

@@ -178,7 +178,7 @@ sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanit
 attention_test=$carry/bin/test_attention_cuda
 sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
 for tool in memcheck racecheck; do
-  for kernel in simt tensor decode; do
+  for kernel in simt tensor tensor_sm90 decode; do
     name="sanitizer $tool: $kernel"
     if [[ $device == no ]]; then
       record "$name" SKIP 0 "no GPU"

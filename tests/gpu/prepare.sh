@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/gpu/prepare.sh - run HERE (no GPU needed): builds everything the one-call GPU check
-# needs for sm_90 and stages it in .gpu-carry/ (git-ignored, < 64 MiB), which the device tool
-# carries to the GPU machine. That machine has nvcc, CMake, PyTorch and compute-sanitizer but
-# no Eigen, doctest or Google Benchmark, so the binaries are built here.
+# needs for sm_90a (sm_90 plus the Hopper-only wgmma) and stages it in .gpu-carry/ (git-ignored,
+# < 64 MiB), which the device tool carries to the GPU machine. That machine has nvcc, CMake,
+# PyTorch and compute-sanitizer but no Eigen, doctest or Google Benchmark, so the binaries are
+# built here.
 #
 #   bash tests/gpu/prepare.sh            # then, on the device: bash tests/gpu/check.sh
 #
@@ -22,7 +23,7 @@ launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DANSAN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DANSAN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DCMAKE_CUDA_COMPILER="$nvcc" -DANSAN_BUILD_EXAMPLES=ON "${launcher[@]}" >"$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }
 
@@ -31,7 +32,7 @@ for source in "$root"/tests/test_*.cu "$root"/benchmarks/bench_*.cu; do
   [[ -e $source ]] && targets+=("$(basename "${source%.cu}")")
 done
 targets+=(anllm_demo)
-echo "prepare: building ${#targets[@]} targets for sm_90: ${targets[*]}"
+echo "prepare: building ${#targets[@]} targets for sm_90a: ${targets[*]}"
 cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 
 rm -rf "$carry"
@@ -57,7 +58,7 @@ strip --strip-unneeded "$carry"/bin/* 2>/dev/null || true
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
   echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
   echo "nvcc: $("$nvcc" --version | tail -n 1)"
-  echo "arch: sm_90"
+  echo "arch: sm_90a"
   echo "binaries: $(cd "$carry/bin" && ls | tr '\n' ' ')"
 } >"$carry/BUILD"
 size=$(du -sm "$carry" | cut -f1)

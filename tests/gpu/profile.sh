@@ -4,8 +4,9 @@
 #
 #   run(command="bash tests/gpu/profile.sh", carry=[".gpu-carry"], timeout_s=300)
 #
-# Profiles one launch each of: the tensor-core prefill at n = 16384, L = 20 and dense causal
-# n = 4096 (bf16, 32/8 heads, D = 128), and both decode kernels at batch 64, cache 8192.
+# Profiles one launch each of: the tensor-core prefill (mma.sync and, where it runs, the Hopper
+# wgmma kernel) at n = 16384, L = 20 and dense causal n = 4096 (bf16, 32/8 heads, D = 128), and
+# both decode kernels at batch 64, cache 8192.
 # Writes the full `--set full` details of each to $OUT/ncu-<case>.txt (clocks left as found:
 # --clock-control none), the SASS of the attention kernels to $OUT/sass.txt.gz, and prints the
 # lines that say what bounds each kernel: throughput against the peaks, occupancy, and where
@@ -32,11 +33,12 @@ profile() {  # case kernel-regex benchmark-filter
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 profile prefill_n16384_L20 attention_tensor_kernel 'BM_prefill/n:16384/L:20/'
 profile causal_n4096 attention_tensor_kernel 'BM_prefill_causal/n:4096/'
+profile prefill_sm90_n16384_L20 attention_tensor_sm90_kernel 'BM_prefill_sm90/n:16384/L:20/'
 profile decode_B64_8192 attention_decode_kernel 'BM_decode/B:64/cache:8192/D:128/'
 profile decode_tensor_B64_8192 attention_decode_mma_kernel 'BM_decode_tensor/B:64/cache:8192/D:128/'
 cuobjdump=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
 if [[ -n $cuobjdump ]]; then
-  "$cuobjdump" -sass "$bench" | awk '/Function : .*attention_(tensor|decode|decode_mma)_kernel/ {keep = 1} /Function : / && !/attention_(tensor|decode|decode_mma)_kernel/ {keep = 0} keep' |
+  "$cuobjdump" -sass "$bench" | awk '/Function : .*attention_(tensor|tensor_sm90|decode|decode_mma)_kernel/ {keep = 1} /Function : / && !/attention_(tensor|tensor_sm90|decode|decode_mma)_kernel/ {keep = 0} keep' |
     gzip >"$OUT/sass.txt.gz"
   echo "sass: $(zcat "$OUT/sass.txt.gz" | wc -l) lines of attention kernel SASS in sass.txt.gz"
 fi

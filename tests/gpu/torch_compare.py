@@ -10,7 +10,9 @@ produces; for the check shapes it also writes q, k, v, our output and lse. This 
   * times FlexAttention (torch.compile'd) with the same mask and scaled_dot_product_attention
     with the dense causal mask (K/V expanded to 32 heads so the flash backend takes it), CUDA
     events, median of repeats, inputs rotated;
-  * prints one line per shape: ms of each, our speedup, TFLOP/s on visible work.
+  * prints one line per shape: ms of each, our speedup, TFLOP/s on visible work;
+  * where the Hopper kernel (tensor_sm90) runs, the dump also times it and writes its output:
+    it gets the same checks, and its own columns (sm90_ms, sm90_x_sdpa).
 Needs only torch (no numpy: .npy files are parsed here). Exit status: 0 ok, 1 a check failed,
 3 torch / FlexAttention / CUDA unavailable.
 """
@@ -148,7 +150,8 @@ def main():
         bench_env["LD_LIBRARY_PATH"] = f"{libs}:{bench_env.get('LD_LIBRARY_PATH', '')}"
     wanted = {tuple(float(x) for x in s.split(":")) for s in args.shapes.split(",") if s}
     failures = 0
-    print("shape              ours_ms   flex_ms   sdpa_ms  x_flex  x_sdpa  ours_TFLOPs  check", flush=True)
+    print("shape              ours_ms   flex_ms   sdpa_ms  x_flex  x_sdpa  ours_TFLOPs  sm90_ms  sm90_x_sdpa  check",
+          flush=True)
     for n, L, check in SHAPES:
         if wanted and (float(n), float(L)) not in wanted:
             continue
@@ -190,9 +193,17 @@ def main():
             err_pair = row_errors(out_ours, out_flex.to(out_ours.dtype))
             err_lse = ((lse_ours[:, rows].double().T - ref_lse).abs() / ref_lse.abs().clamp(min=1.0)).max().item()
             ok = err_ours < 1e-2 and err_lse < 1e-3 and err_pair < 2e-2
-            failures += not ok
-            status = (f"{'PASS' if ok else 'FAIL'} ours-vs-fp64 {err_ours:.2e} flex-vs-fp64 {err_flex:.2e} "
+            status = (f"ours-vs-fp64 {err_ours:.2e} flex-vs-fp64 {err_flex:.2e} "
                       f"ours-vs-flex {err_pair:.2e} lse {err_lse:.1e}")
+            if ours.get("sm90_ms") is not None:  # the Hopper kernel's output, held to the same bounds
+                out_sm90, lse_sm90 = load_npy(d / "out_sm90.npy"), load_npy(d / "lse_sm90.npy")
+                err_sm90 = row_errors(out_sm90[rows], ref_out)
+                err_sm90_flex = row_errors(out_sm90, out_flex.to(out_sm90.dtype))
+                err_sm90_lse = ((lse_sm90[:, rows].double().T - ref_lse).abs() / ref_lse.abs().clamp(min=1.0)).max().item()
+                ok = ok and err_sm90 < 1e-2 and err_sm90_lse < 1e-3 and err_sm90_flex < 2e-2
+                status += f" sm90-vs-fp64 {err_sm90:.2e} sm90-vs-flex {err_sm90_flex:.2e} sm90-lse {err_sm90_lse:.1e}"
+            failures += not ok
+            status = f"{'PASS' if ok else 'FAIL'} {status}"
             print(f"check n={n} L={L}: {status}", flush=True)
 
         flex_ms = median_ms(lambda i: flex(*copies[i % 2], block_mask=block_mask, scale=scale, enable_gqa=True),
@@ -203,8 +214,11 @@ def main():
                             args.repeats)
         del dense
         tflops = ours["visible_pairs"] * H * 4 * D / (ours["ours_ms"] * 1e-3) / 1e12
+        sm90_ms = ours.get("sm90_ms")
+        sm90 = f"{sm90_ms:7.3f}  {sdpa_ms / sm90_ms:11.2f}" if sm90_ms else f"{'-':>7}  {'-':>11}"
         print(f"n={n:<6} L={L:<3}  {ours['ours_ms']:8.3f}  {flex_ms:8.3f}  {sdpa_ms:8.3f}  "
-              f"{flex_ms / ours['ours_ms']:6.2f}  {sdpa_ms / ours['ours_ms']:6.2f}  {tflops:11.1f}  {status}", flush=True)
+              f"{flex_ms / ours['ours_ms']:6.2f}  {sdpa_ms / ours['ours_ms']:6.2f}  {tflops:11.1f}  {sm90}  {status}",
+              flush=True)
         del copies, block_mask
         torch.cuda.empty_cache()
     print(f"torch_compare: {failures} check(s) failed, {time.time() - t_start:.0f}s", flush=True)

@@ -12,13 +12,17 @@
 // (heads_q, total_q) in natural log, a row that sees nothing gets O = 0 and lse = -inf).
 // Key rows of different sequences must not overlap.
 //
-// Four kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
+// Five kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic
+// (which never picks tensor_sm90 yet: it has not run on a GPU):
 //   decode_tensor  fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on
 //                  average: split-KV over the cache on mma.sync, splits merged by log-sum-exp;
 //   decode         the same on fp32 FMAs: the readable decode, and the fallback where a device
 //                  cannot give decode_tensor a block's shared memory (136 KiB at head_dim 256);
 //   tensor         fp16/bf16, head_dim 64/128/256: FlashAttention-2 style prefill on mma.sync
 //                  (sm_80+);
+//   tensor_sm90    fp16/bf16, head_dim 64/128: the same prefill on Hopper's warpgroup MMA
+//                  (wgmma); needs sm_90a code in the program (CMAKE_CUDA_ARCHITECTURES 90a)
+//                  and a compute capability 9.0 device; asked for by name only;
 //   simt           float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable
 //                  prefill.
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
@@ -39,6 +43,7 @@
 #include "ansan/cuda/detail/attention_decode.cuh"
 #include "ansan/cuda/detail/attention_decode_mma.cuh"
 #include "ansan/cuda/detail/attention_mma_sm80.cuh"
+#include "ansan/cuda/detail/attention_mma_sm90.cuh"
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/attention_plan.cuh"
 #include "ansan/cuda/detail/attention_simt.cuh"
@@ -50,7 +55,14 @@
 
 namespace ansan::cuda {
 
-enum class AttentionKernel : std::uint8_t { automatic, simt, tensor, decode, decode_tensor };
+enum class AttentionKernel : std::uint8_t {
+  automatic,
+  simt,
+  tensor,
+  decode,
+  decode_tensor,
+  tensor_sm90
+};
 
 inline const char* kernel_name(AttentionKernel k) {
   switch (k) {
@@ -59,6 +71,8 @@ inline const char* kernel_name(AttentionKernel k) {
     case AttentionKernel::decode: return "decode";
     case AttentionKernel::decode_tensor:
       return "decode_tensor";
+    case AttentionKernel::tensor_sm90:
+      return "tensor_sm90";
     default: return "automatic";
   }
 }
@@ -100,6 +114,22 @@ bool decode_tensor_fits_device(const AttentionArgs<T>& a) {
   }
 }
 
+// Whether the current device is a Hopper (compute capability 9.0) and this program holds the
+// Hopper prefill's sm_90a code for it.
+template <class T>
+bool tensor_sm90_runs_on_device() {
+  if constexpr (!is_16bit_v<T>) {
+    return false;
+  } else {
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+      return false;
+    return major == 9 && minor == 0 && tensor_sm90_compiled<T>();
+  }
+}
+
 // Whether `kernel` can run `a`; automatic resolves to the fastest that can.
 template <class T>
 bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
@@ -110,6 +140,8 @@ bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
       return vector_rows_ok(a) && a.batch <= 65535;  // grid.z
     case AttentionKernel::decode_tensor:
       return vector_rows_ok(a) && a.batch <= 65535 && decode_tensor_fits_device(a);
+    case AttentionKernel::tensor_sm90:
+      return vector_rows_ok(a) && a.head_dim() <= 128 && tensor_sm90_runs_on_device<T>();
     default: return true;
   }
 }
@@ -155,7 +187,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     ANSAN_CUDA_RETURN(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
     p.splits = decode_splits(p.batch, p.heads_kv, p.total_k, multiprocessors);
   }
-  const std::int32_t tile_rows = path == AttentionKernel::tensor ? kTensorRows : kSimtRows;
+  const bool tensor = path == AttentionKernel::tensor || path == AttentionKernel::tensor_sm90;
+  const std::int32_t tile_rows = tensor ? kTensorRows : kSimtRows;
   const bool empty = p.total_q == 0 || p.batch == 0 || p.heads_q == 0;  // no output: launch nothing
   const auto carve = [&](TempCarver& temp) -> cudaError_t {
     temp.take<char>(1);
@@ -185,6 +218,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     case AttentionKernel::decode_tensor:
       return launch_attention_decode_mma(p, stream);
     case AttentionKernel::tensor: return launch_attention_tensor(p, stream);
+    case AttentionKernel::tensor_sm90:
+      return launch_attention_tensor_sm90(p, stream);
     default: return launch_attention_simt(p, stream);
   }
 }

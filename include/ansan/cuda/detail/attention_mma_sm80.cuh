@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/attention_query_tile.cuh"
 #include "ansan/cuda/detail/kernel_launch.cuh"
 #include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/cuda/detail/mma_sm80.cuh"
@@ -79,47 +80,21 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   // [tile j % 2][K, V]: the element offset of the key row behind each slot of a tile
   __shared__ index_t sKeyOffsets[2][2][kKeys];
 
-  // Heads vary fastest and tiles run last-first: late query tiles see the most retained keys,
-  // so the heaviest blocks start first and the light ones fill the tail.
-  const std::int32_t h = std::int32_t(blockIdx.x % unsigned(p.heads_q)), h_kv = h / (p.heads_q / p.heads_kv);
-  const std::int32_t tile = p.tile_prefix[p.batch] - 1 - std::int32_t(blockIdx.x / unsigned(p.heads_q));
-  if (tile < 0) return;  // the grid is an upper bound on the tiles
-  const std::int32_t b = sequence_of_tile(p.tile_prefix, p.batch, tile);
-  const std::int32_t q_begin = p.cu_seqlens_q[b] + (tile - p.tile_prefix[b]) * kRows;
-  const std::int32_t rows = min(kRows, p.cu_seqlens_q[b + 1] - q_begin);
-  const std::int32_t k_begin = p.k_begin(b);
-  const std::int32_t retained_base = p.retained_prefix ? p.retained_prefix[k_begin] : 0;
+  const QueryTile q = locate_query_tile(p, blockIdx.x, kRows);
+  if (q.tile < 0) return;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
   for (int i = tid; i < kRows * Tr::kChunks; i += Tr::kThreads) {
     const int r = i / Tr::kChunks, c = i % Tr::kChunks;
-    const bool valid = r < rows;
-    cp_async_16(sQ + swizzled_offset(r, 8 * c, Dim), valid ? p.q_row(q_begin + r, h) + 8 * c : p.q, valid);
+    const bool valid = r < q.rows;
+    cp_async_16(sQ + swizzled_offset(r, 8 * c, Dim),
+                valid ? p.q_row(q.q_begin + r, q.h) + 8 * c : p.q, valid);
   }
   cp_async_commit();
-  if (tid < kRows)
-    sRowKeys[tid] = tid < rows ? p.row_keys[q_begin + tid] : RowKeys{k_begin, k_begin, 0};
-  __syncthreads();
-  {  // bounds of each warp's 16 rows (lanes 16-31 repeat lanes 0-15), then of the block
-    const int row = 16 * warp + lane % 16;
-    const RowKeys rk = sRowKeys[row];
-    const bool active = row < rows;
-    const auto lo = [&](int x) { return __reduce_min_sync(0xffffffffu, active ? x : INT32_MAX); };
-    const auto hi = [&](int x) { return __reduce_max_sync(0xffffffffu, active ? x : INT32_MIN); };
-    const TileBounds retained{lo(0), hi(0), lo(rk.retained), hi(rk.retained)};
-    const TileBounds local{lo(rk.local_begin), hi(rk.local_begin), lo(rk.local_end), hi(rk.local_end)};
-    if (lane == 0) sWarpBounds[warp][0] = retained, sWarpBounds[warp][1] = local;
-  }
-  __syncthreads();
-  if (tid < 2) {
-    TileBounds all = TileBounds::empty();
-    for (int w = 0; w < Tr::kWarps; ++w) all.merge(sWarpBounds[w][tid]);
-    sBounds[tid] = all;
-  }
-  __syncthreads();
+  bound_query_tile(p, q, sRowKeys, sWarpBounds, sBounds);
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   const std::int32_t tiles = walk.count();
-  const std::int32_t* retained_rows = p.retained_rows + retained_base;
+  const std::int32_t* retained_rows = p.retained_rows + q.retained_base;
 
   // Tile loads: thread `tid` copies 16-byte chunk `load_chunk` of key slots load_slot0,
   // load_slot0 + kLoadSlotStep, ... The offset of the row behind each slot comes from
@@ -128,8 +103,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   constexpr int kLoadSlotStep = Tr::kThreads / Tr::kChunks, kLoadsPerThread = kKeys / kLoadSlotStep;
   static_assert(kKeys % kLoadSlotStep == 0 && Tr::kThreads >= kKeys, "whole load passes");
   const int load_slot0 = tid / Tr::kChunks, load_chunk = tid % Tr::kChunks;
-  const T* const src[2] = {p.k + h_kv * p.k_stride_h + 8 * load_chunk,
-                           p.v + h_kv * p.v_stride_h + 8 * load_chunk};
+  const T* const src[2] = {p.k + q.h_kv * p.k_stride_h + 8 * load_chunk,
+                           p.v + q.h_kv * p.v_stride_h + 8 * load_chunk};
   const auto load_tile = [&](T* dst, int kv, std::int32_t j, const index_t(&offsets)[2][kKeys]) {
     const std::int32_t held = walk.slots_held(j);  // zeros past the end
     for (int i = 0; i < kLoadsPerThread; ++i) {
@@ -193,21 +168,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
           mma_m16n8k16<T>(s[2 * np + 1], qa, kb[2], kb[3]);
         }
       }
-      // Mask (partial tiles only): each row sees one interval of the tile's indices; relative
-      // to this lane's first column, element (nt, i) is at the compile-time offset 8 nt + i % 2.
-      if (mask == TileMask::partial)
-        for (int r = 0; r < 2; ++r) {
-          const KeyInterval seen = seen_interval(mask, part, my_rows[r], begin, kKeys);
-          const std::int32_t lo = seen.begin - (begin + my_col), hi = seen.end - (begin + my_col);
-          for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
-            for (int i = 2 * r; i < 2 * r + 2; ++i) {
-              const int offset = 8 * nt + i % 2;
-              if (offset < lo || offset >= hi) s[nt][i] = kMinusInf;
-            }
-        }
-      float tile_max[2] = {kMinusInf, kMinusInf};
-      for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
-        for (int i = 0; i < 4; ++i) tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nt][i]);
+      float tile_max[2];
+      mask_scores(s, mask, part, my_rows, begin, my_col, tile_max);
       online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
     }
     if (tid < kKeys) store_key_offsets(sKeyOffsets[(j + 1) % 2], next_key_row);
@@ -231,23 +193,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   }
   cp_async_wait_all();
 
-  for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int row = 16 * warp + lane / 4 + 8 * r;
-    if (row >= rows) continue;
-    const std::int32_t t = q_begin + row;
-    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-    T* out = p.out_row(t, h);
-    for (int dt = 0; dt < Tr::kDimTiles; ++dt) {
-      const int col = 8 * dt + mma_c_element(lane, 2 * r).col;
-      *reinterpret_cast<std::uint32_t*>(out + col) =
-          pack2<T>(acc_o[dt][2 * r] * inv_sum, acc_o[dt][2 * r + 1] * inv_sum);
-    }
-    if (lane % 4 == 0)
-      p.store_lse(t, h, sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : kMinusInf);
-  }
+  store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
 }
 
 template <class T, int Dim>

@@ -1,0 +1,126 @@
+// ansan/cuda/detail/attention_query_tile.cuh - what the two tensor-core prefill kernels
+// (attention_mma_sm80.cuh on mma.sync, attention_mma_sm90.cuh on wgmma) do alike around their
+// key-tile loops: find the block's query tile, bound the keys its rows and warps see (the
+// TileWalk), mask a warp's S tile, and write O and the log-sum-exp.
+//
+// Both kernels hold a warp's 16 query rows in the mma.sync C layout (mma_layout.hpp): lane l
+// holds rows l/4 and l/4 + 8 of the warp, columns 8 nt + 2 (l % 4) + {0, 1} of each n-tile nt.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "ansan/cuda/detail/attention_params.cuh"
+#include "ansan/cuda/detail/attention_tiles.hpp"
+#include "ansan/cuda/detail/mma_layout.hpp"
+#include "ansan/cuda/detail/mma_sm80.cuh"
+
+namespace ansan::cuda::detail {
+
+// Where block `block` works: query head h (heads vary fastest) and query tile `tile`, taken
+// last-first: late query tiles see the most retained keys, so the heaviest blocks start first
+// and the light ones fill the tail. tile < 0: the grid's upper bound passed the last tile.
+struct QueryTile {
+  std::int32_t h, h_kv, tile;
+  std::int32_t b, q_begin, rows;        // sequence, first query row, rows held (<= tile rows)
+  std::int32_t k_begin, retained_base;  // the sequence's first key row and retained-list entry
+};
+template <class T>
+ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned block,
+                                         int tile_rows) {
+  QueryTile q;
+  q.h = std::int32_t(block % unsigned(p.heads_q)), q.h_kv = q.h / (p.heads_q / p.heads_kv);
+  q.tile = p.tile_prefix[p.batch] - 1 - std::int32_t(block / unsigned(p.heads_q));
+  if (q.tile < 0) return q;
+  q.b = sequence_of_tile(p.tile_prefix, p.batch, q.tile);
+  q.q_begin = p.cu_seqlens_q[q.b] + (q.tile - p.tile_prefix[q.b]) * tile_rows;
+  q.rows = min(tile_rows, p.cu_seqlens_q[q.b + 1] - q.q_begin);
+  q.k_begin = p.k_begin(q.b);
+  q.retained_base = p.retained_prefix ? p.retained_prefix[q.k_begin] : 0;
+  return q;
+}
+
+// The tile's rows, 16 per warp: row_keys[r] (rows past the tile see nothing), the bounds of
+// each warp's rows warp_bounds[w][part], and of the whole tile, bounds[part] (part 0: retained,
+// 1: local). Every thread of the block calls it; it ends on a barrier.
+template <class T, int Rows, int Warps>
+ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile& q,
+                                   RowKeys (&row_keys)[Rows], TileBounds (&warp_bounds)[Warps][2],
+                                   TileBounds (&bounds)[2]) {
+  static_assert(Rows == 16 * Warps, "16 rows per warp");
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  if (tid < Rows)
+    row_keys[tid] = tid < q.rows ? p.row_keys[q.q_begin + tid] : RowKeys{q.k_begin, q.k_begin, 0};
+  __syncthreads();
+  {  // lanes 16-31 repeat lanes 0-15
+    const int row = 16 * warp + lane % 16;
+    const RowKeys rk = row_keys[row];
+    const bool active = row < q.rows;
+    const auto lo = [&](int x) { return __reduce_min_sync(0xffffffffu, active ? x : INT32_MAX); };
+    const auto hi = [&](int x) { return __reduce_max_sync(0xffffffffu, active ? x : INT32_MIN); };
+    const TileBounds retained{lo(0), hi(0), lo(rk.retained), hi(rk.retained)};
+    const TileBounds local{lo(rk.local_begin), hi(rk.local_begin), lo(rk.local_end),
+                           hi(rk.local_end)};
+    if (lane == 0) warp_bounds[warp][0] = retained, warp_bounds[warp][1] = local;
+  }
+  __syncthreads();
+  if (tid < 2) {
+    TileBounds all = TileBounds::empty();
+    for (int w = 0; w < Warps; ++w) all.merge(warp_bounds[w][tid]);
+    bounds[tid] = all;
+  }
+  __syncthreads();
+}
+
+// Masks a warp's S tile of key tile [begin, begin + 8 KeyTiles) of `part` (partial tiles only:
+// each row sees one interval of the tile's indices; relative to this lane's first column,
+// element (nt, i) is at the compile-time offset 8 nt + i % 2) and returns each of this lane's
+// two rows' maximum in tile_max.
+template <int KeyTiles>
+ANSAN_DEVICE void mask_scores(float (&s)[KeyTiles][4], TileMask mask, int part,
+                              const RowKeys (&my_rows)[2], std::int32_t begin, int my_col,
+                              float (&tile_max)[2]) {
+  if (mask == TileMask::partial)
+    for (int r = 0; r < 2; ++r) {
+      const KeyInterval seen = seen_interval(mask, part, my_rows[r], begin, 8 * KeyTiles);
+      const std::int32_t lo = seen.begin - (begin + my_col), hi = seen.end - (begin + my_col);
+      for (int nt = 0; nt < KeyTiles; ++nt)
+        for (int i = 2 * r; i < 2 * r + 2; ++i) {
+          const int offset = 8 * nt + i % 2;
+          if (offset < lo || offset >= hi) s[nt][i] = kMinusInf;
+        }
+    }
+  tile_max[0] = tile_max[1] = kMinusInf;
+  for (int nt = 0; nt < KeyTiles; ++nt)
+    for (int i = 0; i < 4; ++i) tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nt][i]);
+}
+
+// Writes O / row sum and the log-sum-exp (natural log; -inf and O = 0 for a row that saw no key)
+// of this lane's two rows, first_row + lane/4 (+ 8), of the query tile.
+template <class T, int DimTiles>
+ANSAN_DEVICE void store_query_rows(const AttentionParams<T>& p, const QueryTile& q, int first_row,
+                                   const float (&acc_o)[DimTiles][4], const float (&row_max)[2],
+                                   const float (&row_sum)[2]) {
+  const int lane = int(threadIdx.x) % 32;
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int row = first_row + lane / 4 + 8 * r;
+    if (row >= q.rows) continue;
+    const std::int32_t t = q.q_begin + row;
+    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
+    T* out = p.out_row(t, q.h);
+    for (int dt = 0; dt < DimTiles; ++dt) {
+      const int col = 8 * dt + mma_c_element(lane, 2 * r).col;
+      *reinterpret_cast<std::uint32_t*>(out + col) =
+          pack2<T>(acc_o[dt][2 * r] * inv_sum, acc_o[dt][2 * r + 1] * inv_sum);
+    }
+    if (lane % 4 == 0)
+      p.store_lse(t, q.h, sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : kMinusInf);
+  }
+}
+
+}  // namespace ansan::cuda::detail
