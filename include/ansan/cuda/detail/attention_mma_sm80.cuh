@@ -84,42 +84,12 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   if (q.tile < 0) return;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
-  for (int i = tid; i < kRows * Tr::kChunks; i += Tr::kThreads) {
-    const int r = i / Tr::kChunks, c = i % Tr::kChunks;
-    const bool valid = r < q.rows;
-    cp_async_16(sQ + swizzled_offset(r, 8 * c, Dim),
-                valid ? p.q_row(q.q_begin + r, q.h) + 8 * c : p.q, valid);
-  }
-  cp_async_commit();
+  load_query_rows<RowSwizzle<Dim>, kRows, Dim, Tr::kThreads>(p, q, sQ);
   bound_query_tile(p, q, sRowKeys, sWarpBounds, sBounds);
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   const std::int32_t tiles = walk.count();
-  const std::int32_t* retained_rows = p.retained_rows + q.retained_base;
-
-  // Tile loads: thread `tid` copies 16-byte chunk `load_chunk` of key slots load_slot0,
-  // load_slot0 + kLoadSlotStep, ... The offset of the row behind each slot comes from
-  // sKeyOffsets, which threads 0..kKeys-1 fill one tile ahead: one global read and one 64-bit
-  // multiply per slot, not one per chunk.
-  constexpr int kLoadSlotStep = Tr::kThreads / Tr::kChunks, kLoadsPerThread = kKeys / kLoadSlotStep;
-  static_assert(kKeys % kLoadSlotStep == 0 && Tr::kThreads >= kKeys, "whole load passes");
-  const int load_slot0 = tid / Tr::kChunks, load_chunk = tid % Tr::kChunks;
-  const T* const src[2] = {p.k + q.h_kv * p.k_stride_h + 8 * load_chunk,
-                           p.v + q.h_kv * p.v_stride_h + 8 * load_chunk};
-  const auto load_tile = [&](T* dst, int kv, std::int32_t j, const index_t(&offsets)[2][kKeys]) {
-    const std::int32_t held = walk.slots_held(j);  // zeros past the end
-    for (int i = 0; i < kLoadsPerThread; ++i) {
-      const int slot = load_slot0 + i * kLoadSlotStep;
-      cp_async_16(dst + swizzled_offset(slot, 8 * load_chunk, Dim), src[kv] + offsets[kv][slot],
-                  slot < held);
-    }
-  };
-  // Run by threads tid < kKeys, one per slot; a slot not held gets 0 (its copy reads nothing).
-  const auto store_key_offsets = [&](index_t(&offsets)[2][kKeys], std::int32_t key_row) {
-    offsets[0][tid] = key_row >= 0 ? key_row * p.k_stride_t : 0;
-    offsets[1][tid] = key_row >= 0 ? key_row * p.v_stride_t : 0;
-  };
-  if (tid < kKeys && tiles > 0)
-    store_key_offsets(sKeyOffsets[0], walk.key_row(0, walk.begin(0) + tid, retained_rows));
+  const KeyTileLoader<T, RowSwizzle<Dim>, kKeys, Dim, Tr::kThreads> loader(p, q, walk, tid);
+  if (tid < kKeys && tiles > 0) loader.store_offsets(sKeyOffsets[0], tid, loader.key_row(0, tid));
   __syncthreads();
 
   // This thread's two rows of every C fragment: 16w + lane/4 and 16w + lane/4 + 8; its columns
@@ -139,7 +109,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
   float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
 
-  if (tiles > 0) load_tile(sK, 0, 0, sKeyOffsets[0]);
+  if (tiles > 0) loader.load(sK, 0, 0, sKeyOffsets[0]);
   cp_async_commit();
   for (std::int32_t j = 0; j < tiles; ++j) {
     cp_async_wait_all();
@@ -148,9 +118,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
       for (int ks = 0; ks < Tr::kKSteps; ++ks) load_q_fragment(q_frag[ks], ks);
     // The next tile's key rows: read now, stored after S, so the read's latency hides behind it.
     std::int32_t next_key_row = -1;
-    if (tid < kKeys && j + 1 < tiles)
-      next_key_row = walk.key_row(j + 1, walk.begin(j + 1) + tid, retained_rows);
-    load_tile(sV, 1, j, sKeyOffsets[j % 2]);
+    if (tid < kKeys && j + 1 < tiles) next_key_row = loader.key_row(j + 1, tid);
+    loader.load(sV, 1, j, sKeyOffsets[j % 2]);
     cp_async_commit();
 
     const int part = walk.part(j);
@@ -172,11 +141,11 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
       mask_scores(s, mask, part, my_rows, begin, my_col, tile_max);
       online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
     }
-    if (tid < kKeys) store_key_offsets(sKeyOffsets[(j + 1) % 2], next_key_row);
+    if (tid < kKeys) loader.store_offsets(sKeyOffsets[(j + 1) % 2], tid, next_key_row);
 
     cp_async_wait_all();
     __syncthreads();  // V_j landed; every warp is done with K_j; the next key offsets are stored
-    if (j + 1 < tiles) load_tile(sK, 0, j + 1, sKeyOffsets[(j + 1) % 2]);
+    if (j + 1 < tiles) loader.load(sK, 0, j + 1, sKeyOffsets[(j + 1) % 2]);
     cp_async_commit();
     if (mask != TileMask::none)
       for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V

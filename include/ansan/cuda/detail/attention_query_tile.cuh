@@ -1,7 +1,8 @@
 // ansan/cuda/detail/attention_query_tile.cuh - what the two tensor-core prefill kernels
 // (attention_mma_sm80.cuh on mma.sync, attention_mma_sm90.cuh on wgmma) do alike around their
-// key-tile loops: find the block's query tile, bound the keys its rows and warps see (the
-// TileWalk), mask a warp's S tile, and write O and the log-sum-exp.
+// key-tile loops: find the block's query tile, load its Q rows, bound the keys its rows and
+// warps see (the TileWalk), load key tiles, mask a warp's S tile, and write O and the
+// log-sum-exp.
 //
 // Both kernels hold a warp's 16 query rows in the mma.sync C layout (mma_layout.hpp): lane l
 // holds rows l/4 and l/4 + 8 of the warp, columns 8 nt + 2 (l % 4) + {0, 1} of each n-tile nt.
@@ -16,6 +17,7 @@
 #include "ansan/cuda/detail/attention_tiles.hpp"
 #include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/cuda/detail/mma_sm80.cuh"
+#include "ansan/cuda/detail/wgmma_layout.hpp"
 
 namespace ansan::cuda::detail {
 
@@ -73,6 +75,78 @@ ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile&
   }
   __syncthreads();
 }
+
+// Where a kernel keeps (row, col) of a shared tile of `rows` rows of Dim 16-bit elements.
+template <int Dim>
+struct RowSwizzle {  // mma.sync kernels: rows of Dim, chunk c of row r at c ^ (r % 8)
+  ANSAN_HOST_DEVICE static int offset(int row, int col, int /*rows*/) {
+    return swizzled_offset(row, col, Dim);
+  }
+};
+struct ColumnBlockSwizzle {  // wgmma: 64-column blocks, 128-byte swizzle (wgmma_layout.hpp)
+  ANSAN_HOST_DEVICE static int offset(int row, int col, int rows) {
+    return sw128_offset(row, col, rows);
+  }
+};
+
+// Copies the query tile's rows of head q.h into shared tile sQ by cp.async (zeros past its
+// rows) and commits them as one group.
+template <class Layout, int Rows, int Dim, int Threads, class T>
+ANSAN_DEVICE void load_query_rows(const AttentionParams<T>& p, const QueryTile& q, T* sQ) {
+  constexpr int kChunks = Dim / 8;
+  for (int i = int(threadIdx.x); i < Rows * kChunks; i += Threads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool valid = r < q.rows;
+    cp_async_16(sQ + Layout::offset(r, 8 * c, Rows),
+                valid ? p.q_row(q.q_begin + r, q.h) + 8 * c : p.q, valid);
+  }
+  cp_async_commit();
+}
+
+// The key-tile loads of both kernels: thread `tid` copies 16-byte chunk `chunk` of key slots
+// slot0, slot0 + kSlotStep, ... The offset of the key row behind each slot comes from a table
+// offsets[K, V][slot], which threads 0..Keys-1 fill one tile ahead (key_row, then
+// store_offsets): one global read and one 64-bit multiply per slot, not one per chunk.
+template <class T, class Layout, int Keys, int Dim, int Threads>
+struct KeyTileLoader {
+  static constexpr int kChunks = Dim / 8, kSlotStep = Threads / kChunks, kLoads = Keys / kSlotStep;
+  static_assert(Keys % kSlotStep == 0 && Threads >= Keys, "whole load passes");
+  using Offsets = index_t[2][Keys];  // [K, V][slot]: element offset of the slot's key row
+
+  TileWalk walk;
+  const std::int32_t* retained_rows;  // the sequence's retained list
+  index_t stride_t[2];                // K and V token strides
+  const T* src[2];                    // this thread's chunk of K and V row 0 of its KV head
+  int slot0, chunk;
+
+  ANSAN_DEVICE KeyTileLoader(const AttentionParams<T>& p, const QueryTile& q, const TileWalk& w,
+                             int tid)
+      : walk(w),
+        retained_rows(p.retained_rows + q.retained_base),
+        stride_t{p.k_stride_t, p.v_stride_t},
+        src{p.k + q.h_kv * p.k_stride_h + 8 * (tid % kChunks),
+            p.v + q.h_kv * p.v_stride_h + 8 * (tid % kChunks)},
+        slot0(tid / kChunks),
+        chunk(tid % kChunks) {}
+
+  // K (kv = 0) or V (kv = 1) of tile j into dst, zeros past the end of its part.
+  ANSAN_DEVICE void load(T* dst, int kv, std::int32_t j, const Offsets& offsets) const {
+    const std::int32_t held = walk.slots_held(j);
+    for (int i = 0; i < kLoads; ++i) {
+      const int slot = slot0 + i * kSlotStep;
+      cp_async_16(dst + Layout::offset(slot, 8 * chunk, Keys), src[kv] + offsets[kv][slot],
+                  slot < held);
+    }
+  }
+  // The key row behind slot `slot` of tile j, -1 where the tile runs past its part's end.
+  ANSAN_DEVICE std::int32_t key_row(std::int32_t j, int slot) const {
+    return walk.key_row(j, walk.begin(j) + slot, retained_rows);
+  }
+  // Run by thread `slot` < Keys; a slot not held gets 0 (its copy reads nothing).
+  ANSAN_DEVICE void store_offsets(Offsets& offsets, int slot, std::int32_t key_row) const {
+    for (int kv = 0; kv < 2; ++kv) offsets[kv][slot] = key_row >= 0 ? key_row * stride_t[kv] : 0;
+  }
+};
 
 // Masks a warp's S tile of key tile [begin, begin + 8 KeyTiles) of `part` (partial tiles only:
 // each row sees one interval of the tile's indices; relative to this lane's first column,
