@@ -22,6 +22,7 @@
 #include "support/attention_problems.hpp"
 #include "support/gpu_main.hpp"
 #include "support/random_layouts.hpp"
+#include "support/sm90a_expected.hpp"
 
 // A named namespace, not `using namespace ansan` at global scope: nvcc's generated stubs for
 // the CUB kernels name ::cuda::std, which ansan::cuda would make ambiguous.
@@ -79,20 +80,6 @@ void check_all(std::mt19937& rng, const Problem& pr,
   const test::Reference ref = dp.reference();
   for (AttentionKernel k : kernels)
     if (ansan::cuda::detail::supports(k, dp.args())) check_kernel(dp, ref, k);
-}
-
-// Whether tensor_sm90 must run here: a compute capability 9.0 device, and a build with sm_90a
-// code (tests/CMakeLists.txt defines ANSAN_TEST_SM90A when CMAKE_CUDA_ARCHITECTURES has 90a).
-bool tensor_sm90_expected() {
-#if defined(ANSAN_KERNEL_EMULATION) || defined(ANSAN_TEST_SM90A)
-  int device = 0, major = 0, minor = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-         major == 9 && minor == 0;
-#else
-  return false;
-#endif
 }
 
 template <class T>
@@ -254,7 +241,7 @@ TEST_CASE("tensor_sm90 runs where the device and the build have it, and is asked
   Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
   DeviceProblem<bf16> dp(rng, prefill);
   CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90, dp.args()) ==
-        tensor_sm90_expected());
+        test::sm90a_expected());
   CHECK(ansan::cuda::choose_kernel(dp.args()) == AttentionKernel::tensor);
 }
 
@@ -387,7 +374,7 @@ TEST_CASE("sanitizer: tensor") {
                     {AttentionKernel::tensor});
 }
 TEST_CASE("sanitizer: tensor_sm90") {
-  if (!tensor_sm90_expected()) {
+  if (!test::sm90a_expected()) {
     MESSAGE("tensor_sm90 needs an sm_90a build on a compute capability 9.0 GPU: not run here");
     return;
   }

@@ -217,6 +217,72 @@ TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, and only wh
   emu::device() = emu::Device{};
 }
 
+// The plan's tables against the host: tile_prefix, retained_prefix / retained_rows over every
+// key row (slack rows included: their -1 positions are sinks under StreamingLLM), row_keys.
+// Over 2048 key rows, so that the retained passes take several chunks.
+TEST_CASE("the prefill plan equals the host's tables, over several chunks of key rows") {
+  namespace kd = ansan::cuda::detail;
+  std::mt19937 rng(727);
+  CHECK(kd::retained_chunk_rows(2048 * kd::kPlanMaxChunks) == 2048);
+  CHECK(kd::retained_chunk_rows(2048 * kd::kPlanMaxChunks + 1) == 4096);
+  const AnchorLayout L = test::random_layout(rng, 5, 1800, 9.0);
+  const AnchorLayout many_anchors =
+      test::random_layout(rng, 3, 4000, 2.5);  // large compacted caches
+  for (const MaskPolicy& policy : test::all_policies()) {
+    const AttentionProblem prefill = test::prefill_problem(L, policy, shape(2, 1, 64), "plan");
+    const AttentionProblem decode =
+        test::decode_problem(rng, many_anchors, policy, shape(2, 1, 64), 3);
+    for (const AttentionProblem* pr : {&prefill, &decode}) {
+      DeviceProblem<bf16> dp(rng, *pr);
+      kd::AttentionParams<bf16> p = kd::make_params(dp.args());
+      kd::TempCarver sizes(nullptr);
+      REQUIRE(kd::build_plan(sizes, p, 64, 0) == cudaSuccess);
+      const kd::DeviceBuffer<char> temp(sizes.bytes());
+      kd::TempCarver carver(temp.data());
+      REQUIRE(kd::build_plan(carver, p, 64, 0) == cudaSuccess);
+      const std::string policy_text = policy_name(policy);
+      CAPTURE(policy_text);
+      CAPTURE(pr->what);
+      REQUIRE(pr->k_rows > 2048);
+      std::int32_t tiles = 0;
+      for (std::int32_t b = 0; b <= pr->batch; ++b) {
+        CHECK(p.tile_prefix[b] == tiles);
+        if (b < pr->batch)
+          tiles += (pr->cu_q[std::size_t(b) + 1] - pr->cu_q[std::size_t(b)] + 63) / 64;
+      }
+      const bool retains = policy.has_retained();
+      CHECK((p.retained_prefix != nullptr) == retains);
+      std::vector<std::int32_t> prefix{0}, rows;
+      for (std::int32_t t = 0; t < pr->k_rows; ++t) {
+        const bool kept = is_retained(
+            policy, KeyInfo{pr->k_pos[std::size_t(t)], pr->k_anchor[std::size_t(t)] != 0});
+        if (kept) rows.push_back(t);
+        prefix.push_back(prefix.back() + kept);
+      }
+      if (retains) {
+        CHECK(std::equal(prefix.begin(), prefix.end(), p.retained_prefix));
+        CHECK(std::equal(rows.begin(), rows.end(), p.retained_rows));
+      }
+      for (std::int32_t b = 0; b < pr->batch; ++b) {
+        const std::int32_t k_begin =
+            pr->uses_k_start ? pr->k_start[std::size_t(b)] : pr->cu_k[std::size_t(b)];
+        const std::int32_t k_end =
+            k_begin + pr->cu_k[std::size_t(b) + 1] - pr->cu_k[std::size_t(b)];
+        for (std::int32_t t = pr->cu_q[std::size_t(b)]; t < pr->cu_q[std::size_t(b) + 1]; ++t) {
+          const QueryInfo q{pr->q_pos[std::size_t(t)], pr->q_seg_start[std::size_t(t)],
+                            pr->q_anchor[std::size_t(t)] != 0};
+          const kd::RowKeys want = kd::row_keys(policy, q, pr->k_pos.data(),
+                                                retains ? prefix.data() : nullptr, k_begin, k_end);
+          const kd::RowKeys got = p.row_keys[t];
+          CHECK(got.local_begin == want.local_begin);
+          CHECK(got.local_end == want.local_end);
+          CHECK(got.retained == want.retained);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("rows that see no key get O = 0 and lse = -inf, on every kernel") {
   std::mt19937 rng(808);
   const AttentionProblem pr = test::no_visible_key_problem();

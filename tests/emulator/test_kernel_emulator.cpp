@@ -1,5 +1,5 @@
-// The kernel emulator itself (kernel_emulator.hpp, sm80_instructions.hpp): before it is trusted
-// with the attention kernels, it must compute what the hardware computes - shuffles, warp
+// The kernel emulator itself (kernel_emulator.hpp, sm80/sm90_instructions.hpp): before it is
+// trusted with the attention kernels, it must compute what the hardware computes - shuffles, warp
 // reductions, ldmatrix and mma.sync fed through the library's own fragment layouts
 // (mma_layout.hpp) equal a plain matmul - and it must refuse or expose what a GPU would get
 // wrong: divergent barriers, collectives some lanes miss, shared addresses out of range, data
@@ -93,101 +93,6 @@ void check_mma_against_matmul(std::uint32_t seed) {
   CHECK(emu::stats().block_barriers - before.block_barriers == 1);
 }
 
-// One warpgroup computes the Hopper kernel's two products on tiles stored by wgmma_layout.hpp:
-// S (64 x 64) = A B^T for A and B (64 x 32) K-major, two k-steps; then O (64 x 128) = P V for
-// P (64 x 32) in registers (mma A fragments) and V (32 x 128) MN-major, two k-steps. Tiles sit
-// on 1024-byte boundaries found from shared_address(), as in the kernel. Without `wait`, the
-// results are read before the MMAs retire.
-template <class T>
-void wgmma_kernel(const T* a, const T* b, const T* p, const T* v, float* s_out, float* o_out,
-                  bool wait = true) {
-  unsigned char* raw = kd::dynamic_shared_memory<unsigned char>();
-  T* sA = reinterpret_cast<T*>(raw + (1024 - kd::shared_address(raw) % 1024) % 1024);
-  T* sB = sA + 64 * 64;  // each tile takes one 64 x 64 column block (8 KiB)
-  T* sV = sB + 64 * 64;  // 32 rows, two column blocks
-  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
-  for (int i = tid; i < 64 * 32; i += 128) {
-    sA[kd::sw128_offset(i / 32, i % 32, 64)] = a[i];
-    sB[kd::sw128_offset(i / 32, i % 32, 64)] = b[i];
-  }
-  for (int i = tid; i < 32 * 128; i += 128) sV[kd::sw128_offset(i / 128, i % 128, 32)] = v[i];
-  kd::fence_proxy_async();
-  __syncthreads();
-
-  float s[8][4];
-  const std::uint64_t a_desc = kd::k_major_descriptor(kd::shared_address(sA));
-  const std::uint64_t b_desc = kd::k_major_descriptor(kd::shared_address(sB));
-  kd::wgmma_fence();
-  for (int ks = 0; ks < 2; ++ks)
-    kd::wgmma_m64n64k16_ss<T>(s, kd::advance_descriptor(a_desc, kd::k_major_step_bytes(ks, 64)),
-                              kd::advance_descriptor(b_desc, kd::k_major_step_bytes(ks, 64)),
-                              ks > 0);
-  kd::wgmma_commit();
-  if (wait) kd::wgmma_wait<0>();
-
-  std::uint32_t p_frag[2][4];
-  for (int kk = 0; kk < 2; ++kk)
-    for (int r = 0; r < 4; ++r) {
-      const kd::RowCol lo = kd::mma_a_element(lane, 2 * r), hi = kd::mma_a_element(lane, 2 * r + 1);
-      p_frag[kk][r] = kd::pack2<T>(to_float(p[(16 * warp + lo.row) * 32 + 16 * kk + lo.col]),
-                                   to_float(p[(16 * warp + hi.row) * 32 + 16 * kk + hi.col]));
-    }
-  float o[16][4] = {};
-  const std::uint64_t v_desc = kd::mn_major_descriptor(kd::shared_address(sV), 32);
-  kd::wgmma_fence();
-  for (int kk = 0; kk < 2; ++kk)
-    kd::wgmma_m64nNk16_rs<T, 128>(
-        o, p_frag[kk], kd::advance_descriptor(v_desc, kd::mn_major_step_bytes(kk)), true);
-  kd::wgmma_commit();
-  if (!wait) return;
-  kd::wgmma_wait<0>();
-  kd::fence_registers(o);
-  kd::fence_registers(p_frag);
-  for (int i = 0; i < 4; ++i) {
-    const kd::RowCol c = kd::mma_c_element(lane, i);
-    for (int nt = 0; nt < 8; ++nt) s_out[(16 * warp + c.row) * 64 + 8 * nt + c.col] = s[nt][i];
-    for (int nt = 0; nt < 16; ++nt) o_out[(16 * warp + c.row) * 128 + 8 * nt + c.col] = o[nt][i];
-  }
-}
-
-constexpr std::size_t kWgmmaSmem = 1024 + 3 * 64 * 64 * 2;
-
-template <class T>
-void check_wgmma_against_matmul(std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> value(-1.f, 1.f);
-  const auto random = [&](std::size_t n) {
-    std::vector<T> x(n);
-    for (auto& e : x) e = from_float<T>(value(rng));
-    return x;
-  };
-  const std::vector<T> a = random(64 * 32), b = random(64 * 32), p = random(64 * 32),
-                       v = random(32 * 128);
-  std::vector<float> s(64 * 64, -1e30f), o(64 * 128, -1e30f);
-  const emu::Stats before = emu::stats();
-  REQUIRE(launch(1, 128, kWgmmaSmem, [&] {
-            wgmma_kernel<T>(a.data(), b.data(), p.data(), v.data(), s.data(), o.data());
-          }) == cudaSuccess);
-  const auto f = [](T x) { return double(to_float(x)); };
-  for (int m = 0; m < 64; ++m) {
-    for (int n = 0; n < 64; ++n) {
-      double want = 0.0;
-      for (int k = 0; k < 32; ++k)
-        want += f(a[std::size_t(m * 32 + k)]) * f(b[std::size_t(n * 32 + k)]);
-      INFO("S(", m, ", ", n, ")");
-      CHECK(s[std::size_t(m * 64 + n)] == doctest::Approx(want).epsilon(1e-5));
-    }
-    for (int n = 0; n < 128; ++n) {
-      double want = 0.0;
-      for (int k = 0; k < 32; ++k)
-        want += f(p[std::size_t(m * 32 + k)]) * f(v[std::size_t(k * 128 + n)]);
-      INFO("O(", m, ", ", n, ")");
-      CHECK(o[std::size_t(m * 128 + n)] == doctest::Approx(want).epsilon(1e-5));
-    }
-  }
-  CHECK(emu::stats().mma - before.mma == 4 * 4);  // 4 wgmma, counted once per warp
-}
-
 }  // namespace
 
 TEST_CASE("shuffles and warp reductions: every lane gets the warp's result") {
@@ -210,21 +115,21 @@ TEST_CASE("ldmatrix and mma.sync through the kernel's fragment layouts equal a p
   check_mma_against_matmul<half>(2);
 }
 
-TEST_CASE(
-    "wgmma through the Hopper kernel's shared layouts and descriptors equals a plain matmul") {
-  check_wgmma_against_matmul<bf16>(3);
-  check_wgmma_against_matmul<half>(4);
-}
-
+// (wgmma's products against a plain matmul: tests/test_wgmma_cuda.cu, which also runs here as
+// test_wgmma_cuda_emulated.)
 TEST_CASE("wgmma results exist only after their wait_group: a thread that never waits is refused") {
-  std::vector<bf16> x(32 * 128, from_float<bf16>(1.f));
-  std::vector<float> s(64 * 64), o(64 * 128);
-  CHECK_THROWS_AS(launch(1, 128, kWgmmaSmem,
-                         [&] {
-                           wgmma_kernel<bf16>(x.data(), x.data(), x.data(), x.data(), s.data(),
-                                              o.data(), false);
-                         }),
-                  emu::emulation_error);
+  CHECK_THROWS_AS(
+      launch(1, 128, 1024 + 64 * 64 * 2,
+             [&] {
+               unsigned char* raw = kd::dynamic_shared_memory<unsigned char>();
+               unsigned char* tile = raw + (1024 - kd::shared_address(raw) % 1024) % 1024;
+               const std::uint64_t desc = kd::k_major_descriptor(kd::shared_address(tile));
+               float s[8][4];
+               kd::wgmma_fence();
+               kd::wgmma_m64n64k16_ss<bf16>(s, desc, desc, false);
+               kd::wgmma_commit();  // and no wgmma_wait
+             }),
+      emu::emulation_error);
 }
 
 TEST_CASE("ldmatrix .trans gives the transposed fragments") {

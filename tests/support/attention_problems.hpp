@@ -116,7 +116,7 @@ inline AttentionProblem decode_problem(std::mt19937& rng, const AnchorLayout& L,
     pr.cu_q.push_back(pr.cu_q.back() + m);
   }
   pr.k_rows += slack(rng);
-  pr.k_pos.resize(std::size_t(pr.k_rows), -1);  // slack rows: metadata the kernels must not read
+  pr.k_pos.resize(std::size_t(pr.k_rows), -1);  // slack rows: metadata that must not reach a result
   pr.k_anchor.resize(std::size_t(pr.k_rows), 0);
   return pr;
 }
