@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 build=build-mutate
 cmake -S . -B "$build" -DANSAN_CUDA=OFF -DANSAN_BUILD_BENCHMARKS=OFF -DANSAN_BUILD_EXAMPLES=OFF >/dev/null || exit 2
 missed=0
-for file in include/ansan/cuda/detail/attention_{simt,mma_sm80,mma_sm90,query_tile,decode,decode_mma}.cuh; do
+for file in include/ansan/cuda/detail/attention_{plan,simt,mma_sm80,mma_sm90,query_tile,decode,decode_mma}.cuh; do
   cp "$file" "$build/original.cuh"
   trap 'cp "$build/original.cuh" "$file"' EXIT INT TERM
   for line in $(grep -n "__syncthreads();" "$file" | cut -d: -f1); do
