@@ -56,9 +56,12 @@ inline std::int32_t retained_chunk_rows(std::int32_t total_k) {
 }
 
 // The exclusive prefix sum of `x` over the block's threads in thread order; `total` gets the
-// block's sum. Every thread calls it; `warp_sums` is the caller's __shared__ scratch, free
-// again when it returns.
-ANSAN_DEVICE std::int32_t block_exclusive_sum(std::int32_t x, std::int32_t (&warp_sums)[kPlanWarps],
+// block's sum. Every thread calls it; `warp_sums` is __shared__ scratch. It holds one barrier,
+// between the warps' writes and everyone's reads, and none after the reads: a caller that scans
+// again right away passes the other half of a double buffer (the barrier of the scan between
+// two uses of one half orders the first's reads before the second's writes).
+using WarpSums = std::int32_t[kPlanWarps];
+ANSAN_DEVICE std::int32_t block_exclusive_sum(std::int32_t x, WarpSums& warp_sums,
                                               std::int32_t& total) {
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
   std::int32_t inclusive = x;  // Hillis-Steele within the warp
@@ -75,12 +78,11 @@ ANSAN_DEVICE std::int32_t block_exclusive_sum(std::int32_t x, std::int32_t (&war
     if (w < warp) before += warp_sums[w];
     total += warp_sums[w];
   }
-  __syncthreads();  // warp_sums may be reused
   return before + inclusive - x;
 }
 
-// The sum of `x` over the block's threads, in every thread.
-ANSAN_DEVICE std::int32_t block_sum(std::int32_t x, std::int32_t (&warp_sums)[kPlanWarps]) {
+// The sum of `x` over the block's threads, in every thread (block_exclusive_sum's rules).
+ANSAN_DEVICE std::int32_t block_sum(std::int32_t x, WarpSums& warp_sums) {
   std::int32_t total;
   block_exclusive_sum(x, warp_sums, total);
   return total;
@@ -97,16 +99,17 @@ template <class T>
 __global__ void __launch_bounds__(kPlanThreads)
     plan_counts_kernel(const __grid_constant__ AttentionParams<T> p, std::int32_t tile_rows,
                        std::int32_t chunk, std::int32_t* chunk_counts, std::int32_t* tile_prefix) {
-  __shared__ std::int32_t warp_sums[kPlanWarps];
+  __shared__ WarpSums warp_sums[2];  // block scans in turn (block_exclusive_sum)
   const int tid = int(threadIdx.x);
   if (blockIdx.x + 1 == gridDim.x) {
     std::int32_t carry = 0;
-    for (std::int32_t base = 0; base <= p.batch; base += kPlanThreads) {
+    int turn = 0;
+    for (std::int32_t base = 0; base <= p.batch; base += kPlanThreads, turn ^= 1) {
       const std::int32_t b = base + tid;
       const std::int32_t tiles =
           b < p.batch ? tiles_of(p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b], tile_rows) : 0;
       std::int32_t total;
-      const std::int32_t before = block_exclusive_sum(tiles, warp_sums, total);
+      const std::int32_t before = block_exclusive_sum(tiles, warp_sums[turn], total);
       if (b <= p.batch) tile_prefix[b] = carry + before;
       carry += total;
     }
@@ -116,7 +119,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   const std::int32_t end = min(begin + chunk, p.total_k);
   std::int32_t count = 0;
   for (std::int32_t t = begin + tid; t < end; t += kPlanThreads) count += retained_row(p, t);
-  const std::int32_t total = block_sum(count, warp_sums);
+  const std::int32_t total = block_sum(count, warp_sums[0]);
   if (tid == 0) chunk_counts[blockIdx.x] = total;
 }
 
@@ -129,12 +132,12 @@ __global__ void __launch_bounds__(kPlanThreads)
     plan_retained_kernel(const __grid_constant__ AttentionParams<T> p, std::int32_t chunk,
                          const std::int32_t* chunk_counts, std::int32_t* retained_prefix,
                          std::int32_t* retained_rows) {
-  __shared__ std::int32_t warp_sums[kPlanWarps];
+  __shared__ WarpSums warp_sums[2];  // the two block scans, one half each
   const int tid = int(threadIdx.x);
   std::int32_t earlier = 0;  // retained keys in the chunks before this one
   for (std::int32_t c = tid; c < std::int32_t(blockIdx.x); c += kPlanThreads)
     earlier += chunk_counts[c];
-  earlier = block_sum(earlier, warp_sums);
+  earlier = block_sum(earlier, warp_sums[0]);
 
   const std::int32_t per_thread = chunk / kPlanThreads;
   const std::int32_t begin = min(std::int32_t(blockIdx.x) * chunk + tid * per_thread, p.total_k);
@@ -142,7 +145,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   std::int32_t count = 0;
   for (std::int32_t t = begin; t < end; ++t) count += retained_row(p, t);
   std::int32_t block_total;
-  std::int32_t next = earlier + block_exclusive_sum(count, warp_sums, block_total);
+  std::int32_t next = earlier + block_exclusive_sum(count, warp_sums[1], block_total);
   for (std::int32_t t = begin; t < end; ++t) {
     retained_prefix[t] = next;
     if (retained_row(p, t)) retained_rows[next++] = t;
