@@ -51,6 +51,7 @@ struct WarpgroupTraits {
   static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
   static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
   static constexpr int kPSteps = kKeys / 16;   // k-steps of O += P V
+  static constexpr int kMinBlocksPerSM = 3;    // at most 170 registers: 12 warps an SM
   static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
   static_assert(Dim == 64 || Dim == 128,
                 "head_dim 64 or 128 (256 needs 128 accumulators a thread)");
@@ -66,7 +67,8 @@ struct WarpgroupTraits {
 };
 
 template <class T, int Dim>
-__global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads)
+__global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
+                                  WarpgroupTraits<T, Dim>::kMinBlocksPerSM)
     attention_tensor_sm90_kernel(const __grid_constant__ AttentionParams<T> p) {
 #if ANSAN_WGMMA_PASS
   using Tr = WarpgroupTraits<T, Dim>;
