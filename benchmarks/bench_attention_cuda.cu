@@ -299,12 +299,14 @@ void report_prefill(benchmark::State& state, Prefill& problem) {
   state.counters["of_l2_read"] = tile_tbps / l2_read_tbps;
 }
 
+// The mma.sync prefill (tensor, asked for by name: on a Hopper automatic picks tensor_sm90).
 void BM_prefill(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
-  Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(), 2402);
+  Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(),
+                  2402, ansan::cuda::AttentionKernel::tensor);
   report_prefill(state, problem);
 }
-// The same shapes on the Hopper kernel (tensor_sm90, asked for by name).
+// The same shapes on the Hopper kernel (tensor_sm90).
 void BM_prefill_sm90(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
   Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(),
@@ -484,16 +486,20 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   const double ms = median_ms([&](int i) { problem.run(i % problem.copies); }, 11);
   problem.run(0);  // the outputs below belong to input copy 0
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  // The Hopper kernel on the same inputs (same seed), where it runs: timed and dumped beside.
-  Prefill sm90(n, mean_segment, ansan::MaskPolicy::anllm(), 2402,
-               ansan::cuda::AttentionKernel::tensor_sm90);
-  const bool have_sm90 = sm90.supported();
-  double sm90_ms = -1;
-  if (have_sm90) {
-    sm90.run(0);
+  // The other tensor-core prefill on the same inputs (same seed), where it runs: timed and
+  // dumped beside (on a Hopper automatic runs tensor_sm90, and this the mma.sync kernel).
+  using ansan::cuda::AttentionKernel;
+  const AttentionKernel chosen = ansan::cuda::choose_kernel(problem.args(0));
+  Prefill alt(n, mean_segment, ansan::MaskPolicy::anllm(), 2402,
+              chosen == AttentionKernel::tensor_sm90 ? AttentionKernel::tensor
+                                                     : AttentionKernel::tensor_sm90);
+  const bool have_alt = alt.supported();
+  double alt_ms = -1;
+  if (have_alt) {
+    alt.run(0);
     ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-    sm90_ms = median_ms([&](int i) { sm90.run(i % sm90.copies); }, 11);
-    sm90.run(0);
+    alt_ms = median_ms([&](int i) { alt.run(i % alt.copies); }, 11);
+    alt.run(0);
     ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   }
   const ansan::FlexBlockMask mask = ansan::flex_block_mask(problem.layout, problem.policy, block);
@@ -503,8 +509,10 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ
        << ", \"heads_kv\": " << kHeadsKV << ", \"dim\": " << kDim
        << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim)) << ", \"policy\": \""
-       << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms
-       << ", \"sm90_ms\": " << (have_sm90 ? std::to_string(sm90_ms) : std::string("null"))
+       << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms << ", \"kernel\": \""
+       << ansan::cuda::kernel_name(chosen) << "\", \"alt_kernel\": \""
+       << ansan::cuda::kernel_name(alt.kernel)
+       << "\", \"alt_ms\": " << (have_alt ? std::to_string(alt_ms) : std::string("null"))
        << ", \"visible_pairs\": " << pairs << ", \"block_size\": " << block
        << ", \"tensors\": " << (tensors ? "true" : "false") << "}\n";
   if (tensors) {
@@ -523,9 +531,9 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
     save_bf16("v", problem.v.data(), n, kHeadsKV);
     save_bf16("out", problem.out.data(), n, kHeadsQ);
     save_lse("lse", problem.lse.data());
-    if (have_sm90) {
-      save_bf16("out_sm90", sm90.out.data(), n, kHeadsQ);
-      save_lse("lse_sm90", sm90.lse.data());
+    if (have_alt) {
+      save_bf16("out_alt", alt.out.data(), n, kHeadsQ);
+      save_lse("lse_alt", alt.lse.data());
     }
   }
   std::printf("dump: n=%d L=%g ours_ms=%.3f visible_pairs=%.0f -> %s\n", n, mean_segment, ms, pairs, dir.c_str());

@@ -235,14 +235,15 @@ TEST_CASE(
   CHECK(ansan::cuda::choose_kernel(df.args()) == AttentionKernel::simt);
 }
 
-TEST_CASE("tensor_sm90 runs where the device and the build have it, and is asked for by name") {
+TEST_CASE("tensor_sm90 runs where the device and the build have it, and is then the prefill") {
   std::mt19937 rng(1012);
   const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
   Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
   DeviceProblem<bf16> dp(rng, prefill);
   CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90, dp.args()) ==
         test::sm90a_expected());
-  CHECK(ansan::cuda::choose_kernel(dp.args()) == AttentionKernel::tensor);
+  CHECK(ansan::cuda::choose_kernel(dp.args()) ==
+        (test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor));
 }
 
 TEST_CASE("bad input throws std::invalid_argument before anything is written") {

@@ -200,7 +200,7 @@ TEST_CASE(
   emu::device() = emu::Device{};
 }
 
-TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, and only when asked for") {
+TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, where it is the prefill") {
   std::mt19937 rng(626);
   const AnchorLayout L = test::random_layout(rng, 2, 100, 6.0);
   const AttentionProblem pr =
@@ -210,9 +210,11 @@ TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, and only wh
   DeviceProblem<bf16> dp(rng, pr), dp256(rng, pr256);  // they keep references to the problems
   CHECK(ansan::cuda::detail::supports(kTensorSm90, dp.args()));
   CHECK_FALSE(ansan::cuda::detail::supports(kTensorSm90, dp256.args()));  // 256: not taken
-  CHECK(ansan::cuda::choose_kernel(dp.args()) == kTensor);  // not picked until it runs on a GPU
-  emu::device().compute_capability = 80;                    // an A100
+  CHECK(ansan::cuda::choose_kernel(dp.args()) == kTensorSm90);
+  CHECK(ansan::cuda::choose_kernel(dp256.args()) == kTensor);
+  emu::device().compute_capability = 80;  // an A100
   CHECK_FALSE(ansan::cuda::detail::supports(kTensorSm90, dp.args()));
+  CHECK(ansan::cuda::choose_kernel(dp.args()) == kTensor);
   CHECK_THROWS_AS(ansan::cuda::attention(dp.args(), 0, kTensorSm90), std::invalid_argument);
   emu::device() = emu::Device{};
 }
@@ -306,7 +308,7 @@ TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
   check_all<bf16>(rng, test::prefill_problem(L, MaskPolicy::anllm(), shape(1, 1, 64), "n = 700"),
                   {kTensor, kTensorSm90});
   check_all<bf16>(rng,
-                  test::prefill_problem(L, MaskPolicy::sepllm(4, 96), shape(1, 1, 128), "n = 700"),
+                  test::prefill_problem(L, MaskPolicy::sepllm(4, 96), shape(2, 1, 128), "n = 700"),
                   {kTensor, kTensorSm90});
 }
 

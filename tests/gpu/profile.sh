@@ -28,11 +28,11 @@ profile() {  # case kernel-regex benchmark-filter
     "$bench" --benchmark_filter="$filter" --benchmark_min_time=0.01 >"$OUT/ncu-$name.txt" 2>&1
   echo "== $name (exit $?): $kernel, $filter"
   grep -a -E 'Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Block Limit|Registers Per|Executed Ipc A|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|One or More Eligible|Bank Conflicts|Stall|stall|Tensor|Pipe|L1/TEX Hit|L2 Hit' \
-    "$OUT/ncu-$name.txt" | sed 's/  */ /g' | cut -c1-200 | head -60
+    "$OUT/ncu-$name.txt" | grep -a -v 'Theoretical Tensor Operations' | sed 's/  */ /g' | cut -c1-200 | head -60
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 profile prefill_n16384_L20 attention_tensor_kernel 'BM_prefill/n:16384/L:20/'
-profile causal_n4096 attention_tensor_kernel 'BM_prefill_causal/n:4096/'
+profile causal_n4096 'attention_tensor(_sm90)?_kernel' 'BM_prefill_causal/n:4096/'
 profile prefill_sm90_n16384_L20 attention_tensor_sm90_kernel 'BM_prefill_sm90/n:16384/L:20/'
 profile decode_B64_8192 attention_decode_kernel 'BM_decode/B:64/cache:8192/D:128/'
 profile decode_tensor_B64_8192 attention_decode_mma_kernel 'BM_decode_tensor/B:64/cache:8192/D:128/'

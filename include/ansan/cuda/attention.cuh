@@ -12,8 +12,7 @@
 // (heads_q, total_q) in natural log, a row that sees nothing gets O = 0 and lse = -inf).
 // Key rows of different sequences must not overlap.
 //
-// Five kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic
-// (which never picks tensor_sm90 yet: it has not run on a GPU):
+// Five kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
 //   decode_tensor  fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on
 //                  average: split-KV over the cache on mma.sync, splits merged by log-sum-exp;
 //   decode         the same on fp32 FMAs: the readable decode, and the fallback where a device
@@ -22,7 +21,7 @@
 //                  (sm_80+);
 //   tensor_sm90    fp16/bf16, head_dim 64/128: the same prefill on Hopper's warpgroup MMA
 //                  (wgmma); needs sm_90a code in the program (CMAKE_CUDA_ARCHITECTURES 90a)
-//                  and a compute capability 9.0 device; asked for by name only;
+//                  and a compute capability 9.0 device, where it is the prefill picked;
 //   simt           float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable
 //                  prefill.
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
@@ -159,6 +158,8 @@ AttentionKernel choose_kernel(const AttentionArgs<T>& a,
     if (few_rows && detail::supports(AttentionKernel::decode_tensor, a))
       return AttentionKernel::decode_tensor;
     if (few_rows && detail::supports(AttentionKernel::decode, a)) return AttentionKernel::decode;
+    // tensor_sm90: 1.3x the mma.sync prefill on an H100 (docs/benchmarks.md)
+    if (detail::supports(AttentionKernel::tensor_sm90, a)) return AttentionKernel::tensor_sm90;
     return AttentionKernel::tensor;
   }
   return AttentionKernel::simt;
