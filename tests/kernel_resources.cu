@@ -47,7 +47,6 @@ struct CompiledKernel {
   std::string kind;   // tensor, tensor_sm90, decode, decode_mma, simt
   std::string dtype;  // float, half, bf16
   int dim = 0;        // Dim or MaxDim
-  int heads = 1;      // tensor_sm90's query heads a block
   int arch = 0;       // 80, 90, ... (sm_90a: 90)
   int registers = 0;
   int spill_bytes = 0;
@@ -58,7 +57,7 @@ std::vector<CompiledKernel> read_report(const std::string& path) {
   std::ifstream in(path);
   REQUIRE_MESSAGE(in.good(), "cannot read the ptxas report ", path);
   const std::regex entry(
-      R"(Compiling entry function '.*attention_(tensor_sm90|tensor|decode_mma|decode|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E(?:Li(\d+)E)?.*' for 'sm_(\d+)a?')");
+      R"(Compiling entry function '.*attention_(tensor_sm90|tensor|decode_mma|decode|simt)_kernelI(f|6__half|13__nv_bfloat16)Li(\d+)E.*' for 'sm_(\d+)a?')");
   const std::regex spill(R"((\d+) bytes spill stores)");
   const std::regex used(R"(Used (\d+) registers)");
   const std::regex smem(R"((\d+) bytes smem)");
@@ -70,8 +69,7 @@ std::vector<CompiledKernel> read_report(const std::string& path) {
   std::smatch m;
   while (std::getline(in, line)) {
     if (std::regex_search(line, m, entry)) {
-      kernels.push_back({m[1], dtype_names.at(m[2]), std::stoi(m[3]),
-                         m[4].matched ? std::stoi(m[4]) : 1, std::stoi(m[5])});
+      kernels.push_back({m[1], dtype_names.at(m[2]), std::stoi(m[3]), std::stoi(m[4])});
       open = true;
     } else if (line.find("Compiling entry function") != std::string::npos) {
       open = false;  // some other kernel
@@ -96,12 +94,9 @@ std::size_t dynamic_smem(const CompiledKernel& k) {
     return by_dim(detail::TensorTraits<bf16, 64>::smem_bytes(),
                   detail::TensorTraits<bf16, 128>::smem_bytes(),
                   detail::TensorTraits<bf16, 256>::smem_bytes());
-  if (k.kind == "tensor_sm90" && k.heads == 1)
-    return k.dim == 64 ? detail::WarpgroupTraits<bf16, 64, 1>::smem_bytes()
-                       : detail::WarpgroupTraits<bf16, 128, 1>::smem_bytes();
   if (k.kind == "tensor_sm90")
-    return k.dim == 64 ? detail::WarpgroupTraits<bf16, 64, 2>::smem_bytes()
-                       : detail::WarpgroupTraits<bf16, 128, 2>::smem_bytes();
+    return k.dim == 64 ? detail::WarpgroupTraits<bf16, 64>::smem_bytes()
+                       : detail::WarpgroupTraits<bf16, 128>::smem_bytes();
   if (k.kind == "decode")
     return by_dim(detail::DecodeTraits<bf16, 64>::smem_bytes(),
                   detail::DecodeTraits<bf16, 128>::smem_bytes(),
@@ -145,10 +140,9 @@ TEST_CASE("ptxas reported every attention kernel, for every architecture built")
   for (const CompiledKernel& k : kernels()) ++per_arch[k.arch];
   REQUIRE_FALSE(per_arch.empty());
   // tensor, decode and decode_mma: {half, bf16} x {64, 128, 256}; tensor_sm90: {half, bf16} x
-  // {64, 128} x {1, 2} heads a block (an empty body outside sm_90a); simt: {float, half, bf16}
-  // x {64, 128, 256}
+  // {64, 128} (an empty body outside sm_90a); simt: {float, half, bf16} x {64, 128, 256}
   for (const auto& arch_count : per_arch)
-    CHECK_MESSAGE(arch_count.second == 6 + 8 + 6 + 6 + 9, "sm_", arch_count.first);
+    CHECK_MESSAGE(arch_count.second == 6 + 4 + 6 + 6 + 9, "sm_", arch_count.first);
   for (const CompiledKernel& k : kernels()) CHECK(k.registers > 0);
 }
 
@@ -166,15 +160,12 @@ TEST_CASE("every launch may use the shared memory it asks for") {
 
 TEST_CASE("the register budgets the kernels are designed around") {
   for (const CompiledKernel& k : kernels()) {
-    MESSAGE(k.kind, " ", k.dtype, " dim ", k.dim, " heads ", k.heads, " sm_", k.arch, ": ",
-            k.registers, " registers, ", k.spill_bytes, " B spilled, ", k.static_smem,
-            " B static + ", dynamic_smem(k), " B dynamic shared");
-    // Three 128-thread blocks per SM at head_dim 128 (TensorTraits::kMinBlocksPerSM), and the
-    // one-head Hopper kernel likewise; neither Hopper kernel spills (sm_90a: a real body).
-    if ((k.kind == "tensor" || (k.kind == "tensor_sm90" && k.heads == 1)) && k.dim == 128)
+    MESSAGE(k.kind, " ", k.dtype, " dim ", k.dim, " sm_", k.arch, ": ", k.registers, " registers, ",
+            k.spill_bytes, " B spilled, ", k.static_smem, " B static + ", dynamic_smem(k),
+            " B dynamic shared");
+    // Three 128-thread blocks per SM at head_dim 128 (TensorTraits::kMinBlocksPerSM).
+    if ((k.kind == "tensor" || k.kind == "tensor_sm90") && k.dim == 128)
       CHECK_MESSAGE(k.registers * 128 * 3 <= 65536, k.kind, " ", k.dtype, " sm_", k.arch);
-    if (k.kind == "tensor_sm90")
-      CHECK_MESSAGE(k.spill_bytes == 0, k.kind, " ", k.dtype, " heads ", k.heads, " sm_", k.arch);
     CHECK_MESSAGE(k.registers <= 255, k.kind, " dim ", k.dim, " sm_", k.arch);
   }
 }

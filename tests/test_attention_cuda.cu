@@ -219,13 +219,15 @@ TEST_CASE("empty batches and empty query sets run no kernel and write nothing") 
 }
 
 TEST_CASE(
-    "kernel choice: a decode kernel for a few rows per sequence, tensor for prefill, simt "
-    "otherwise") {
+    "kernel choice: a decode kernel for a few rows per sequence, tensor (tensor_sm90 on a Hopper) "
+    "for prefill, simt otherwise") {
   std::mt19937 rng(1010);
   const AnchorLayout L = test::random_layout(rng, 4, 100, 5.0);
   Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
   DeviceProblem<bf16> dp(rng, prefill);
-  if (L.total_tokens() > 16) CHECK(ansan::cuda::choose_kernel(dp.args()) == AttentionKernel::tensor);
+  if (L.total_tokens() > 16)
+    CHECK(ansan::cuda::choose_kernel(dp.args()) ==
+          (test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor));
   for (int dim : {64, 128, 256}) {
     Problem decode = decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, dim), 1);
     DeviceProblem<bf16> dd(rng, decode);

@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   if (q.tile < 0) return;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
-  load_query_rows<RowSwizzle<Dim>, kRows, Dim, Tr::kThreads>(p, q, q.h, sQ);
+  load_query_rows<RowSwizzle<Dim>, kRows, Dim, Tr::kThreads>(p, q, sQ);
   bound_query_tile(p, q, sRowKeys, sWarpBounds, sBounds);
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   const std::int32_t tiles = walk.count();
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
   }
   cp_async_wait_all();
 
-  store_query_rows(p, q, q.h, 16 * warp, acc_o, row_max, row_sum);
+  store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
 }
 
 template <class T, int Dim>

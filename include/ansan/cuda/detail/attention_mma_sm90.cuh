@@ -3,12 +3,9 @@
 // wgmma, fp16/bf16 in, f32 accumulation, head_dim 64 or 128. It must equal the other kernels;
 // tests compare all of them with the float64 reference.
 //
-// One thread block = Heads warpgroups of 4 warps: the same 64 query rows of one sequence for
-// Heads query heads that share a KV head (GQA), warpgroup g holding head h + g, its warp w rows
-// 16w .. 16w+15 (in registers: the S tile, the O accumulator, P). The heads see the same keys
-// under the same masks, so the block loads each K and V tile once for all of them: at Heads = 2
-// half the L2 traffic of a block per head, which bounded the one-head blocks (docs/benchmarks.md).
-// Per key tile of 64 (the same TileWalk over retained and local tiles), in each warpgroup:
+// One thread block = one warpgroup (4 warps) = 64 query rows of one sequence and one query
+// head, warp w owning rows 16w .. 16w+15 (in registers: the S tile, the O accumulator, P).
+// Per key tile of 64 (the same TileWalk over retained and local tiles):
 //   S = Q K^T      wgmma m64n64k16, Q and K both read from shared memory (K-major), Dim/16 steps
 //   mask, online softmax   as in the mma.sync kernel (the S accumulator has its C layout)
 //   O += P V       wgmma m64nDk16, P from registers (the S accumulator converted to the A
@@ -43,46 +40,43 @@
 
 namespace ansan::cuda::detail {
 
-template <class T, int Dim, int Heads>
+template <class T, int Dim>
 struct WarpgroupTraits {
   static constexpr int kRows = kTensorTileShape.block_rows;  // query rows per thread block
   static constexpr int kKeys = kTensorTileShape.tile_keys;   // keys per tile
-  static constexpr int kThreads = 128 * Heads;               // a warpgroup per query head
-  static constexpr int kWarps = 4;                           // of a warpgroup
+  static constexpr int kThreads = 128;                       // one warpgroup
+  static constexpr int kWarps = kThreads / 32;
   static constexpr int kChunks = Dim / 8;      // 16-byte chunks per row
   static constexpr int kKSteps = Dim / 16;     // k-steps of S = Q K^T
   static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
   static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
   static constexpr int kPSteps = kKeys / 16;   // k-steps of O += P V
-  // One head: three blocks an SM (12 warps) at most 170 registers. Two: one block (8 warps); a
-  // second would leave 128 registers, fewer than the D = 128 accumulators and P need.
-  static constexpr int kMinBlocksPerSM = Heads == 1 ? 3 : 1;
+  static constexpr int kMinBlocksPerSM = 3;    // at most 170 registers: 12 warps an SM
   static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
   static_assert(Dim == 64 || Dim == 128,
                 "head_dim 64 or 128 (256 needs 128 accumulators a thread)");
   static_assert(kRows == 16 * kWarps && kKeys == 64, "a warpgroup's 64 rows, m64n64 S tiles");
-  static_assert(Heads == 1 || Heads == 2, "one or two query heads a block");
   static constexpr std::size_t tile_bytes(int rows) { return sizeof(T) * std::size_t(rows) * Dim; }
   // Q, K and V tiles, each a whole number of 1024-byte swizzle atoms, and the slack that lets
   // the kernel start them on a 1024-byte boundary.
   static constexpr std::size_t smem_bytes() {
-    return kSwizzleAtom + Heads * tile_bytes(kRows) + 2 * tile_bytes(kKeys);
+    return kSwizzleAtom + tile_bytes(kRows) + 2 * tile_bytes(kKeys);
   }
   static_assert(tile_bytes(kRows) % kSwizzleAtom == 0 && tile_bytes(kKeys) % kSwizzleAtom == 0,
                 "tiles keep the next one aligned");
 };
 
-template <class T, int Dim, int Heads>
-__global__ void __launch_bounds__(WarpgroupTraits<T, Dim, Heads>::kThreads,
-                                  WarpgroupTraits<T, Dim, Heads>::kMinBlocksPerSM)
+template <class T, int Dim>
+__global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
+                                  WarpgroupTraits<T, Dim>::kMinBlocksPerSM)
     attention_tensor_sm90_kernel(const __grid_constant__ AttentionParams<T> p) {
 #if ANSAN_WGMMA_PASS
-  using Tr = WarpgroupTraits<T, Dim, Heads>;
+  using Tr = WarpgroupTraits<T, Dim>;
   constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
   unsigned char* const smem = dynamic_shared_memory<unsigned char>();
   T* sQ = reinterpret_cast<T*>(smem +
                                (kSwizzleAtom - shared_address(smem) % kSwizzleAtom) % kSwizzleAtom);
-  T* sK = sQ + Heads * kRows * Dim;  // each tile: sw128_offset() layout; Q: one per head
+  T* sK = sQ + kRows * Dim;  // each tile: sw128_offset() layout
   T* sV = sK + kKeys * Dim;
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
@@ -90,14 +84,11 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim, Heads>::kThreads,
   // [tile j % 2][K, V]: the element offset of the key row behind each slot of a tile
   __shared__ index_t sKeyOffsets[2][2][kKeys];
 
-  const QueryTile q = locate_query_tile(p, blockIdx.x, kRows, Heads);
+  const QueryTile q = locate_query_tile(p, blockIdx.x, kRows);
   if (q.tile < 0) return;
-  const int tid = int(threadIdx.x), group = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
-  const std::int32_t h = q.h + group;  // this warpgroup's query head
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
-  for (int g = 0; g < Heads; ++g)
-    load_query_rows<ColumnBlockSwizzle, kRows, Dim, Tr::kThreads>(p, q, q.h + g,
-                                                                  sQ + g * kRows * Dim);
+  load_query_rows<ColumnBlockSwizzle, kRows, Dim, Tr::kThreads>(p, q, sQ);
   bound_query_tile(p, q, sRowKeys, sWarpBounds, sBounds);
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   const std::int32_t tiles = walk.count();
@@ -109,7 +100,7 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim, Heads>::kThreads,
   for (int r = 0; r < 2; ++r) my_rows[r] = sRowKeys[16 * warp + lane / 4 + 8 * r];
   const int my_col = mma_c_element(lane, 0).col;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const std::uint64_t q_desc = k_major_descriptor(shared_address(sQ + group * kRows * Dim));
+  const std::uint64_t q_desc = k_major_descriptor(shared_address(sQ));
   const std::uint64_t k_desc = k_major_descriptor(shared_address(sK));
   const std::uint64_t v_desc = mn_major_descriptor(shared_address(sV), kKeys);
   float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
@@ -175,25 +166,18 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim, Heads>::kThreads,
   }
   cp_async_wait_all();
 
-  store_query_rows(p, q, h, 16 * warp, acc_o, row_max, row_sum);
+  store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
 #endif  // ANSAN_WGMMA_PASS
 }
 
-template <class T, int Dim, int Heads>
-cudaError_t launch_attention_tensor_sm90(const AttentionParams<T>& p, cudaStream_t stream) {
-  using Tr = WarpgroupTraits<T, Dim, Heads>;
-  static_assert(Tr::kRows == kTensorRows, "the query-tile table uses kTensorRows");
-  const dim3 grid(unsigned((tiles_of(p.total_q, Tr::kRows) + p.batch) * p.heads_q /
-                           Heads));  // (tile, head group)
-  return launch_kernel(attention_tensor_sm90_kernel<T, Dim, Heads>,
-                       {grid, Tr::kThreads, Tr::smem_bytes()}, stream, p);
-}
-
-// The heads a block takes: two where GQA groups pair up, one otherwise.
 template <class T, int Dim>
 cudaError_t launch_attention_tensor_sm90(const AttentionParams<T>& p, cudaStream_t stream) {
-  if ((p.heads_q / p.heads_kv) % 2 == 0) return launch_attention_tensor_sm90<T, Dim, 2>(p, stream);
-  return launch_attention_tensor_sm90<T, Dim, 1>(p, stream);
+  using Tr = WarpgroupTraits<T, Dim>;
+  static_assert(Tr::kRows == kTensorRows, "the query-tile table uses kTensorRows");
+  const dim3 grid(
+      unsigned((tiles_of(p.total_q, Tr::kRows) + p.batch) * p.heads_q));  // (tile, head)
+  return launch_kernel(attention_tensor_sm90_kernel<T, Dim>, {grid, Tr::kThreads, Tr::smem_bytes()},
+                       stream, p);
 }
 
 template <class T>
@@ -216,7 +200,7 @@ bool tensor_sm90_compiled() {
   return true;
 #else
   cudaFuncAttributes attributes{};
-  if (cudaFuncGetAttributes(&attributes, attention_tensor_sm90_kernel<T, 128, 1>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attributes, attention_tensor_sm90_kernel<T, 128>) != cudaSuccess) {
     (void)cudaGetLastError();  // no image for this device: not an error of the caller's
     return false;
   }

@@ -21,24 +21,20 @@
 
 namespace ansan::cuda::detail {
 
-// Where block `block` works: query heads h .. h + heads_per_block - 1 (head groups vary
-// fastest), which share KV head h_kv (heads_per_block divides the GQA group), and query tile
-// `tile`, taken last-first: late query tiles see the most retained keys, so the heaviest blocks
-// start first and the light ones fill the tail. tile < 0: the grid's upper bound passed the
-// last tile.
+// Where block `block` works: query head h (heads vary fastest) and query tile `tile`, taken
+// last-first: late query tiles see the most retained keys, so the heaviest blocks start first
+// and the light ones fill the tail. tile < 0: the grid's upper bound passed the last tile.
 struct QueryTile {
   std::int32_t h, h_kv, tile;
   std::int32_t b, q_begin, rows;        // sequence, first query row, rows held (<= tile rows)
   std::int32_t k_begin, retained_base;  // the sequence's first key row and retained-list entry
 };
 template <class T>
-ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned block, int tile_rows,
-                                         int heads_per_block = 1) {
+ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned block,
+                                         int tile_rows) {
   QueryTile q;
-  const unsigned head_groups = unsigned(p.heads_q / heads_per_block);
-  q.h = std::int32_t(block % head_groups) * heads_per_block;
-  q.h_kv = q.h / (p.heads_q / p.heads_kv);
-  q.tile = p.tile_prefix[p.batch] - 1 - std::int32_t(block / head_groups);
+  q.h = std::int32_t(block % unsigned(p.heads_q)), q.h_kv = q.h / (p.heads_q / p.heads_kv);
+  q.tile = p.tile_prefix[p.batch] - 1 - std::int32_t(block / unsigned(p.heads_q));
   if (q.tile < 0) return q;
   q.b = sequence_of_tile(p.tile_prefix, p.batch, q.tile);
   q.q_begin = p.cu_seqlens_q[q.b] + (q.tile - p.tile_prefix[q.b]) * tile_rows;
@@ -50,8 +46,7 @@ ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned b
 
 // The tile's rows, 16 per warp: row_keys[r] (rows past the tile see nothing), the bounds of
 // each warp's rows warp_bounds[w][part], and of the whole tile, bounds[part] (part 0: retained,
-// 1: local). Every thread of the block calls it (warps past the first Warps, which hold the
-// same rows of other heads, only wait); it ends on a barrier.
+// 1: local). Every thread of the block calls it; it ends on a barrier.
 template <class T, int Rows, int Warps>
 ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile& q,
                                    RowKeys (&row_keys)[Rows], TileBounds (&warp_bounds)[Warps][2],
@@ -61,7 +56,7 @@ ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile&
   if (tid < Rows)
     row_keys[tid] = tid < q.rows ? p.row_keys[q.q_begin + tid] : RowKeys{q.k_begin, q.k_begin, 0};
   __syncthreads();
-  if (warp < Warps) {  // lanes 16-31 repeat lanes 0-15
+  {  // lanes 16-31 repeat lanes 0-15
     const int row = 16 * warp + lane % 16;
     const RowKeys rk = row_keys[row];
     const bool active = row < q.rows;
@@ -94,17 +89,16 @@ struct ColumnBlockSwizzle {  // wgmma: 64-column blocks, 128-byte swizzle (wgmma
   }
 };
 
-// Copies the query tile's rows of head h into shared tile sQ by cp.async (zeros past its rows)
-// and commits them as one group.
+// Copies the query tile's rows of head q.h into shared tile sQ by cp.async (zeros past its
+// rows) and commits them as one group.
 template <class Layout, int Rows, int Dim, int Threads, class T>
-ANSAN_DEVICE void load_query_rows(const AttentionParams<T>& p, const QueryTile& q, std::int32_t h,
-                                  T* sQ) {
+ANSAN_DEVICE void load_query_rows(const AttentionParams<T>& p, const QueryTile& q, T* sQ) {
   constexpr int kChunks = Dim / 8;
   for (int i = int(threadIdx.x); i < Rows * kChunks; i += Threads) {
     const int r = i / kChunks, c = i % kChunks;
     const bool valid = r < q.rows;
     cp_async_16(sQ + Layout::offset(r, 8 * c, Rows),
-                valid ? p.q_row(q.q_begin + r, h) + 8 * c : p.q, valid);
+                valid ? p.q_row(q.q_begin + r, q.h) + 8 * c : p.q, valid);
   }
   cp_async_commit();
 }
@@ -178,11 +172,11 @@ ANSAN_DEVICE void mask_scores(float (&s)[KeyTiles][4], TileMask mask, int part,
 }
 
 // Writes O / row sum and the log-sum-exp (natural log; -inf and O = 0 for a row that saw no key)
-// of this lane's two rows, first_row + lane/4 (+ 8), of the query tile, for head h.
+// of this lane's two rows, first_row + lane/4 (+ 8), of the query tile.
 template <class T, int DimTiles>
-ANSAN_DEVICE void store_query_rows(const AttentionParams<T>& p, const QueryTile& q, std::int32_t h,
-                                   int first_row, const float (&acc_o)[DimTiles][4],
-                                   const float (&row_max)[2], const float (&row_sum)[2]) {
+ANSAN_DEVICE void store_query_rows(const AttentionParams<T>& p, const QueryTile& q, int first_row,
+                                   const float (&acc_o)[DimTiles][4], const float (&row_max)[2],
+                                   const float (&row_sum)[2]) {
   const int lane = int(threadIdx.x) % 32;
   for (int r = 0; r < 2; ++r) {
     float sum = row_sum[r];
@@ -192,14 +186,14 @@ ANSAN_DEVICE void store_query_rows(const AttentionParams<T>& p, const QueryTile&
     if (row >= q.rows) continue;
     const std::int32_t t = q.q_begin + row;
     const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-    T* out = p.out_row(t, h);
+    T* out = p.out_row(t, q.h);
     for (int dt = 0; dt < DimTiles; ++dt) {
       const int col = 8 * dt + mma_c_element(lane, 2 * r).col;
       *reinterpret_cast<std::uint32_t*>(out + col) =
           pack2<T>(acc_o[dt][2 * r] * inv_sum, acc_o[dt][2 * r + 1] * inv_sum);
     }
     if (lane % 4 == 0)
-      p.store_lse(t, h, sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : kMinusInf);
+      p.store_lse(t, q.h, sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : kMinusInf);
   }
 }
 
