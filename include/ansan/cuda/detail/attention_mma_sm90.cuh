@@ -15,10 +15,7 @@
 // instruction per 64 x 64 x 16 product instead of 32.
 // Tiles are staged by cp.async into the 128-byte-swizzled layout of wgmma_layout.hpp; V of
 // tile j loads while S of tile j is computed, K of tile j+1 while P V of tile j is, as in the
-// mma.sync kernel. P V of tile j is not waited for where it is issued: it runs on the tensor
-// cores while the warpgroup waits for K of tile j+1 and issues S of tile j+1, and one wait
-// retires both. So V has two buffers (P V of tile j still reads one while V of tile j+1 loads
-// into the other), and P stays in its registers until that wait.
+// mma.sync kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -62,8 +59,8 @@ struct WarpgroupTraits {
   static constexpr std::size_t tile_bytes(int rows) { return sizeof(T) * std::size_t(rows) * Dim; }
   // Q, K and V tiles, each a whole number of 1024-byte swizzle atoms, and the slack that lets
   // the kernel start them on a 1024-byte boundary.
-  static constexpr std::size_t smem_bytes() {  // Q, K, V[2]
-    return kSwizzleAtom + tile_bytes(kRows) + 3 * tile_bytes(kKeys);
+  static constexpr std::size_t smem_bytes() {
+    return kSwizzleAtom + tile_bytes(kRows) + 2 * tile_bytes(kKeys);
   }
   static_assert(tile_bytes(kRows) % kSwizzleAtom == 0 && tile_bytes(kKeys) % kSwizzleAtom == 0,
                 "tiles keep the next one aligned");
@@ -80,7 +77,7 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
   T* sQ = reinterpret_cast<T*>(smem +
                                (kSwizzleAtom - shared_address(smem) % kSwizzleAtom) % kSwizzleAtom);
   T* sK = sQ + kRows * Dim;  // each tile: sw128_offset() layout
-  T* sV = sK + kKeys * Dim;  // two tiles: V of tile j in the (j % 2)-th
+  T* sV = sK + kKeys * Dim;
   __shared__ RowKeys sRowKeys[kRows];
   __shared__ TileBounds sWarpBounds[Tr::kWarps][2];  // [warp][0 retained, 1 local]
   __shared__ TileBounds sBounds[2];                  // the whole block
@@ -108,17 +105,16 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
   const std::uint64_t v_desc = mn_major_descriptor(shared_address(sV), kKeys);
   float acc_o[Tr::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
   float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
-  std::uint32_t p_frag[Tr::kPSteps][4];  // P as A fragments: keys 16 kk .. 16 kk + 15
 
   if (tiles > 0) loader.load(sK, 0, 0, sKeyOffsets[0]);
   cp_async_commit();
   for (std::int32_t j = 0; j < tiles; ++j) {
     cp_async_wait_all();
-    fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
-    __syncthreads();  // K_j (and Q) landed; P V of tile j - 2 (V buffer j % 2) retired everywhere
+    fence_proxy_async();             // this thread's copies, visible to the tensor cores' reads
+    __syncthreads();                 // K_j (and Q) landed; every warp is done with V_{j-1}
     std::int32_t next_key_row = -1;  // read now, stored after S: its latency hides behind S
     if (tid < kKeys && j + 1 < tiles) next_key_row = loader.key_row(j + 1, tid);
-    loader.load(sV + (j % 2) * kKeys * Dim, 1, j, sKeyOffsets[j % 2]);
+    loader.load(sV, 1, j, sKeyOffsets[j % 2]);
     cp_async_commit();
 
     float s[Tr::kKeyTiles][4];  // S: (16 rows, kKeys) per warp, C layout
@@ -127,10 +123,8 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
       wgmma_m64n64k16_ss<T>(s, advance_descriptor(q_desc, k_major_step_bytes(ks, kRows)),
                             advance_descriptor(k_desc, k_major_step_bytes(ks, kKeys)), ks > 0);
     wgmma_commit();
-    wgmma_wait<0>();  // retires P V of tile j - 1 too
+    wgmma_wait<0>();
     fence_registers(s);
-    fence_registers(acc_o);
-    fence_registers(p_frag);
 
     // The warpgroup computed S for every warp; a warp none of whose rows sees the tile adds
     // P = 0 (it must still take part in the warpgroup's P V).
@@ -154,6 +148,7 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
     if (j + 1 < tiles) loader.load(sK, 0, j + 1, sKeyOffsets[(j + 1) % 2]);
     cp_async_commit();
 
+    std::uint32_t p_frag[Tr::kPSteps][4];  // P as A fragments: keys 16 kk .. 16 kk + 15
     for (int kk = 0; kk < Tr::kPSteps; ++kk) {
       p_frag[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
       p_frag[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
@@ -162,15 +157,13 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
     }
     wgmma_fence();
     for (int kk = 0; kk < Tr::kPSteps; ++kk)
-      wgmma_m64nNk16_rs<T, Dim>(
-          acc_o, p_frag[kk],
-          advance_descriptor(v_desc, (j % 2) * Tr::tile_bytes(kKeys) + mn_major_step_bytes(kk)),
-          true);
-    wgmma_commit();  // waited for after S of the next tile, or below
+      wgmma_m64nNk16_rs<T, Dim>(acc_o, p_frag[kk],
+                                advance_descriptor(v_desc, mn_major_step_bytes(kk)), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_registers(acc_o);
+    fence_registers(p_frag);
   }
-  wgmma_wait<0>();
-  fence_registers(acc_o);
-  fence_registers(p_frag);
   cp_async_wait_all();
 
   store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
