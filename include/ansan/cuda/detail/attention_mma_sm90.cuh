@@ -51,7 +51,7 @@ struct WarpgroupTraits {
   static constexpr int kKeyTiles = kKeys / 8;  // n-tiles of S
   static constexpr int kDimTiles = Dim / 8;    // n-tiles of O
   static constexpr int kPSteps = kKeys / 16;   // k-steps of O += P V
-  static constexpr int kMinBlocksPerSM = 4;    // at most 128 registers: 16 warps an SM
+  static constexpr int kMinBlocksPerSM = 3;    // at most 170 registers: 12 warps an SM
   static_assert(sizeof(T) == 2, "fp16 / bf16 tiles");
   static_assert(Dim == 64 || Dim == 128,
                 "head_dim 64 or 128 (256 needs 128 accumulators a thread)");
