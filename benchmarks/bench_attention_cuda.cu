@@ -2,9 +2,11 @@
 // 8 KV heads, head_dim 128 (issue 5's shapes).
 //
 // Cases (every one skips itself without a CUDA device):
-//   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, tensor-core kernel
+//   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, the mma.sync kernel
+//                           (tensor)
 //   prefill_sm90/n:N/L:L    the same on the Hopper kernel (tensor_sm90, wgmma), where it runs
-//   prefill_causal/n:N      the same kernel on the plain causal mask: the dense baseline
+//   prefill_causal/n:N      what automatic runs (tensor_sm90 on a Hopper) on the plain causal
+//                           mask: the dense baseline
 //   decode/B:64/cache:C/D:D one query row per sequence over compacted caches of C entries, the
 //                           FMA split-KV kernel (AttentionKernel::decode); D = 128, and 64 and
 //                           256 at C = 2048
@@ -28,8 +30,9 @@
 // does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
 // Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
-// timing of our kernel (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits as
-// uint16 .npy) and lse; where tensor_sm90 runs, its timing (sm90_ms) and out_sm90 / lse_sm90.
+// timing of what automatic runs (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits
+// as uint16 .npy) and lse; and the same of the other tensor-core prefill where it runs
+// (alt_kernel, alt_ms, out_alt / lse_alt: on a Hopper, the mma.sync kernel).
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
