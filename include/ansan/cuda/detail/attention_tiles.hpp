@@ -151,7 +151,7 @@ struct TileWalk {
 struct TileShape {
   std::int32_t block_rows, warp_rows, tile_keys;
 };
-constexpr TileShape kTensorTileShape{64, 16, 64};  // attention_mma_sm80.cuh
+constexpr TileShape kTensorTileShape{64, 16, 64};  // both tensor-core prefills
 
 // The indices of tile [begin, begin + tile_keys) of `part` that a kernel counts for a row with
 // keys `rk`, given the tile's class for the rows being computed: visible_retained /
