@@ -4,6 +4,7 @@
 //   const ansan::cuda::PrefillWork w = ansan::cuda::prefill_work(layout, MaskPolicy::anllm());
 //   w.computed_pairs() / w.visible_pairs      // tile overhead: pairs multiplied but masked
 //   w.causal_pairs / w.computed_pairs()       // the kernel's work against dense causal
+//   for_each_query_tile(layout, policy, shape, [](const QueryTileWalk& t) { ... });  // each block
 //
 // A thread block takes 64 query rows and walks 64-key tiles; a warp (16 rows) skips a tile no
 // row of it sees and otherwise multiplies all 16 x 64 (query, key) pairs of it, in S = Q K^T and
@@ -34,13 +35,35 @@ struct PrefillWork {
   double computed_pairs() const { return warp_tiles * shape.warp_rows * shape.tile_keys; }
 };
 
-// Replays the walk of attention_mma_sm80.cuh (or of another kernel with per-warp classes and
-// the given shape) over every sequence of `layout` under `policy`.
-inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& policy,
-                                const detail::TileShape& shape = detail::kTensorTileShape) {
+// One thread block's walk, as the host replays it: its query rows (their keys, as the plan
+// computes them), the key tiles it loads, and each warp's bounds, from which the class of
+// every (warp, tile) product follows.
+struct QueryTileWalk {
+  std::int32_t b = 0, q_begin = 0;    // sequence, its first query row (sequence-local)
+  std::vector<detail::RowKeys> rows;  // the block's rows (fewer than block_rows at the end)
+  detail::TileWalk walk{};            // retained tiles, then local tiles
+  std::vector<detail::TileBounds> warp_bounds;  // [2 w + part]: warp w's retained / local bounds
+
+  std::int32_t warps(const detail::TileShape& shape) const {
+    return std::int32_t((rows.size() + std::size_t(shape.warp_rows) - 1) /
+                        std::size_t(shape.warp_rows));
+  }
+  // What warp w does with key tile j: skip it (none), or multiply it, masked or not.
+  detail::TileMask warp_class(std::int32_t w, std::int32_t j,
+                              const detail::TileShape& shape) const {
+    const std::int32_t first = walk.begin(j);
+    return detail::classify_tile(warp_bounds[std::size_t(2 * w + walk.part(j))], first,
+                                 first + shape.tile_keys);
+  }
+};
+
+// Calls visit(const QueryTileWalk&) for every thread block of the tensor prefill's walk
+// (attention_mma_sm80.cuh and attention_mma_sm90.cuh, or another kernel with per-warp classes
+// and the given shape) over every sequence of `layout` under `policy`, in sequence and row order.
+template <class Visit>
+void for_each_query_tile(const AnchorLayout& layout, const MaskPolicy& policy,
+                         const detail::TileShape& shape, Visit&& visit) {
   using detail::TileBounds;
-  PrefillWork work;
-  work.shape = shape;
   // Key rows are the tokens (key row t = token t), so the retained-key prefix of
   // attention_plan.cuh runs over the layout's tokens.
   std::vector<std::int32_t> retained_prefix(layout.pos.size() + 1, 0);
@@ -48,42 +71,50 @@ inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& po
     retained_prefix[t + 1] =
         retained_prefix[t] +
         (is_retained(policy, KeyInfo{layout.pos[t], layout.is_anchor[t] != 0}) ? 1 : 0);
-  std::vector<detail::RowKeys> rows;
+  QueryTileWalk tile;
   for (std::int32_t b = 0; b < layout.batch(); ++b) {
     const std::int32_t begin = layout.cu_seqlens[std::size_t(b)], n = layout.seq_len(b);
-    work.causal_pairs += 0.5 * double(n) * double(n + 1);
     for (std::int32_t q0 = 0; q0 < n; q0 += shape.block_rows) {
       const std::int32_t count = n - q0 < shape.block_rows ? n - q0 : shape.block_rows;
-      rows.clear();
-      for (std::int32_t r = 0; r < count; ++r) {
-        rows.push_back(detail::row_keys(policy, layout.query(b, q0 + r), layout.pos.data(),
-                                        retained_prefix.data(), begin, begin + n));
-        work.visible_pairs +=
-            double(rows.back().local_end - rows.back().local_begin) + rows.back().retained;
-      }
+      tile.b = b, tile.q_begin = q0;
+      tile.rows.clear();
+      for (std::int32_t r = 0; r < count; ++r)
+        tile.rows.push_back(detail::row_keys(policy, layout.query(b, q0 + r), layout.pos.data(),
+                                             retained_prefix.data(), begin, begin + n));
       const auto bounds_of = [&](std::int32_t r0, std::int32_t r1, int part) {
         TileBounds bounds = TileBounds::empty();
         for (std::int32_t r = r0; r < r1 && r < count; ++r) {
-          const detail::RowKeys& rk = rows[std::size_t(r)];
+          const detail::RowKeys& rk = tile.rows[std::size_t(r)];
           part == 0 ? bounds.add(0, rk.retained) : bounds.add(rk.local_begin, rk.local_end);
         }
         return bounds;
       };
-      const detail::TileWalk walk{bounds_of(0, count, 0), bounds_of(0, count, 1), shape.tile_keys};
-      work.query_tiles += 1;
-      work.loaded_tiles += walk.count();
-      for (std::int32_t w0 = 0; w0 < count; w0 += shape.warp_rows) {
-        const TileBounds warp[2] = {bounds_of(w0, w0 + shape.warp_rows, 0),
-                                    bounds_of(w0, w0 + shape.warp_rows, 1)};
-        for (std::int32_t j = 0; j < walk.count(); ++j) {
-          const std::int32_t first = walk.begin(j);
-          if (detail::classify_tile(warp[walk.part(j)], first, first + shape.tile_keys) !=
-              detail::TileMask::none)
-            work.warp_tiles += 1;
-        }
-      }
+      tile.walk = detail::TileWalk{bounds_of(0, count, 0), bounds_of(0, count, 1), shape.tile_keys};
+      tile.warp_bounds.clear();
+      for (std::int32_t w0 = 0; w0 < count; w0 += shape.warp_rows)
+        for (int part = 0; part < 2; ++part)
+          tile.warp_bounds.push_back(bounds_of(w0, w0 + shape.warp_rows, part));
+      visit(static_cast<const QueryTileWalk&>(tile));
     }
   }
+}
+
+// Counts the walk's work over every sequence of `layout` under `policy`.
+inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& policy,
+                                const detail::TileShape& shape = detail::kTensorTileShape) {
+  PrefillWork work;
+  work.shape = shape;
+  for (std::int32_t b = 0; b < layout.batch(); ++b)
+    work.causal_pairs += 0.5 * double(layout.seq_len(b)) * double(layout.seq_len(b) + 1);
+  for_each_query_tile(layout, policy, shape, [&](const QueryTileWalk& tile) {
+    for (const detail::RowKeys& rk : tile.rows)
+      work.visible_pairs += double(rk.local_end - rk.local_begin) + rk.retained;
+    work.query_tiles += 1;
+    work.loaded_tiles += tile.walk.count();
+    for (std::int32_t w = 0; w < tile.warps(shape); ++w)
+      for (std::int32_t j = 0; j < tile.walk.count(); ++j)
+        if (tile.warp_class(w, j, shape) != detail::TileMask::none) work.warp_tiles += 1;
+  });
   return work;
 }
 
