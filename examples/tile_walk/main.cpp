@@ -85,25 +85,30 @@ int main(int argc, char** argv) {
     ansan::cuda::for_each_query_tile(L, policy, shape,
                                      [&](const QueryTileWalk& t) { tiles.push_back(t); });
     const auto query_tiles = std::int32_t(tiles.size());
+    // The block-sparse view, once: sparse[qt][kt] for key tiles kt <= qt.
+    std::vector<std::vector<bool>> sparse(tiles.size());
+    std::int32_t sparse_tiles = 0;
+    for (std::int32_t qt = 0; qt < query_tiles; ++qt)
+      for (std::int32_t kt = 0; kt <= qt; ++kt) {
+        sparse[std::size_t(qt)].push_back(tile_pair_visible(L, policy, qt, kt, shape.tile_keys));
+        sparse_tiles += sparse[std::size_t(qt)].back();
+      }
 
     // Text: one line per block.
-    std::int32_t sparse_tiles = 0, walked_tiles = 0, warp_products = 0, warp_skips = 0;
+    std::int32_t walked_tiles = 0, warp_products = 0, warp_skips = 0;
     std::printf(
         "%d tokens, mean segment %g, AnLLM; blocks of %d query rows, tiles of %d keys, "
         "warps of %d rows (F full, p masked, . skipped)\n",
         n, mean_segment, shape.block_rows, shape.tile_keys, shape.warp_rows);
     for (const QueryTileWalk& t : tiles) {
-      const std::int32_t qt = t.q_begin / shape.block_rows;
-      for (std::int32_t kt = 0; kt <= qt; ++kt)
-        sparse_tiles += tile_pair_visible(L, policy, qt, kt, shape.tile_keys);
       walked_tiles += t.walk.count();
       std::printf("rows %4d-%4d: %3d retained keys, local keys %4d-%4d:", t.q_begin,
                   t.q_begin + std::int32_t(t.rows.size()) - 1, t.walk.retained.last(),
                   t.walk.local.first(), t.walk.local.last() - 1);
       for (std::int32_t j = 0; j < t.walk.count(); ++j) {
         std::printf(" %c%d[", t.walk.part(j) == 0 ? 'R' : 'L', j);
-        for (std::int32_t w = 0; w < t.warps(shape); ++w) {
-          const TileMask m = t.warp_class(w, j, shape);
+        for (std::int32_t w = 0; w < t.warps(); ++w) {
+          const TileMask m = t.warp_class(w, j);
           std::printf("%c", class_char(m));
           (m == TileMask::none ? warp_skips : warp_products) += 1;
         }
@@ -159,16 +164,15 @@ int main(int argc, char** argv) {
       for (std::int32_t kt = 0; kt <= qt; ++kt)
         svg << "<rect x=\"" << left + kt * cell + 1 << "\" y=\"" << y + 1 << "\" width=\""
             << cell - 2 << "\" height=\"" << cell - 2 << "\" fill=\""
-            << (tile_pair_visible(L, policy, qt, kt, shape.tile_keys) ? visited_fill : "#eeeeee")
-            << "\"/>\n";
+            << (sparse[std::size_t(qt)][std::size_t(kt)] ? visited_fill : "#eeeeee") << "\"/>\n";
       const QueryTileWalk& t = tiles[std::size_t(qt)];
       const int warp_px = (cell - 4) * shape.warp_rows / shape.block_rows;  // a gap between blocks
       for (std::int32_t j = 0; j < t.walk.count(); ++j) {
         const std::int32_t retained_tiles = t.walk.retained_tiles();
         const int x = j < retained_tiles ? right + j * step : local_x + (j - retained_tiles) * step;
         const char* fill = t.walk.part(j) == 0 ? retained_fill : local_fill;
-        for (std::int32_t w = 0; w < t.warps(shape); ++w) {
-          const TileMask m = t.warp_class(w, j, shape);
+        for (std::int32_t w = 0; w < t.warps(); ++w) {
+          const TileMask m = t.warp_class(w, j);
           svg << "<rect x=\"" << x + 1 << "\" y=\"" << y + 2 + w * warp_px << "\" width=\""
               << cell - 2 << "\" height=\"" << warp_px - 1 << "\" fill=\""
               << (m == TileMask::none ? "white" : fill) << "\""

@@ -44,16 +44,12 @@ struct QueryTileWalk {
   detail::TileWalk walk{};            // retained tiles, then local tiles
   std::vector<detail::TileBounds> warp_bounds;  // [2 w + part]: warp w's retained / local bounds
 
-  std::int32_t warps(const detail::TileShape& shape) const {
-    return std::int32_t((rows.size() + std::size_t(shape.warp_rows) - 1) /
-                        std::size_t(shape.warp_rows));
-  }
+  std::int32_t warps() const { return std::int32_t(warp_bounds.size() / 2); }
   // What warp w does with key tile j: skip it (none), or multiply it, masked or not.
-  detail::TileMask warp_class(std::int32_t w, std::int32_t j,
-                              const detail::TileShape& shape) const {
+  detail::TileMask warp_class(std::int32_t w, std::int32_t j) const {
     const std::int32_t first = walk.begin(j);
     return detail::classify_tile(warp_bounds[std::size_t(2 * w + walk.part(j))], first,
-                                 first + shape.tile_keys);
+                                 first + walk.tile_keys);
   }
 };
 
@@ -111,9 +107,9 @@ inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& po
       work.visible_pairs += double(rk.local_end - rk.local_begin) + rk.retained;
     work.query_tiles += 1;
     work.loaded_tiles += tile.walk.count();
-    for (std::int32_t w = 0; w < tile.warps(shape); ++w)
+    for (std::int32_t w = 0; w < tile.warps(); ++w)
       for (std::int32_t j = 0; j < tile.walk.count(); ++j)
-        if (tile.warp_class(w, j, shape) != detail::TileMask::none) work.warp_tiles += 1;
+        if (tile.warp_class(w, j) != detail::TileMask::none) work.warp_tiles += 1;
   });
   return work;
 }
