@@ -67,6 +67,12 @@ void check_kernel(DeviceProblem<T>& dp, const test::Reference& ref, AttentionKer
   CHECK(c.worst < test::tolerance<T>());
 }
 
+// The prefill automatic picks: tensor_sm90 where the device and the build have it (an sm_90a
+// build on an H100/H200), tensor elsewhere.
+AttentionKernel expected_prefill_kernel() {
+  return test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor;
+}
+
 // tensor_sm90 runs where the device and the build have it (an sm_90a build on an H100/H200).
 const std::vector<AttentionKernel> kEveryKernel = {
     AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
@@ -226,8 +232,7 @@ TEST_CASE(
   Problem prefill = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "prefill");
   DeviceProblem<bf16> dp(rng, prefill);
   if (L.total_tokens() > 16)
-    CHECK(ansan::cuda::choose_kernel(dp.args()) ==
-          (test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor));
+    CHECK(ansan::cuda::choose_kernel(dp.args()) == expected_prefill_kernel());
   for (int dim : {64, 128, 256}) {
     Problem decode = decode_problem(rng, L, MaskPolicy::anllm(), shape(4, 2, dim), 1);
     DeviceProblem<bf16> dd(rng, decode);
@@ -244,8 +249,7 @@ TEST_CASE("tensor_sm90 runs where the device and the build have it, and is then 
   DeviceProblem<bf16> dp(rng, prefill);
   CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90, dp.args()) ==
         test::sm90a_expected());
-  CHECK(ansan::cuda::choose_kernel(dp.args()) ==
-        (test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor));
+  CHECK(ansan::cuda::choose_kernel(dp.args()) == expected_prefill_kernel());
 }
 
 TEST_CASE("bad input throws std::invalid_argument before anything is written") {

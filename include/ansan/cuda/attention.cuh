@@ -158,7 +158,7 @@ AttentionKernel choose_kernel(const AttentionArgs<T>& a,
     if (few_rows && detail::supports(AttentionKernel::decode_tensor, a))
       return AttentionKernel::decode_tensor;
     if (few_rows && detail::supports(AttentionKernel::decode, a)) return AttentionKernel::decode;
-    // tensor_sm90: 1.3x the mma.sync prefill on an H100 (docs/benchmarks.md)
+    // tensor_sm90: 1.10-1.40x the mma.sync prefill on an H100 (docs/benchmarks.md)
     if (detail::supports(AttentionKernel::tensor_sm90, a)) return AttentionKernel::tensor_sm90;
     return AttentionKernel::tensor;
   }
