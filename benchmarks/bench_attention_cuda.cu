@@ -5,6 +5,8 @@
 //   prefill/n:N/L:L         AnLLM mask, batch 1, mean segment length L, the mma.sync kernel
 //                           (tensor)
 //   prefill_sm90/n:N/L:L    the same on the Hopper kernel (tensor_sm90, wgmma), where it runs
+//   prefill_sm90_ws/n:N/L:L the same on its warp-specialized form (tensor_sm90_ws), where it
+//                           runs
 //   prefill_causal/n:N      what automatic runs (tensor_sm90 on a Hopper) on the plain causal
 //                           mask: the dense baseline
 //   decode/B:64/cache:C/D:D one query row per sequence over compacted caches of C entries, the
@@ -32,7 +34,8 @@
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
 // timing of what automatic runs (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits
 // as uint16 .npy) and lse; and the same of the other tensor-core prefill where it runs
-// (alt_kernel, alt_ms, out_alt / lse_alt: on a Hopper, the mma.sync kernel).
+// (alt_kernel, alt_ms, out_alt / lse_alt: on a Hopper, tensor_sm90_ws, the candidate to
+// replace tensor_sm90).
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -271,12 +274,13 @@ void BM_l2_read(benchmark::State& state) {
 }
 
 // The K and V tile bytes the prefill's blocks read: every query head's blocks read the tiles of
-// its KV head.
-double kv_tile_bytes(const ansan::cuda::PrefillWork& work) {
-  return work.loaded_tiles * 2.0 * work.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ;
+// its KV head (`heads_per_load` query heads share each load in tensor_sm90_ws).
+double kv_tile_bytes(const ansan::cuda::PrefillWork& work, int heads_per_load = 1) {
+  return work.loaded_tiles * 2.0 * work.shape.tile_keys * kDim * sizeof(bf16) * kHeadsQ /
+         heads_per_load;
 }
 
-void report_prefill(benchmark::State& state, Prefill& problem) {
+void report_prefill(benchmark::State& state, Prefill& problem, int heads_per_load = 1) {
   problem.run(0);  // warm-up (and first-launch costs)
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   const ansan::cuda::PrefillWork work = ansan::cuda::prefill_work(problem.layout, problem.policy);
@@ -295,7 +299,7 @@ void report_prefill(benchmark::State& state, Prefill& problem) {
   if (mma_peak_tflops == 0) mma_peak_tflops = measure_mma_peak();
   if (l2_read_tbps == 0) l2_read_tbps = measure_l2_read();
   const double computed_tflops = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
-  const double tile_tbps = kv_tile_bytes(work) / (ms * 1e-3) / 1e12;
+  const double tile_tbps = kv_tile_bytes(work, heads_per_load) / (ms * 1e-3) / 1e12;
   state.counters["TFLOPps_computed"] = computed_tflops;
   state.counters["of_mma_peak"] = computed_tflops / mma_peak_tflops;
   state.counters["tile_TBps"] = tile_tbps;
@@ -317,6 +321,17 @@ void BM_prefill_sm90(benchmark::State& state) {
   if (!problem.supported())
     return state.SkipWithError("tensor_sm90 needs an sm_90a build on a Hopper GPU");
   report_prefill(state, problem);
+}
+// The same shapes on the warp-specialized Hopper kernel (tensor_sm90_ws: two query heads a
+// block share each K/V tile load).
+void BM_prefill_sm90_ws(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  Prefill problem(std::int32_t(state.range(0)), double(state.range(1)), ansan::MaskPolicy::anllm(),
+                  2402, ansan::cuda::AttentionKernel::tensor_sm90_ws);
+  if (!problem.supported())
+    return state.SkipWithError("tensor_sm90_ws needs an sm_90a build on a Hopper GPU");
+  report_prefill(state, problem,
+                 ansan::cuda::detail::WarpSpecializedTraits<bf16, kDim>::kConsumers);
 }
 void BM_prefill_causal(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
@@ -457,14 +472,18 @@ BENCHMARK(BM_prefill)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(1);
-BENCHMARK(BM_prefill_sm90)
-    ->ArgNames({"n", "L"})
-    ->ArgsProduct({{4096, 16384, 65536}, {20}})
-    ->Args({16384, 8})
-    ->Args({16384, 64})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(1);
+// The Hopper kernels: every n at L = 20, and the other two L at the goal's n.
+void hopper_prefill_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "L"})
+      ->ArgsProduct({{4096, 16384, 65536}, {20}})
+      ->Args({16384, 8})
+      ->Args({16384, 64})
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->Iterations(1);
+}
+BENCHMARK(BM_prefill_sm90)->Apply(hopper_prefill_shapes);
+BENCHMARK(BM_prefill_sm90_ws)->Apply(hopper_prefill_shapes);
 BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
 // Issue 5's decode shapes at head_dim 128, and the other two head dims at one cache length.
@@ -489,12 +508,12 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   const double ms = median_ms([&](int i) { problem.run(i % problem.copies); }, 11);
   problem.run(0);  // the outputs below belong to input copy 0
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  // The other tensor-core prefill on the same inputs (same seed), where it runs: timed and
-  // dumped beside (on a Hopper automatic runs tensor_sm90, and this the mma.sync kernel).
+  // The candidate prefill on the same inputs (same seed), where it runs: timed and dumped
+  // beside (on a Hopper automatic runs tensor_sm90, and this tensor_sm90_ws).
   using ansan::cuda::AttentionKernel;
   const AttentionKernel chosen = ansan::cuda::choose_kernel(problem.args(0));
   Prefill alt(n, mean_segment, ansan::MaskPolicy::anllm(), 2402,
-              chosen == AttentionKernel::tensor_sm90 ? AttentionKernel::tensor
+              chosen == AttentionKernel::tensor_sm90 ? AttentionKernel::tensor_sm90_ws
                                                      : AttentionKernel::tensor_sm90);
   const bool have_alt = alt.supported();
   double alt_ms = -1;

@@ -73,10 +73,11 @@ AttentionKernel expected_prefill_kernel() {
   return test::sm90a_expected() ? AttentionKernel::tensor_sm90 : AttentionKernel::tensor;
 }
 
-// tensor_sm90 runs where the device and the build have it (an sm_90a build on an H100/H200).
+// tensor_sm90 and tensor_sm90_ws run where the device and the build have them (an sm_90a build
+// on an H100/H200); tensor_sm90_ws where heads_q / heads_kv is even.
 const std::vector<AttentionKernel> kEveryKernel = {
-    AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::decode,
-    AttentionKernel::decode_tensor, AttentionKernel::tensor_sm90};
+    AttentionKernel::simt,          AttentionKernel::tensor,      AttentionKernel::decode,
+    AttentionKernel::decode_tensor, AttentionKernel::tensor_sm90, AttentionKernel::tensor_sm90_ws};
 
 // Every kernel that supports the problem (or the listed ones).
 template <class T>
@@ -196,7 +197,8 @@ TEST_CASE("long sequences: many retained and local tiles per query tile") {
     const AnchorLayout longest =
         build_layout_from_flags(test::random_flags(rng, n, 20.0), std::vector<std::int32_t>{0, n});
     check_all<bf16>(rng, prefill_problem(longest, p, shape(2, 1, 128), "n = " + std::to_string(n)),
-                    {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::tensor_sm90});
+                    {AttentionKernel::simt, AttentionKernel::tensor, AttentionKernel::tensor_sm90,
+                     AttentionKernel::tensor_sm90_ws});
   }
 }
 
@@ -250,6 +252,20 @@ TEST_CASE("tensor_sm90 runs where the device and the build have it, and is then 
   CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90, dp.args()) ==
         test::sm90a_expected());
   CHECK(ansan::cuda::choose_kernel(dp.args()) == expected_prefill_kernel());
+}
+
+TEST_CASE("tensor_sm90_ws: only asked for by name, and only for an even heads_q / heads_kv") {
+  std::mt19937 rng(1013);
+  const AnchorLayout L = test::random_layout(rng, 2, 100, 5.0);
+  const Problem gqa = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "GQA 2");
+  const Problem mha_problem = prefill_problem(L, MaskPolicy::anllm(), shape(4, 4, 128), "MHA");
+  DeviceProblem<bf16> pairs(rng, gqa), mha(rng, mha_problem);  // they keep references
+  CHECK(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90_ws, pairs.args()) ==
+        test::sm90a_expected());
+  CHECK_FALSE(ansan::cuda::detail::supports(AttentionKernel::tensor_sm90_ws, mha.args()));
+  CHECK_THROWS_AS(ansan::cuda::attention(mha.args(), 0, AttentionKernel::tensor_sm90_ws),
+                  std::invalid_argument);
+  CHECK(ansan::cuda::choose_kernel(pairs.args()) != AttentionKernel::tensor_sm90_ws);
 }
 
 TEST_CASE("bad input throws std::invalid_argument before anything is written") {
@@ -390,6 +406,17 @@ TEST_CASE("sanitizer: tensor_sm90") {
   for (int dim : {64, 128})
     check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, dim), "sanitizer"),
                     {AttentionKernel::tensor_sm90});
+}
+TEST_CASE("sanitizer: tensor_sm90_ws") {
+  if (!test::sm90a_expected()) {
+    MESSAGE("tensor_sm90_ws needs an sm_90a build on a compute capability 9.0 GPU: not run here");
+    return;
+  }
+  std::mt19937 rng(5);
+  const AnchorLayout L = test::random_layout(rng, 3, 150, 5.0);
+  for (int dim : {64, 128})
+    check_all<bf16>(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, dim), "sanitizer"),
+                    {AttentionKernel::tensor_sm90_ws});
 }
 TEST_CASE("sanitizer: decode") {
   std::mt19937 rng(3);

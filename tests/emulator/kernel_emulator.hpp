@@ -13,10 +13,12 @@
 //     becomes `static` (blocks run one at a time, so a function-static array is the block's
 //     shared memory), threadIdx / blockIdx / blockDim / gridDim read the running emulated thread's;
 //   - runs each thread block as blockDim threads on fibers (fiber.hpp) of one OS thread. A thread
-//     runs until it reaches __syncthreads() or a warp collective; a barrier opens when every thread
-//     of the block (every lane of the warp) waits at it. Anything a GPU would hang on or leave
-//     undefined throws emulation_error: a __syncthreads some threads skip or reach at another line,
-//     lanes of a warp in different collectives, a partial warp mask;
+//     runs until it reaches __syncthreads(), a warp collective, an mbarrier wait or a named barrier
+//     (mbarrier.hpp); a barrier opens when every thread of the block (every lane of the warp, the
+//     named barrier's count) waits at it, a waiter when the phase it waits for completes. Anything
+//     a GPU would hang on or leave undefined throws emulation_error: a __syncthreads some threads
+//     skip or reach at another line, lanes of a warp in different collectives, a partial warp
+//     mask, threads that all wait for something no thread left can do;
 //   - emulates the sm_80 instructions of the tensor-core kernel from the PTX ISA's fragment layouts
 //     (ldmatrix .x4 [.trans], mma.sync m16n8k16 with f32 accumulation, cp.async with zero fill and
 //     commit/wait groups), checking that shared addresses lie in the block's dynamic shared memory
@@ -47,6 +49,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <numeric>
@@ -89,6 +92,7 @@ inline Options& options() {
 // What ran, so a test can tell a kernel that did its work from one that returned early.
 struct Stats {
   std::uint64_t blocks = 0, block_barriers = 0, warp_collectives = 0, mma = 0;
+  std::uint64_t mbarrier_waits = 0;  // waits that blocked: the phase had not completed yet
 };
 inline Stats& stats() {
   static Stats counts;
@@ -101,13 +105,14 @@ namespace detail {
   throw emulation_error("kernel emulator: " + what);
 }
 
-enum class Wait : std::uint8_t { none, block, warp, exited };
+enum class Wait : std::uint8_t { none, block, warp, mbarrier, named, exited };
 
 struct AsyncCopyRecord {
   void* dst;
   const void* src;
   bool valid;
   int group;  // index of its commit group in this thread, -1 until cp.async.commit_group
+  std::uint64_t sequence;  // issue order in this thread: an mbarrier arrival covers those before
 };
 
 struct AsyncMmaRecord {  // a wgmma.mma_async issued and not yet retired (sm90_instructions.hpp)
@@ -123,7 +128,15 @@ struct Thread {
   int line = 0;
   int parity = 0;  // exchange buffer of its next warp collective
   std::vector<AsyncCopyRecord> copies;
+  std::uint64_t copies_issued = 0;
   int committed_groups = 0;
+  // Wait::mbarrier: the barrier, the parity of the phase awaited, and whether that phase completed.
+  const std::uint64_t* mbarrier = nullptr;
+  unsigned mbarrier_parity = 0;
+  bool phase_completed = false;
+  // Wait::named: bar.sync's id and thread count, and when this thread got there (in the block).
+  unsigned named_barrier = 0, named_threads = 0;
+  std::uint64_t named_arrival = 0;
   std::vector<AsyncMmaRecord> mmas;
   int mma_groups = 0;  // wgmma groups committed
   FiberContext fiber;
@@ -191,6 +204,8 @@ class Engine {
   void run_block(uint3 idx) {
     block_idx_ = idx;
     std::memset(smem_.data(), 0xff, smem_.size() * sizeof(smem_[0]));
+    async_arrivals_.clear();
+    named_arrivals_ = 0;
     for (std::size_t i = 0; i < threads_.size(); ++i) {
       Thread& t = threads_[i];
       t = Thread{};
@@ -261,16 +276,55 @@ class Engine {
     return compute(lanes, t.lane);
   }
 
-  void require_shared(const void* ptr, std::size_t bytes, const char* what) const {
-    const auto* p = static_cast<const unsigned char*>(ptr);
-    const auto* base = reinterpret_cast<const unsigned char*>(smem_.data());
-    if (p < base || p + bytes > base + smem_bytes_)
+  void require_shared(const void* ptr, std::size_t bytes, const char* what,
+                      std::size_t alignment = 16) const {
+    const long long offset = shared_offset(ptr);
+    if (offset < 0 || std::size_t(offset) + bytes > smem_bytes_)
       fail(std::string(what) + " outside the block's dynamic shared memory (offset " +
-           std::to_string(static_cast<long long>(p - base)) + ", " + std::to_string(bytes) +
-           " bytes, " + std::to_string(smem_bytes_) + " allocated)");
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0)
-      fail(std::string(what) + " not 16-byte aligned (shared offset " + std::to_string(p - base) +
-           ")");
+           std::to_string(offset) + ", " + std::to_string(bytes) + " bytes, " +
+           std::to_string(smem_bytes_) + " allocated)");
+    if (reinterpret_cast<std::uintptr_t>(ptr) % alignment != 0)
+      fail(std::string(what) + " not " + std::to_string(alignment) +
+           "-byte aligned (shared offset " + std::to_string(offset) + ")");
+  }
+  long long shared_offset(const void* ptr) const {
+    return static_cast<const unsigned char*>(ptr) -
+           reinterpret_cast<const unsigned char*>(smem_.data());
+  }
+
+  // The running thread waits for the phase of `parity` of an mbarrier (mbarrier.hpp) to complete.
+  void wait_mbarrier(const std::uint64_t* barrier, unsigned parity) {
+    Thread& t = self();
+    t.mbarrier = barrier, t.mbarrier_parity = parity, t.phase_completed = false;
+    ++stats().mbarrier_waits;
+    park(Wait::mbarrier, "mbarrier.try_wait", 0);
+  }
+  // Marks the waiters of this phase; release_waiting() lets them go.
+  void mbarrier_phase_completed(const std::uint64_t* barrier, unsigned parity) {
+    for (Thread& t : threads_)
+      if (t.wait == Wait::mbarrier && t.mbarrier == barrier && t.mbarrier_parity == parity)
+        t.phase_completed = true, woke_waiter_ = true;
+  }
+  // A cp.async.mbarrier.arrive whose copies land as late as they may: when nothing else can go on.
+  void defer_async_arrival(std::function<void()> arrive) {
+    async_arrivals_.push_back(std::move(arrive));
+  }
+
+  // bar.sync id, threads: waits until `threads` threads (whole warps) wait at `id`.
+  void named_barrier(unsigned id, unsigned threads) {
+    const std::string name = "bar.sync " + std::to_string(id) + ", " + std::to_string(threads);
+    if (id == 0 || id > 15) fail(name + ": named barriers are 1 to 15 (0 is __syncthreads')");
+    if (threads == 0 || threads % 32 != 0 || threads > threads_.size())
+      fail(name + ": the count must be whole warps of the block's " +
+           std::to_string(threads_.size()) + " threads");
+    if (threads_.size() % 32 != 0) fail(name + " in a block of a partial warp");
+    for (const Thread& t : threads_)
+      if (t.wait == Wait::named && t.named_barrier == id && t.named_threads != threads)
+        fail(block_name() + ": " + name + " while other threads wait at it with a count of " +
+             std::to_string(t.named_threads));
+    Thread& t = self();
+    t.named_barrier = id, t.named_threads = threads, t.named_arrival = ++named_arrivals_;
+    park(Wait::named, "bar.sync", 0);
   }
 
  private:
@@ -318,37 +372,104 @@ class Engine {
            std::to_string(block_idx_.z) + ")";
   }
 
-  // Nobody is runnable: open the warp collectives every lane has reached (in `warp_order`, or
-  // just the first with one_warp_at_a_time), else the block barrier. Returns false when every
-  // thread has exited.
+  // Nobody is runnable: open the warp collectives every lane has reached and wake the mbarrier
+  // waiters whose phase completed (in `warp_order`, or just the first warp with
+  // one_warp_at_a_time), else the named barriers, else the block barrier, else make the oldest
+  // deferred cp.async.mbarrier.arrive. Returns false when every thread has exited; throws when the
+  // rest wait for something no thread can do.
   bool release_waiting(const std::vector<std::size_t>& warp_order) {
+    if (release_warps(warp_order) || release_named_barriers() || release_block_barrier())
+      return true;
+    if (std::all_of(threads_.begin(), threads_.end(),
+                    [](const Thread& t) { return t.wait == Wait::exited; }))
+      return false;  // arrivals still deferred have nobody to see them
+    if (async_arrivals_.empty()) deadlock();
+    // Oldest first, until one wakes a waiter: no thread runs between two of them anyway, so
+    // the sweeps in between would find nothing to do.
+    woke_waiter_ = false;
+    while (!woke_waiter_ && !async_arrivals_.empty()) {
+      const std::function<void()> arrive = std::move(async_arrivals_.front());
+      async_arrivals_.pop_front();
+      arrive();
+    }
+    return true;
+  }
+
+  bool release_warps(const std::vector<std::size_t>& warp_order) {
     bool released = false;
     for (std::size_t w : warp_order) {
       Thread* lanes = &threads_[w * 32];
       const std::size_t width = std::min<std::size_t>(32, threads_.size() - w * 32);
-      std::size_t at_warp = 0;
+      std::size_t at_warp = 0, held = 0;  // held: at __syncthreads or exited, never to join
+      bool woke = false;
       const Thread* first = nullptr;
-      for (std::size_t l = 0; l < width; ++l)
-        if (lanes[l].wait == Wait::warp) {
-          ++at_warp;
-          if (!first)
-            first = &lanes[l];
-          else if (std::strcmp(first->site, lanes[l].site) != 0)
-            fail(block_name() + ", warp " + std::to_string(w) +
-                 ": lanes in different collectives (" + where(*first) + " and " + where(lanes[l]) +
-                 ")");
-        }
-      if (at_warp == 0) continue;
-      if (at_warp != 32)
+      for (std::size_t l = 0; l < width; ++l) {
+        Thread& t = lanes[l];
+        if (t.wait == Wait::block || t.wait == Wait::exited) ++held;
+        if (t.wait == Wait::mbarrier && t.phase_completed) t.wait = Wait::none, woke = true;
+        if (t.wait != Wait::warp) continue;
+        ++at_warp;
+        if (!first)
+          first = &t;
+        else if (std::strcmp(first->site, t.site) != 0)
+          fail(block_name() + ", warp " + std::to_string(w) + ": lanes in different collectives (" +
+               where(*first) + " and " + where(t) + ")");
+      }
+      if (at_warp > 0 && held > 0)
         fail(block_name() + ", warp " + std::to_string(w) + ": " + where(*first) + " reached by " +
              std::to_string(at_warp) +
              " of 32 lanes (the others wait at __syncthreads or have exited)");
-      for (std::size_t l = 0; l < width; ++l) lanes[l].wait = Wait::none;
-      ++stats().warp_collectives;
+      if (at_warp == 32) {  // else the others wait on mbarriers or named barriers, for now
+        for (std::size_t l = 0; l < width; ++l) lanes[l].wait = Wait::none;
+        ++stats().warp_collectives;
+      }
+      released = released || woke || at_warp == 32;
+      if (released && options().one_warp_at_a_time) break;
+    }
+    return released;
+  }
+
+  // bar.sync counts whole warps: a warp arrives once all its live lanes wait at the same id, and
+  // the barrier opens for the first threads / 32 warps to arrive.
+  bool release_named_barriers() {
+    struct Arrival {
+      std::uint64_t when;  // its last lane's
+      std::size_t warp;
+    };
+    std::array<std::vector<Arrival>, 16> arrivals;  // by id
+    std::array<unsigned, 16> counts{};
+    for (std::size_t w = 0; (w + 1) * 32 <= threads_.size(); ++w) {  // bar.sync needs whole warps
+      Arrival arrival{0, w};
+      unsigned id = 0;
+      bool whole = true;
+      for (std::size_t i = w * 32; i < w * 32 + 32; ++i) {
+        const Thread& t = threads_[i];
+        if (t.wait == Wait::exited) continue;
+        if (t.wait != Wait::named || (id != 0 && t.named_barrier != id)) {
+          whole = false;
+          break;
+        }
+        id = t.named_barrier, counts[id] = t.named_threads;
+        arrival.when = std::max(arrival.when, t.named_arrival);
+      }
+      if (whole && id != 0) arrivals[id].push_back(arrival);
+    }
+    bool released = false;
+    for (unsigned id = 1; id < 16; ++id) {
+      auto& warps = arrivals[id];
+      if (warps.empty() || warps.size() * 32 < counts[id]) continue;
+      std::sort(warps.begin(), warps.end(),
+                [](const Arrival& a, const Arrival& b) { return a.when < b.when; });
+      for (std::size_t k = 0; k < counts[id] / 32; ++k)
+        for (std::size_t i = warps[k].warp * 32; i < warps[k].warp * 32 + 32; ++i)
+          if (threads_[i].wait == Wait::named) threads_[i].wait = Wait::none;
       released = true;
       if (options().one_warp_at_a_time) break;
     }
-    if (released) return true;
+    return released;
+  }
+
+  bool release_block_barrier() {
     std::size_t at_block = 0, exited = 0;
     const Thread* first = nullptr;
     for (const Thread& t : threads_) {
@@ -361,13 +482,46 @@ class Engine {
         fail(block_name() + ": threads wait at different __syncthreads (" + where(*first) +
              " and " + where(t) + ")");
     }
-    if (at_block == 0) return false;
-    if (exited > 0)
+    if (at_block > 0 && exited > 0)
       fail(block_name() + ": __syncthreads at " + where(*first) + " after " +
            std::to_string(exited) + " threads of the block returned");
+    if (at_block < threads_.size()) return false;  // the others wait on mbarriers or named barriers
     for (Thread& t : threads_) t.wait = Wait::none;
     ++stats().block_barriers;
     return true;
+  }
+
+  std::string waits_at(const Thread& t) const {
+    switch (t.wait) {
+      case Wait::mbarrier:
+        return "the mbarrier at shared offset " + std::to_string(shared_offset(t.mbarrier)) +
+               " for its phase of parity " + std::to_string(t.mbarrier_parity);
+      case Wait::named:
+        return "bar.sync " + std::to_string(t.named_barrier) + ", " +
+               std::to_string(t.named_threads);
+      case Wait::block:
+        return "__syncthreads at " + where(t);
+      default:
+        return where(t);
+    }
+  }
+
+  // Every thread left waits for another: name one, an mbarrier waiter if any (the likeliest cause).
+  [[noreturn]] void deadlock() const {
+    std::array<std::size_t, std::size_t(Wait::exited) + 1> by_wait{};
+    const Thread* stuck = nullptr;
+    for (const Thread& t : threads_) {
+      ++by_wait[std::size_t(t.wait)];
+      if (t.wait != Wait::exited &&
+          (!stuck || (stuck->wait != Wait::mbarrier && t.wait == Wait::mbarrier)))
+        stuck = &t;
+    }
+    const auto count = [&](Wait w) { return std::to_string(by_wait[std::size_t(w)]); };
+    fail(block_name() + ": no thread can go on (a GPU would hang): thread " +
+         std::to_string(stuck - threads_.data()) + " waits at " + waits_at(*stuck) + "; " +
+         count(Wait::mbarrier) + " threads wait on mbarriers, " + count(Wait::named) +
+         " at named barriers, " + count(Wait::block) + " at __syncthreads, " + count(Wait::warp) +
+         " in warp collectives, " + count(Wait::exited) + " have exited");
   }
 
   dim3 grid_, block_;
@@ -381,6 +535,9 @@ class Engine {
   std::vector<Chunk> smem_;  // dynamic shared memory, 16-byte aligned
   std::size_t smem_bytes_ = 0;
   std::size_t current_ = 0;
+  std::deque<std::function<void()>> async_arrivals_;  // deferred cp.async.mbarrier.arrive
+  bool woke_waiter_ = false;  // an arrival completed a phase some thread waits for
+  std::uint64_t named_arrivals_ = 0;
   FiberContext scheduler_;
   std::exception_ptr error_;
   const void* main_stack_bottom_ = nullptr;
@@ -504,6 +661,7 @@ using std::min;
 
 #include "ansan/cuda/detail/kernel_launch.cuh"  // LaunchShape; its device half is left out
 #include "emulator/device_algorithms.hpp"
+#include "emulator/mbarrier.hpp"
 #include "emulator/sm80_instructions.hpp"
 #include "emulator/sm90_instructions.hpp"
 

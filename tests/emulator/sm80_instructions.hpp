@@ -88,11 +88,13 @@ inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   engine.require_shared(smem, 16, "cp.async destination");
   if (valid && reinterpret_cast<std::uintptr_t>(gmem) % 16 != 0)
     ::ansan::emulator::detail::fail("cp.async source not 16-byte aligned");
-  const ::ansan::emulator::detail::AsyncCopyRecord copy{smem, gmem, valid, -1};
+  auto& self = engine.self();
+  const ::ansan::emulator::detail::AsyncCopyRecord copy{smem, gmem, valid, -1,
+                                                        self.copies_issued++};
   if (::ansan::emulator::options().async_copy == ::ansan::emulator::AsyncCopy::at_issue)
     emulated::land(copy);
   else
-    engine.self().copies.push_back(copy);
+    self.copies.push_back(copy);
 }
 
 // Closes a group of this thread's uncommitted copies (an empty group when there are none).

@@ -98,12 +98,21 @@ void retire_wgmma(float* d, const std::uint32_t* a_regs, std::uint64_t a_desc, s
           }
           return operand_element<T>(a_matrix, false, warp_rows + row, k);
         };
+        // This lane's two rows of A and N/4 columns of B, each element read once.
+        float a_rows[2][16], b_cols[N / 4][16];
+        for (int k = 0; k < 16; ++k) {
+          for (int r = 0; r < 2; ++r) a_rows[r][k] = a_at(lane / 4 + 8 * r, k);
+          for (int c = 0; c < N / 4; ++c)
+            b_cols[c][k] =
+                operand_element<T>(b_matrix, trans_b, 8 * (c / 2) + 2 * (lane % 4) + c % 2, k);
+        }
         std::array<float, N / 2> out{};
-        for (int i = 0; i < N / 2; ++i) {
-          const int row = lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4) + i % 2;
+        for (int i = 0; i < N / 2;
+             ++i) {  // row lane/4 + 8 ((i/2) % 2), column 8 (i/4) + 2 (lane%4) + i%2
+          const float* a = a_rows[(i / 2) % 2];
+          const float* b = b_cols[2 * (i / 4) + i % 2];
           float acc = accumulate ? d[i] : 0.f;
-          for (int k = 0; k < 16; ++k)
-            acc += a_at(row, k) * operand_element<T>(b_matrix, trans_b, col, k);
+          for (int k = 0; k < 16; ++k) acc += a[k] * b[k];
           out[std::size_t(i)] = acc;
         }
         return out;
@@ -150,6 +159,18 @@ void wgmma_wait() {
     else
       self.mmas.push_back(std::move(mma));
   }
+}
+
+// Registers are no resource here; a warpgroup's threads must still all give the instruction.
+template <int Registers>
+void setmaxnreg_dec() {
+  static_assert(Registers % 8 == 0 && Registers >= 24 && Registers <= 256, "setmaxnreg's range");
+  ::ansan::emulator::syncwarp();
+}
+template <int Registers>
+void setmaxnreg_inc() {
+  static_assert(Registers % 8 == 0 && Registers >= 24 && Registers <= 256, "setmaxnreg's range");
+  ::ansan::emulator::syncwarp();
 }
 
 template <int Tiles>

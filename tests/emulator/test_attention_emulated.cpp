@@ -42,13 +42,16 @@ namespace emu = ansan::emulator;
 constexpr AttentionKernel kSimt = AttentionKernel::simt, kTensor = AttentionKernel::tensor,
                           kDecode = AttentionKernel::decode,
                           kDecodeTensor = AttentionKernel::decode_tensor,
-                          kTensorSm90 = AttentionKernel::tensor_sm90;
-const std::vector<AttentionKernel> kEveryKernel = {kSimt, kTensor, kDecode, kDecodeTensor,
-                                                   kTensorSm90};
+                          kTensorSm90 = AttentionKernel::tensor_sm90,
+                          kTensorSm90Ws = AttentionKernel::tensor_sm90_ws;
+const std::vector<AttentionKernel> kEveryKernel = {kSimt,         kTensor,     kDecode,
+                                                   kDecodeTensor, kTensorSm90, kTensorSm90Ws};
 
 // Runs cycle through four emulations: warps in lockstep (forward order) or one warp at a time
-// (reverse order), with cp.async data landing at its wait_group or as soon as it is issued (a
-// copy that overwrites a tile other warps still read then shows).
+// (reverse order), with cp.async data landing at its wait_group (or as late as an mbarrier
+// waiter allows) or as soon as it is issued (a copy that overwrites a tile other warps still
+// read then shows). The persistent kernel (tensor_sm90_ws) runs on 1 to 4 multiprocessors, so
+// its blocks take several work items each.
 template <class T>
 void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& ref) {
   static int runs = 0;
@@ -58,9 +61,13 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
   if (emulation % 2)
     emu::options().schedule = emu::Schedule::reverse, emu::options().one_warp_at_a_time = true;
   if (emulation >= 2) emu::options().async_copy = emu::AsyncCopy::at_issue;
+  const emu::Device device = emu::device();
+  if (kernel == kTensorSm90Ws && device.multiprocessors == emu::Device{}.multiprocessors)
+    emu::device().multiprocessors = 1 + emulation;  // unless the test chose a count
   dp.poison_outputs();
   ansan::cuda::attention(dp.args(), 0, kernel);
   emu::options() = defaults;
+  emu::device() = device;
   const test::Comparison c = dp.compare_with(ref);
   INFO((std::string(ansan::cuda::kernel_name(kernel)) + " " + dtype_name<T>() + " " +
         test::describe(dp.pr)),
@@ -70,7 +77,9 @@ void check(AttentionKernel kernel, DeviceProblem<T>& dp, const test::Reference& 
     CHECK(emu::stats().blocks > before.blocks);  // the kernel ran
     const bool sees_a_key =
         std::any_of(ref.lse.begin(), ref.lse.end(), [](float x) { return std::isfinite(x); });
-    if ((kernel == kTensor || kernel == kDecodeTensor || kernel == kTensorSm90) && sees_a_key)
+    if ((kernel == kTensor || kernel == kDecodeTensor || kernel == kTensorSm90 ||
+         kernel == kTensorSm90Ws) &&
+        sees_a_key)
       CHECK(emu::stats().mma > before.mma);  // on tensor cores
   }
 }
@@ -108,7 +117,7 @@ TEST_CASE("smoke: one sequence of 64 tokens, one head, every kernel and policy")
 
 TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head dims 64-256") {
   std::mt19937 rng(202);
-  const int heads[][2] = {{2, 2}, {4, 2}, {3, 1}};  // MHA, GQA, MQA
+  const int heads[][2] = {{2, 2}, {4, 2}, {4, 1}};  // MHA, GQA, MQA
   int i = 0;
   for (const MaskPolicy& p : test::all_policies()) {
     check_all<bf16>(rng,
@@ -119,9 +128,9 @@ TEST_CASE("prefill, every policy: edge layouts and ragged batches, GQA/MQA, head
       const AttentionProblem pr = test::prefill_problem(
           L, p, shape(heads[i % 3][0], heads[i % 3][1], dim), "random prefill");
       if (i++ % 2)
-        check_all<half>(rng, pr, {kTensor, kTensorSm90, kSimt});
+        check_all<half>(rng, pr, {kTensor, kTensorSm90, kTensorSm90Ws, kSimt});
       else
-        check_all<bf16>(rng, pr, {kTensor, kTensorSm90, kSimt});
+        check_all<bf16>(rng, pr, {kTensor, kTensorSm90, kTensorSm90Ws, kSimt});
     }
   }
 }
@@ -217,6 +226,42 @@ TEST_CASE("tensor_sm90 runs on a compute capability 9.0 device only, where it is
   CHECK(ansan::cuda::choose_kernel(dp.args()) == kTensor);
   CHECK_THROWS_AS(ansan::cuda::attention(dp.args(), 0, kTensorSm90), std::invalid_argument);
   emu::device() = emu::Device{};
+}
+
+TEST_CASE("tensor_sm90_ws: persistent blocks over many work items, ring and slots reused") {
+  std::mt19937 rng(636);
+  // Ragged: 8 query heads in pairs over 2 KV heads and about 10 query tiles, 40 work items, each
+  // block of 1, 3 or 7 taking several. Long: 800 tokens in 3-token segments, walks of up to 8
+  // key tiles, so the 4-stage ring wraps inside an item (a stage refilled before both consumers
+  // left it shows).
+  const AnchorLayout ragged = test::random_layout(rng, 3, 200, 5.0);
+  const AnchorLayout longest =
+      build_layout_from_flags(test::random_flags(rng, 800, 3.0), std::vector<std::int32_t>{0, 800});
+  struct Case {
+    const AnchorLayout& layout;
+    MaskPolicy policy;
+    int dim;
+  };
+  for (const Case& k :
+       {Case{ragged, MaskPolicy::anllm(), 64}, Case{ragged, MaskPolicy::anllm(), 128},
+        Case{ragged, MaskPolicy::streaming_llm(2, 48), 64}, Case{longest, MaskPolicy::anllm(), 64},
+        Case{longest, MaskPolicy::sepllm(4, 96), 128}}) {
+    const AttentionProblem pr =
+        test::prefill_problem(k.layout, k.policy, shape(8, 2, k.dim), "persistent");
+    DeviceProblem<bf16> dp(rng, pr);  // keeps a reference to pr
+    const test::Reference ref = dp.reference();
+    for (int multiprocessors : {1, 3, 7}) {
+      emu::device().multiprocessors = multiprocessors;
+      check(kTensorSm90Ws, dp, ref);
+    }
+    emu::device() = emu::Device{};
+  }
+  // Odd heads_q / heads_kv: no GQA pair to share a block.
+  const AttentionProblem mha_problem =
+      test::prefill_problem(ragged, MaskPolicy::anllm(), shape(2, 2, 64), "MHA");
+  DeviceProblem<bf16> mha(rng, mha_problem);
+  CHECK_FALSE(ansan::cuda::detail::supports(kTensorSm90Ws, mha.args()));
+  CHECK_THROWS_AS(ansan::cuda::attention(mha.args(), 0, kTensorSm90Ws), std::invalid_argument);
 }
 
 // The plan's tables against the host: tile_prefix, retained_prefix / retained_rows over every

@@ -3,7 +3,8 @@
 // reductions, ldmatrix and mma.sync fed through the library's own fragment layouts
 // (mma_layout.hpp) equal a plain matmul - and it must refuse or expose what a GPU would get
 // wrong: divergent barriers, collectives some lanes miss, shared addresses out of range, data
-// read before cp.async lands, and a missing barrier.
+// read before cp.async lands, a missing barrier, and mbarrier or named-barrier waits that would
+// hang or race.
 #include "emulator/kernel_emulator.hpp"  // first: it switches the kernel headers to host emulation
 
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -11,11 +12,14 @@
 
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "ansan/cuda/detail/kernel_launch.cuh"
+#include "ansan/cuda/detail/mbarrier_sm90.cuh"
 #include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/cuda/detail/mma_sm80.cuh"
 #include "ansan/cuda/detail/mma_sm90.cuh"
@@ -364,4 +368,314 @@ TEST_CASE("one warp at a time lets a warp run ahead, exposing races that lockste
   };
   CHECK(run(false)[32] == 1);
   CHECK(run(true)[32] == 2);
+}
+
+namespace {
+
+// Sets the emulator's options for a scope, and restores the defaults also when a launch throws.
+struct WithOptions {
+  explicit WithOptions(const emu::Options& o) { emu::options() = o; }
+  ~WithOptions() { emu::options() = emu::Options{}; }
+};
+
+// Every schedule, with cp.async landing at issue and at wait, in lockstep and one warp at a time.
+std::vector<emu::Options> every_emulation() {
+  std::vector<emu::Options> all;
+  for (const emu::Schedule schedule :
+       {emu::Schedule::forward, emu::Schedule::reverse, emu::Schedule::shuffled})
+    for (const emu::AsyncCopy async_copy : {emu::AsyncCopy::at_issue, emu::AsyncCopy::at_wait})
+      for (const bool one_warp : {false, true}) {
+        emu::Options o;
+        o.schedule = schedule, o.seed = 7, o.async_copy = async_copy,
+        o.one_warp_at_a_time = one_warp;
+        all.push_back(o);
+      }
+  return all;
+}
+std::string describe(const emu::Options& o) {
+  return std::string(o.schedule == emu::Schedule::forward   ? "forward"
+                     : o.schedule == emu::Schedule::reverse ? "reverse"
+                                                            : "shuffled") +
+         (o.async_copy == emu::AsyncCopy::at_issue ? ", copies land at issue" : ", at wait") +
+         (o.one_warp_at_a_time ? ", one warp at a time" : "");
+}
+
+// The emulation_error `run` throws, or "" if it throws none.
+std::string error_of(const std::function<void()>& run) {
+  try {
+    run();
+  } catch (const emu::emulation_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::uint64_t* barrier_at(std::size_t offset) {
+  return reinterpret_cast<std::uint64_t*>(kd::dynamic_shared_memory<unsigned char>() + offset);
+}
+
+// A warp-specialised ring of two stages, as in the Hopper prefill: warp 0 copies tile `it` of
+// `src` into stage it % 2 with cp.async, whose arrivals on full[stage] say it landed; warps 1-2
+// wait on full, copy the stage to `dst` and arrive on empty, which the producer waits on before it
+// refills the stage (unless `wait_empty` is false: the bug).
+constexpr int kStages = 2, kTiles = 12, kTileInts = 128;  // a tile: 32 lanes x 16 bytes
+constexpr std::size_t kRingSmem = 32 + sizeof(int) * kStages * kTileInts;
+void ring_kernel(const int* src, int* dst, bool wait_empty) {
+  std::uint64_t* full = barrier_at(0);                 // (kStages)
+  std::uint64_t* empty = full + kStages;               // (kStages)
+  int* stages = kd::dynamic_shared_memory<int>() + 8;  // (kStages, kTileInts)
+  const int tid = int(threadIdx.x);
+  if (tid == 0)
+    for (int s = 0; s < kStages; ++s) {
+      kd::mbarrier_init(&full[s], 32);   // one cp.async arrival per producer lane
+      kd::mbarrier_init(&empty[s], 64);  // one arrival per consumer thread
+    }
+  __syncthreads();
+  for (int it = 0; it < kTiles; ++it) {
+    const int s = it % kStages;
+    const unsigned parity = unsigned(it / kStages) % 2;
+    if (tid < 32) {
+      if (wait_empty) kd::mbarrier_wait(&empty[s], parity ^ 1);
+      kd::cp_async_16(stages + s * kTileInts + 4 * tid, src + it * kTileInts + 4 * tid, true);
+      kd::cp_async_mbarrier_arrive(&full[s]);
+    } else {
+      kd::mbarrier_wait(&full[s], parity);
+      for (int i = tid - 32; i < kTileInts; i += 64)
+        dst[it * kTileInts + i] = stages[s * kTileInts + i];
+      kd::mbarrier_arrive(&empty[s]);
+    }
+  }
+  __syncthreads();  // the producer gets here while the consumers still wait on full
+}
+
+std::vector<int> ring_source() {
+  std::vector<int> src(kTiles * kTileInts);
+  std::iota(src.begin(), src.end(), 1000);
+  return src;
+}
+
+}  // namespace
+
+TEST_CASE("an mbarrier ring fed by cp.async gives the same data under every emulation") {
+  const std::vector<int> src = ring_source();
+  for (const emu::Options& o : every_emulation()) {
+    INFO(describe(o));
+    std::vector<int> dst(src.size(), -1);
+    const emu::Stats before = emu::stats();
+    {
+      WithOptions with(o);
+      REQUIRE(launch(1, 96, kRingSmem, [&] { ring_kernel(src.data(), dst.data(), true); }) ==
+              cudaSuccess);
+    }
+    CHECK(dst == src);
+    CHECK(emu::stats().mbarrier_waits > before.mbarrier_waits);  // the consumers did wait
+  }
+}
+
+TEST_CASE("an mbarrier ring whose producer refills a stage before it is free: exposed") {
+  // Copies landing at issue complete a full phase twice before the consumers look, so they wait
+  // forever (refused); landing late, a producer lane's later tiles overwrite its earlier ones
+  // before the consumers read them (wrong data). No emulation gets the right data.
+  const std::vector<int> src = ring_source();
+  int right = 0, wrong = 0, refused = 0;
+  for (const emu::Options& o : every_emulation()) {
+    std::vector<int> dst(src.size(), -1);
+    const std::string error = error_of([&] {
+      WithOptions with(o);
+      launch(1, 96, kRingSmem, [&] { ring_kernel(src.data(), dst.data(), false); });
+    });
+    if (!error.empty())
+      ++refused;
+    else
+      ++(dst == src ? right : wrong);
+  }
+  CHECK(right == 0);
+  CHECK(wrong > 0);
+  CHECK(refused > 0);
+}
+
+TEST_CASE("mbarrier_wait(parity) returns once the phase of that parity has completed") {
+  // Thread 0 inits a barrier for `expected` arrivals, makes `arrivals` of them and waits for
+  // `parity`: how many waits blocked (none, or a throw: nobody else can complete the phase).
+  const auto blocked_waits = [](unsigned expected, unsigned arrivals, unsigned parity) {
+    const std::uint64_t before = emu::stats().mbarrier_waits;
+    launch(1, 32, 16, [&] {
+      std::uint64_t* barrier = barrier_at(8);
+      if (threadIdx.x != 0) return;
+      kd::mbarrier_init(barrier, expected);
+      for (unsigned i = 0; i < arrivals; ++i) kd::mbarrier_arrive(barrier);
+      kd::mbarrier_wait(barrier, parity);
+    });
+    return emu::stats().mbarrier_waits - before;
+  };
+  CHECK(blocked_waits(1, 0, 1) == 0);  // a fresh barrier: the phase "before" phase 0 is complete
+  CHECK(blocked_waits(2, 2, 0) == 0);  // phase 0 completed
+  CHECK(blocked_waits(1, 2, 1) == 0);  // phases 0 and 1 completed
+  CHECK_THROWS_AS(blocked_waits(1, 0, 0), emu::emulation_error);  // phase 0 needs an arrival
+  CHECK_THROWS_AS(blocked_waits(2, 1, 0), emu::emulation_error);  // one arrival of two
+  CHECK_THROWS_AS(blocked_waits(1, 1, 1), emu::emulation_error);  // phase 1 needs another
+}
+
+TEST_CASE("mbarrier arrive and wait order plain shared writes; without the wait a reader races") {
+  // Warp 1 writes a slot per lane and arrives; warp 0 waits, then reads warp 1's slots.
+  const auto run = [](bool wait, const emu::Options& o) {
+    std::vector<int> seen(32, 0);
+    WithOptions with(o);
+    REQUIRE(launch(1, 64, 16 + 32 * sizeof(int), [&] {
+              std::uint64_t* barrier = barrier_at(0);
+              int* slots = kd::dynamic_shared_memory<int>() + 4;  // (32)
+              const int tid = int(threadIdx.x);
+              if (tid == 0) kd::mbarrier_init(barrier, 32);
+              __syncthreads();
+              if (tid >= 32) {
+                slots[tid - 32] = 100 + tid;
+                kd::mbarrier_arrive(barrier);
+              } else {
+                if (wait) kd::mbarrier_wait(barrier, 0);
+                seen[std::size_t(tid)] = slots[31 - tid];
+              }
+            }) == cudaSuccess);
+    return seen;
+  };
+  for (const emu::Options& o : every_emulation()) {
+    INFO(describe(o));
+    const std::vector<int> seen = run(true, o);
+    for (int lane = 0; lane < 32; ++lane) CHECK(seen[std::size_t(lane)] == 100 + 32 + 31 - lane);
+  }
+  CHECK(run(false, emu::Options{}) != run(true, emu::Options{}));  // warp 0 runs first: poison
+}
+
+TEST_CASE("cp.async.mbarrier.arrive covers the copies issued before it, and lands each once") {
+  alignas(16) const float source[8] = {1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, 8.f};
+  float first = 0.f, later = 0.f;
+  WithOptions with(emu::Options{});  // copies land at wait
+  REQUIRE(launch(1, 32, 48, [&] {
+            std::uint64_t* barrier = barrier_at(0);
+            float* s = kd::dynamic_shared_memory<float>() + 4;  // (8)
+            if (threadIdx.x != 0) return;
+            kd::mbarrier_init(barrier, 1);
+            kd::cp_async_16(s, source, true);
+            kd::cp_async_commit();
+            kd::cp_async_wait_all();
+            s[0] = -1.f;  // landed: the arrival must not land it again
+            kd::cp_async_mbarrier_arrive(barrier);
+            kd::cp_async_16(s + 4, source + 4, true);  // after the arrival: not covered
+            kd::mbarrier_wait(barrier, 0);
+            first = s[0], later = s[4];
+          }) == cudaSuccess);
+  CHECK(first == -1.f);
+  CHECK(std::isnan(later));  // the 0xff poison: still in flight
+}
+
+TEST_CASE("mbarrier misuse throws: uninitialised or overwritten words, bad addresses and counts") {
+  const auto on_barrier = [](const std::function<void(std::uint64_t*)>& use) {
+    launch(1, 32, 64, [&] {
+      if (threadIdx.x == 0) use(barrier_at(16));
+    });
+  };
+  const std::string uninitialised = error_of([&] {
+    on_barrier([](std::uint64_t* barrier) { kd::mbarrier_wait(barrier, 0); });  // the poison
+  });
+  CHECK(uninitialised.find("mbarrier.try_wait at shared offset 16, which holds no mbarrier") !=
+        std::string::npos);
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) { kd::mbarrier_arrive(barrier); }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) { kd::cp_async_mbarrier_arrive(barrier); }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) {
+                    kd::mbarrier_init(barrier, 1);
+                    *barrier = 0;  // overwritten by data
+                    kd::mbarrier_arrive(barrier);
+                  }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(
+      on_barrier([](std::uint64_t* barrier) {
+        kd::mbarrier_init(
+            reinterpret_cast<std::uint64_t*>(reinterpret_cast<unsigned char*>(barrier) + 4), 1);
+      }),
+      emu::emulation_error);
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) { kd::mbarrier_init(barrier + 6, 1); }),
+                  emu::emulation_error);  // past the 64 bytes
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) { kd::mbarrier_init(barrier, 0); }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(on_barrier([](std::uint64_t* barrier) {
+                    kd::mbarrier_init(barrier, 1);
+                    kd::mbarrier_wait(barrier, 2);
+                  }),
+                  emu::emulation_error);
+  // An init with no __syncthreads before the others use it: fine only if thread 0 runs first.
+  const auto init_then_arrive = [] {
+    launch(1, 32, 16, [] {
+      if (threadIdx.x == 0) kd::mbarrier_init(barrier_at(0), 32);
+      kd::mbarrier_arrive(barrier_at(0));
+    });
+  };
+  CHECK_NOTHROW(init_then_arrive());
+  WithOptions reverse(emu::Options{emu::Schedule::reverse, 1, emu::AsyncCopy::at_wait, false});
+  CHECK_THROWS_AS(init_then_arrive(), emu::emulation_error);
+}
+
+TEST_CASE("waiting for a phase nobody completes throws, naming the barrier, instead of hanging") {
+  // Warp 0 arrives (32 of the 64 expected) and goes on to __syncthreads, which is no error while
+  // warp 1 waits on the barrier; but nothing can go on then.
+  const std::string error = error_of([] {
+    launch(1, 64, 16, [] {
+      std::uint64_t* barrier = barrier_at(8);
+      if (threadIdx.x == 0) kd::mbarrier_init(barrier, 64);
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        kd::mbarrier_arrive(barrier);
+        __syncthreads();
+      } else {
+        kd::mbarrier_wait(barrier, 0);
+      }
+    });
+  });
+  INFO(error);
+  CHECK(error.find("block (0,0,0): no thread can go on") != std::string::npos);
+  CHECK(
+      error.find("thread 32 waits at the mbarrier at shared offset 8 for its phase of parity 0") !=
+      std::string::npos);
+}
+
+TEST_CASE("named barriers sync a subset of warps while the others go on") {
+  // Warps 0-1 exchange slots across bar.sync 1, 64; warps 2-3 shuffle and reach __syncthreads
+  // while warps 0-1 still wait. Then all four warps pass bar.sync 3, 64 as two barriers of two.
+  for (const emu::Options& o : every_emulation()) {
+    INFO(describe(o));
+    std::vector<int> seen(128, -1);
+    WithOptions with(o);
+    REQUIRE(launch(1, 128, 128 * sizeof(int), [&] {
+              int* slots = kd::dynamic_shared_memory<int>();  // (128)
+              const int tid = int(threadIdx.x);
+              slots[tid] = 3 * tid;
+              if (tid < 64) {
+                kd::named_barrier_sync(1, 64);
+                seen[std::size_t(tid)] = slots[63 - tid];
+              } else {
+                seen[std::size_t(tid)] = __shfl_xor_sync(0xffffffffu, tid, 1);
+              }
+              __syncthreads();
+              kd::named_barrier_sync(3, 64);
+            }) == cudaSuccess);
+    for (int t = 0; t < 128; ++t) CHECK(seen[std::size_t(t)] == (t < 64 ? 3 * (63 - t) : t ^ 1));
+  }
+}
+
+TEST_CASE("named barrier misuse throws: mismatched counts, id 0, partial warps, too few threads") {
+  const auto sync_all = [](unsigned threads, unsigned id, unsigned count) {
+    launch(1, threads, 0, [=] { kd::named_barrier_sync(id, count); });
+  };
+  CHECK_NOTHROW(sync_all(128, 1, 128));
+  CHECK_THROWS_AS(sync_all(128, 0, 128), emu::emulation_error);   // __syncthreads'
+  CHECK_THROWS_AS(sync_all(128, 16, 128), emu::emulation_error);  // ids are 1 to 15
+  CHECK_THROWS_AS(sync_all(128, 1, 48), emu::emulation_error);    // not whole warps
+  CHECK_THROWS_AS(sync_all(128, 1, 160), emu::emulation_error);   // more than the block
+  CHECK_THROWS_AS(launch(1, 128, 0, [] { kd::named_barrier_sync(1, threadIdx.x < 64 ? 64 : 128); }),
+                  emu::emulation_error);  // two counts at one id
+  CHECK_THROWS_AS(launch(1, 64, 0,
+                         [] {
+                           if (threadIdx.x < 32) kd::named_barrier_sync(1, 64);
+                         }),
+                  emu::emulation_error);  // warp 1 returns: never 64 threads
 }

@@ -3,7 +3,8 @@
 # with $OUT set, after tests/gpu/prepare.sh staged the binaries in .gpu-carry/ (see
 # docs/gpu_check.md). At most ~8 minutes; every step has a time limit inside that budget.
 #
-#   1. nvidia-smi, and whether every staged binary loads here (ldd)
+#   1. nvidia-smi, and whether every staged binary loads here (ldd); tensor_sm90_ws's small
+#      case under a 30 s limit (a hang stops the check there)
 #   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output; the attention
 #      test's soak case draws random problems for 30 s
 #   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
@@ -65,6 +66,37 @@ doctest_note() {  # the doctest summary line of a log
   grep -a '\[doctest\] test cases:' "$1" | tail -n 1 | sed 's/\[doctest\] //; s/  */ /g'
 }
 
+# Figures, then the table last; the exit status.
+finish() {
+  {
+    echo
+    for bench in "$logs"/bench_*.log; do
+      [[ -e $bench ]] || continue
+      echo "== $(basename "$bench" .log) (Google Benchmark console output)"
+      grep -a -E '^(prefill|decode|copy|[A-Za-z_]+/)' "$bench" | head -n 60
+    done
+    if [[ -e $logs/torch_compare.log ]]; then
+      echo "== torch_compare"
+      grep -a -E '^(shape|n=|check|torch)' "$logs/torch_compare.log" | head -n 40
+    fi
+    echo
+    printf '%-44s %-8s %7s  %s\n' step status seconds note
+    printf '%s\n' "${rows[@]}"
+    if ((fails > 0)); then
+      echo "RESULT: FAILED ($fails failing steps, $not_run not run)"
+    elif ((not_run > 0)); then
+      echo "RESULT: NOT VERIFIED ($not_run steps did not run: skipped or missing; nothing failed)"
+    else
+      echo "RESULT: ALL PASSED"
+    fi
+    echo "elapsed: $(($(date +%s) - start))s"
+  } >>"$summary"
+  tar -C "$OUT" -czf "$OUT/logs.tar.gz" logs && rm -rf "$logs"
+  cat "$summary"
+  if ((fails > 0)); then exit 1; elif ((not_run > 0)); then exit 2; fi
+  exit 0
+}
+
 echo "ansan GPU check: $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$summary"
 if [[ ! -d $carry/bin ]]; then
   echo "check.sh: $carry/bin is missing: run tests/gpu/prepare.sh first and carry .gpu-carry" | tee -a "$summary"
@@ -94,6 +126,26 @@ for binary in "$carry"/bin/*; do
   missing=$("${with_libs[@]}" ldd "$binary" 2>&1 | grep -a -E 'not found|version .* not found' | sort -u | tr -s ' \t' ' ')
   [[ -n $missing ]] && record "loads: $(basename "$binary")" FAIL 0 "$missing"
 done
+
+# tensor_sm90_ws had not run on a GPU when this was written, and a barrier phase that never
+# completes would hang it: its small case goes first, under a short limit, so that a hang costs
+# 30 s and stops the check, instead of taking every step after it to their time limits.
+attention_test=$carry/bin/test_attention_cuda
+if [[ $device == yes && -x $attention_test ]]; then
+  name="preflight: tensor_sm90_ws"
+  run_step "$name" 30 "$logs/preflight-ws.log" "${with_libs[@]}" "$attention_test" \
+    "--test-case=sanitizer: tensor_sm90_ws"
+  case $rc in
+    0) record "$name" PASS "$took" "$(doctest_note "$logs/preflight-ws.log")" ;;
+    124 | 137)
+      record "$name" TIMEOUT "$took" "hangs: the check stops here (logs/preflight-ws.log)"
+      finish
+      ;;
+    *) record "$name" FAIL "$took" "exit $rc; $(doctest_note "$logs/preflight-ws.log") (logs/preflight-ws.log)" ;;
+  esac
+elif [[ $device == no ]]; then
+  record "preflight: tensor_sm90_ws" SKIP 0 "no GPU"
+fi
 
 # 2. every GPU test binary
 for test in "$carry"/bin/test_*; do
@@ -175,10 +227,9 @@ fi
 # 6. compute-sanitizer on the small deterministic case of each kernel; last, because racecheck
 #    is slow and the figures above must not wait on it
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
-attention_test=$carry/bin/test_attention_cuda
 sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
 for tool in memcheck racecheck; do
-  for kernel in simt tensor tensor_sm90 decode; do
+  for kernel in simt tensor tensor_sm90 tensor_sm90_ws decode; do
     name="sanitizer $tool: $kernel"
     if [[ $device == no ]]; then
       record "$name" SKIP 0 "no GPU"
@@ -211,31 +262,4 @@ for tool in memcheck racecheck; do
   done
 done
 
-# Figures, then the table last.
-{
-  echo
-  for bench in "$logs"/bench_*.log; do
-    [[ -e $bench ]] || continue
-    echo "== $(basename "$bench" .log) (Google Benchmark console output)"
-    grep -a -E '^(prefill|decode|copy|[A-Za-z_]+/)' "$bench" | head -n 60
-  done
-  if [[ -e $logs/torch_compare.log ]]; then
-    echo "== torch_compare"
-    grep -a -E '^(shape|n=|check|torch)' "$logs/torch_compare.log" | head -n 40
-  fi
-  echo
-  printf '%-44s %-8s %7s  %s\n' step status seconds note
-  printf '%s\n' "${rows[@]}"
-  if ((fails > 0)); then
-    echo "RESULT: FAILED ($fails failing steps, $not_run not run)"
-  elif ((not_run > 0)); then
-    echo "RESULT: NOT VERIFIED ($not_run steps did not run: skipped or missing; nothing failed)"
-  else
-    echo "RESULT: ALL PASSED"
-  fi
-  echo "elapsed: $(($(date +%s) - start))s"
-} >>"$summary"
-tar -C "$OUT" -czf "$OUT/logs.tar.gz" logs && rm -rf "$logs"
-cat "$summary"
-if ((fails > 0)); then exit 1; elif ((not_run > 0)); then exit 2; fi
-exit 0
+finish

@@ -11,9 +11,9 @@ produces; for the check shapes it also writes q, k, v, our output and lse. This 
     with the dense causal mask (K/V expanded to 32 heads so the flash backend takes it), CUDA
     events, median of repeats, inputs rotated;
   * prints one line per shape: ms of each, our speedup, TFLOP/s on visible work;
-  * the dump also times the other tensor-core prefill where it runs (the mma.sync kernel
-    `tensor` on a Hopper, where automatic picks tensor_sm90) and writes its output: it gets the
-    same checks, and its own columns (alt_ms, alt_x_sdpa; the kernels are named first).
+  * the dump also times a candidate prefill where it runs (tensor_sm90_ws on a Hopper, where
+    automatic picks tensor_sm90) and writes its output: it gets the same checks, and its own
+    columns (alt_ms, alt_x_sdpa; the kernels are named first).
 Needs only torch (no numpy: .npy files are parsed here). Exit status: 0 ok, 1 a check failed,
 3 torch / FlexAttention / CUDA unavailable.
 """

@@ -24,6 +24,11 @@
 //                  and a compute capability 9.0 device, where it is the prefill picked;
 //   simt           float/fp16/bf16, head_dim 1..256, any 16-bit aligned view: the readable
 //                  prefill.
+// and one asked for by name only, until a GPU run shows it faster than tensor_sm90:
+//   tensor_sm90_ws the Hopper prefill warp-specialized (a producer warpgroup feeding two
+//                  consumer warpgroups through shared-memory barriers; persistent blocks);
+//                  tensor_sm90's requirements, and an even heads_q / heads_kv (its consumers
+//                  are two query heads of one KV head).
 // The vector kernels need 16-byte aligned rows (data pointers, and token/head strides that are
 // multiples of 8 elements); other views fall back to simt.
 //
@@ -46,6 +51,7 @@
 #include "ansan/cuda/detail/attention_params.cuh"
 #include "ansan/cuda/detail/attention_plan.cuh"
 #include "ansan/cuda/detail/attention_simt.cuh"
+#include "ansan/cuda/detail/attention_ws_sm90.cuh"
 #include "ansan/cuda/detail/device_buffer.cuh"
 #include "ansan/cuda/device_layout.cuh"  // detail::require_device_pointer, detail::copy_to_host
 #include "ansan/cuda_check.hpp"
@@ -60,7 +66,8 @@ enum class AttentionKernel : std::uint8_t {
   tensor,
   decode,
   decode_tensor,
-  tensor_sm90
+  tensor_sm90,
+  tensor_sm90_ws
 };
 
 inline const char* kernel_name(AttentionKernel k) {
@@ -72,6 +79,8 @@ inline const char* kernel_name(AttentionKernel k) {
       return "decode_tensor";
     case AttentionKernel::tensor_sm90:
       return "tensor_sm90";
+    case AttentionKernel::tensor_sm90_ws:
+      return "tensor_sm90_ws";
     default: return "automatic";
   }
 }
@@ -141,6 +150,9 @@ bool supports(AttentionKernel kernel, const AttentionArgs<T>& a) {
       return vector_rows_ok(a) && a.batch <= 65535 && decode_tensor_fits_device(a);
     case AttentionKernel::tensor_sm90:
       return vector_rows_ok(a) && a.head_dim() <= 128 && tensor_sm90_runs_on_device<T>();
+    case AttentionKernel::tensor_sm90_ws:  // compiled in the same passes as tensor_sm90
+      return vector_rows_ok(a) && a.head_dim() <= 128 && a.heads_kv() > 0 &&
+             a.heads_q() % (2 * a.heads_kv()) == 0 && tensor_sm90_runs_on_device<T>();
     default: return true;
   }
 }
@@ -188,7 +200,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     ANSAN_CUDA_RETURN(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
     p.splits = decode_splits(p.batch, p.heads_kv, p.total_k, multiprocessors);
   }
-  const bool tensor = path == AttentionKernel::tensor || path == AttentionKernel::tensor_sm90;
+  const bool tensor = path == AttentionKernel::tensor || path == AttentionKernel::tensor_sm90 ||
+                      path == AttentionKernel::tensor_sm90_ws;
   const std::int32_t tile_rows = tensor ? kTensorRows : kSimtRows;
   const bool empty = p.total_q == 0 || p.batch == 0 || p.heads_q == 0;  // no output: launch nothing
   const auto carve = [&](TempCarver& temp) -> cudaError_t {
@@ -221,6 +234,8 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
     case AttentionKernel::tensor: return launch_attention_tensor(p, stream);
     case AttentionKernel::tensor_sm90:
       return launch_attention_tensor_sm90(p, stream);
+    case AttentionKernel::tensor_sm90_ws:
+      return launch_attention_tensor_sm90_ws(p, stream);
     default: return launch_attention_simt(p, stream);
   }
 }

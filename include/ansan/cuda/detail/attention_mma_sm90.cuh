@@ -31,13 +31,6 @@
 #include "ansan/cuda/detail/mma_sm90.cuh"
 #include "ansan/cuda/detail/wgmma_layout.hpp"
 
-// Whether this compilation pass has sm_90a's instructions (the kernel body is empty otherwise).
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(ANSAN_KERNEL_EMULATION)
-#define ANSAN_WGMMA_PASS 1
-#else
-#define ANSAN_WGMMA_PASS 0
-#endif
-
 namespace ansan::cuda::detail {
 
 template <class T, int Dim>
@@ -70,7 +63,7 @@ template <class T, int Dim>
 __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
                                   WarpgroupTraits<T, Dim>::kMinBlocksPerSM)
     attention_tensor_sm90_kernel(const __grid_constant__ AttentionParams<T> p) {
-#if ANSAN_WGMMA_PASS
+#if ANSAN_SM90A_PASS
   using Tr = WarpgroupTraits<T, Dim>;
   constexpr int kRows = Tr::kRows, kKeys = Tr::kKeys;
   unsigned char* const smem = dynamic_shared_memory<unsigned char>();
@@ -167,7 +160,7 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
   cp_async_wait_all();
 
   store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
-#endif  // ANSAN_WGMMA_PASS
+#endif  // ANSAN_SM90A_PASS
 }
 
 template <class T, int Dim>
@@ -181,13 +174,9 @@ cudaError_t launch_attention_tensor_sm90(const AttentionParams<T>& p, cudaStream
 
 template <class T>
 cudaError_t launch_attention_tensor_sm90(const AttentionParams<T>& p, cudaStream_t stream) {
-  if constexpr (sizeof(T) != 2) {
-    return cudaErrorInvalidValue;
-  } else {
-    if (p.head_dim == 64) return launch_attention_tensor_sm90<T, 64>(p, stream);
-    if (p.head_dim == 128) return launch_attention_tensor_sm90<T, 128>(p, stream);
-    return cudaErrorInvalidValue;
-  }
+  return for_hopper_head_dim<T>(p.head_dim, [&](auto dim) {
+    return launch_attention_tensor_sm90<T, decltype(dim)::value>(p, stream);
+  });
 }
 
 // Whether this program holds the kernel's sm_90a code for the current device (and can run it
@@ -208,5 +197,3 @@ bool tensor_sm90_compiled() {
 }
 
 }  // namespace ansan::cuda::detail
-
-#undef ANSAN_WGMMA_PASS

@@ -117,15 +117,14 @@ ANSAN_DEVICE float exp_from(float x, float max) { return max == kMinusInf ? 0.f 
 // scores Q K^T, -inf where not seen; `tile_max`: this lane's maximum of each row of s. Scores
 // enter base 2 as s * scale_log2 (softmax_scale * log2 e, > 0, so the maximum of s is that of
 // the scaled scores) in the same FFMA as the subtraction of the maximum. Turns `s` into
-// 2^(s scale_log2 - max), adds them to this lane's part of `row_sum` (quads add up at the end)
-// and rescales the O accumulator to the new row maximum (`row_max`: base-2 domain) unless no
-// row of the warp has a new maximum, where every factor is 2^0 = 1 (the usual case once a row
-// has seen its largest scores).
-template <int KeyTiles, int DimTiles>
-ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)[2],
-                                      float scale_log2, float (&row_max)[2], float (&row_sum)[2],
-                                      float (&acc_o)[DimTiles][4]) {
-  float rescale[2];
+// 2^(s scale_log2 - max), adds them to this lane's part of `row_sum` (quads add up at the end),
+// moves `row_max` (base-2 domain) to the new row maximum, and returns in `rescale` the factor
+// each row's O accumulator takes to follow it (rescale_accumulator; a kernel whose O is still
+// being written by an MMA applies it after that MMA's wait).
+template <int KeyTiles>
+ANSAN_DEVICE void online_softmax_scores(float (&s)[KeyTiles][4], float (&tile_max)[2],
+                                        float scale_log2, float (&row_max)[2], float (&row_sum)[2],
+                                        float (&rescale)[2]) {
   for (int r = 0; r < 2; ++r) {
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
@@ -141,9 +140,24 @@ ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)
     row_sum[r] = row_sum[r] * rescale[r] + sum;
     row_max[r] = new_max;
   }
+}
+
+// O *= rescale row by row, skipped unless some row of the warp has a new maximum (otherwise
+// every factor is 2^0 = 1: the usual case once a row has seen its largest scores).
+template <int DimTiles>
+ANSAN_DEVICE void rescale_accumulator(float (&acc_o)[DimTiles][4], const float (&rescale)[2]) {
   if (__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f))
     for (int dt = 0; dt < DimTiles; ++dt)
       for (int i = 0; i < 4; ++i) acc_o[dt][i] *= rescale[i / 2];
+}
+
+template <int KeyTiles, int DimTiles>
+ANSAN_DEVICE void online_softmax_step(float (&s)[KeyTiles][4], float (&tile_max)[2],
+                                      float scale_log2, float (&row_max)[2], float (&row_sum)[2],
+                                      float (&acc_o)[DimTiles][4]) {
+  float rescale[2];
+  online_softmax_scores(s, tile_max, scale_log2, row_max, row_sum, rescale);
+  rescale_accumulator(acc_o, rescale);
 }
 
 // The vector kernels' one run-time-to-template step: `launch(std::integral_constant<int, D>{})`

@@ -21,20 +21,24 @@
 
 namespace ansan::cuda::detail {
 
-// Where block `block` works: query head h (heads vary fastest) and query tile `tile`, taken
-// last-first: late query tiles see the most retained keys, so the heaviest blocks start first
-// and the light ones fill the tail. tile < 0: the grid's upper bound passed the last tile.
+// Where work item `item` lies: query heads h .. h + heads_per_item - 1 (head groups vary
+// fastest; all of one KV head when heads_per_item divides heads_q / heads_kv) and query tile
+// `tile`, taken last-first: late query tiles see the most retained keys, so the heaviest items
+// start first and the light ones fill the tail. tile < 0: the grid's upper bound passed the
+// last tile.
 struct QueryTile {
   std::int32_t h, h_kv, tile;
   std::int32_t b, q_begin, rows;        // sequence, first query row, rows held (<= tile rows)
   std::int32_t k_begin, retained_base;  // the sequence's first key row and retained-list entry
 };
 template <class T>
-ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned block,
-                                         int tile_rows) {
+ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned item, int tile_rows,
+                                         int heads_per_item = 1) {
   QueryTile q;
-  q.h = std::int32_t(block % unsigned(p.heads_q)), q.h_kv = q.h / (p.heads_q / p.heads_kv);
-  q.tile = p.tile_prefix[p.batch] - 1 - std::int32_t(block / unsigned(p.heads_q));
+  const unsigned head_groups = unsigned(p.heads_q / heads_per_item);
+  q.h = std::int32_t(item % head_groups) * heads_per_item;
+  q.h_kv = q.h / (p.heads_q / p.heads_kv);
+  q.tile = p.tile_prefix[p.batch] - 1 - std::int32_t(item / head_groups);
   if (q.tile < 0) return q;
   q.b = sequence_of_tile(p.tile_prefix, p.batch, q.tile);
   q.q_begin = p.cu_seqlens_q[q.b] + (q.tile - p.tile_prefix[q.b]) * tile_rows;
@@ -44,18 +48,23 @@ ANSAN_DEVICE QueryTile locate_query_tile(const AttentionParams<T>& p, unsigned b
   return q;
 }
 
+// The barrier of the threads that bound a query tile: by default the whole block.
+struct BlockBarrier {
+  ANSAN_DEVICE void operator()() const { __syncthreads(); }
+};
+
 // The tile's rows, 16 per warp: row_keys[r] (rows past the tile see nothing), the bounds of
 // each warp's rows warp_bounds[w][part], and of the whole tile, bounds[part] (part 0: retained,
-// 1: local). Every thread of the block calls it; it ends on a barrier.
-template <class T, int Rows, int Warps>
+// 1: local). Threads 0 .. 32 Warps - 1 call it, and `sync` is their barrier; it ends on one.
+template <class T, int Rows, int Warps, class Barrier = BlockBarrier>
 ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile& q,
                                    RowKeys (&row_keys)[Rows], TileBounds (&warp_bounds)[Warps][2],
-                                   TileBounds (&bounds)[2]) {
+                                   TileBounds (&bounds)[2], Barrier sync = {}) {
   static_assert(Rows == 16 * Warps, "16 rows per warp");
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   if (tid < Rows)
     row_keys[tid] = tid < q.rows ? p.row_keys[q.q_begin + tid] : RowKeys{q.k_begin, q.k_begin, 0};
-  __syncthreads();
+  sync();
   {  // lanes 16-31 repeat lanes 0-15
     const int row = 16 * warp + lane % 16;
     const RowKeys rk = row_keys[row];
@@ -67,13 +76,13 @@ ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile&
                            hi(rk.local_end)};
     if (lane == 0) warp_bounds[warp][0] = retained, warp_bounds[warp][1] = local;
   }
-  __syncthreads();
+  sync();
   if (tid < 2) {
     TileBounds all = TileBounds::empty();
     for (int w = 0; w < Warps; ++w) all.merge(warp_bounds[w][tid]);
     bounds[tid] = all;
   }
-  __syncthreads();
+  sync();
 }
 
 // Where a kernel keeps (row, col) of a shared tile of `rows` rows of Dim 16-bit elements.
@@ -145,6 +154,20 @@ struct KeyTileLoader {
   // Run by thread `slot` < Keys; a slot not held gets 0 (its copy reads nothing).
   ANSAN_DEVICE void store_offsets(Offsets& offsets, int slot, std::int32_t key_row) const {
     for (int kv = 0; kv < 2; ++kv) offsets[kv][slot] = key_row >= 0 ? key_row * stride_t[kv] : 0;
+  }
+
+  // Without the shared table (the warp-specialized kernel's producer, which has no barrier to
+  // spare per tile): each thread looks up the key rows of its own slots of tile j,
+  ANSAN_DEVICE void own_key_rows(std::int32_t j, std::int32_t (&rows)[kLoads]) const {
+    for (int i = 0; i < kLoads; ++i) rows[i] = key_row(j, slot0 + i * kSlotStep);
+  }
+  // and copies K (kv = 0) or V (kv = 1) of them, zeros past the end of the tile's part.
+  ANSAN_DEVICE void load(T* dst, int kv, const std::int32_t (&rows)[kLoads]) const {
+    for (int i = 0; i < kLoads; ++i) {
+      const bool held = rows[i] >= 0;
+      cp_async_16(dst + Layout::offset(slot0 + i * kSlotStep, 8 * chunk, Keys),
+                  src[kv] + (held ? rows[i] * stride_t[kv] : 0), held);
+    }
   }
 };
 

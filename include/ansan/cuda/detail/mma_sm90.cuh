@@ -1,7 +1,9 @@
 // ansan/cuda/detail/mma_sm90.cuh - the Hopper (sm_90a) instructions of the tensor-core prefill
 // in attention_mma_sm90.cuh, as inline PTX: warpgroup MMA (wgmma.mma_async m64nNk16, fp16/bf16
 // in, f32 accumulate) with B, and A for S = Q K^T, read from shared memory through matrix
-// descriptors (wgmma_layout.hpp), and its fences and commit/wait groups.
+// descriptors (wgmma_layout.hpp), and its fences and commit/wait groups; setmaxnreg, which moves
+// registers between the warp-specialized kernel's warpgroups; ANSAN_SM90A_PASS, the compilation
+// passes the Hopper kernels have bodies in, and their head-dim dispatch.
 //
 // A warpgroup is four consecutive warps; one wgmma computes a 64 x N tile, warp w of the group
 // owning rows 16 w .. 16 w + 15 in the same fragment layout as mma.sync m16n8k16 (mma_layout.hpp):
@@ -26,6 +28,14 @@
 
 #include "ansan/dtype.hpp"
 
+// Whether this compilation pass has sm_90a's instructions: the Hopper kernels compile their
+// bodies only then (and in the emulator), and are empty otherwise.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(ANSAN_KERNEL_EMULATION)
+#define ANSAN_SM90A_PASS 1
+#else
+#define ANSAN_SM90A_PASS 0
+#endif
+
 namespace ansan::cuda::detail {
 
 // tests/emulator/sm90_instructions.hpp defines these on the host instead.
@@ -43,6 +53,18 @@ ANSAN_DEVICE void wgmma_wait() {
 // Makes this thread's earlier shared-memory writes visible to the async proxy (wgmma's reads).
 ANSAN_DEVICE void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Warp specialization: every thread of the warpgroup lowers (dec) or raises (inc) its register
+// count to `Registers` (a multiple of 8 in 24..256); inc waits until the block's pool, which
+// the launch sized, holds enough of what dec gave back.
+template <int Registers>
+ANSAN_DEVICE void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
+}
+template <int Registers>
+ANSAN_DEVICE void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
 }
 
 // An empty asm that "reads and writes" each register: the compiler keeps them live, in place,
@@ -131,5 +153,18 @@ ANSAN_DEVICE void wgmma_m64nNk16_rs(float (&d)[N / 8][4], const std::uint32_t (&
 #undef ANSAN_WGMMA_D64
 
 #endif  // !ANSAN_KERNEL_EMULATION
+
+// The Hopper kernels' one run-time-to-template step: `launch(std::integral_constant<int, D>{})`
+// for head_dim D in {64, 128}, fp16/bf16 only; cudaErrorInvalidValue otherwise.
+template <class T, class Launch>
+cudaError_t for_hopper_head_dim(int head_dim, Launch&& launch) {
+  if constexpr (sizeof(T) != 2) {
+    return cudaErrorInvalidValue;
+  } else {
+    if (head_dim == 64) return launch(std::integral_constant<int, 64>{});
+    if (head_dim == 128) return launch(std::integral_constant<int, 128>{});
+    return cudaErrorInvalidValue;
+  }
+}
 
 }  // namespace ansan::cuda::detail
