@@ -98,8 +98,10 @@ void retire_wgmma(float* d, const std::uint32_t* a_regs, std::uint64_t a_desc, s
           }
           return operand_element<T>(a_matrix, false, warp_rows + row, k);
         };
-        // This lane's two rows of A and N/4 columns of B, each element read once.
-        float a_rows[2][16], b_cols[N / 4][16];
+        // This lane's two rows of A and N/4 columns of B, each element read once. Static: one
+        // fiber runs at a time and none yields in here, and 2 KiB frames would cost the
+        // sanitizer build a fake stack per call.
+        static float a_rows[2][16], b_cols[N / 4][16];
         for (int k = 0; k < 16; ++k) {
           for (int r = 0; r < 2; ++r) a_rows[r][k] = a_at(lane / 4 + 8 * r, k);
           for (int c = 0; c < N / 4; ++c)
