@@ -280,7 +280,24 @@ double kv_tile_bytes(const ansan::cuda::PrefillWork& work, int heads_per_load = 
          heads_per_load;
 }
 
-void report_prefill(benchmark::State& state, Prefill& problem, int heads_per_load = 1) {
+// What a prefill kernel's tensor cores multiply (prefill_work.hpp), in pairs of 4 D flops:
+// mma.sync skips per warp; wgmma multiplies the whole block's rows, and tensor_sm90_ws its P V
+// over the held 16-key groups only. (Simt: counted as mma.sync's tiles.)
+double multiplied_pairs(const ansan::cuda::PrefillWork& work, ansan::cuda::AttentionKernel kernel) {
+  using ansan::cuda::AttentionKernel;
+  if (kernel == AttentionKernel::tensor_sm90) return work.warpgroup_pairs(false);
+  if (kernel == AttentionKernel::tensor_sm90_ws) return work.warpgroup_pairs(true);
+  return work.computed_pairs();
+}
+
+void report_prefill(benchmark::State& state, Prefill& problem) {
+  const ansan::cuda::AttentionKernel kernel =
+      ansan::cuda::choose_kernel(problem.args(0), problem.kernel);
+  // tensor_sm90_ws's two consumer warpgroups share each K/V tile load.
+  const int heads_per_load =
+      kernel == ansan::cuda::AttentionKernel::tensor_sm90_ws
+          ? ansan::cuda::detail::WarpSpecializedTraits<bf16, kDim>::kConsumers
+          : 1;
   problem.run(0);  // warm-up (and first-launch costs)
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   const ansan::cuda::PrefillWork work = ansan::cuda::prefill_work(problem.layout, problem.policy);
@@ -298,7 +315,8 @@ void report_prefill(benchmark::State& state, Prefill& problem, int heads_per_loa
   // and the K/V tile bytes the blocks read, each beside its in-run ceiling.
   if (mma_peak_tflops == 0) mma_peak_tflops = measure_mma_peak();
   if (l2_read_tbps == 0) l2_read_tbps = measure_l2_read();
-  const double computed_tflops = work.computed_pairs() * flops_per_pair / (ms * 1e-3) / 1e12;
+  const double computed_tflops =
+      multiplied_pairs(work, kernel) * flops_per_pair / (ms * 1e-3) / 1e12;
   const double tile_tbps = kv_tile_bytes(work, heads_per_load) / (ms * 1e-3) / 1e12;
   state.counters["TFLOPps_computed"] = computed_tflops;
   state.counters["of_mma_peak"] = computed_tflops / mma_peak_tflops;
@@ -330,8 +348,7 @@ void BM_prefill_sm90_ws(benchmark::State& state) {
                   2402, ansan::cuda::AttentionKernel::tensor_sm90_ws);
   if (!problem.supported())
     return state.SkipWithError("tensor_sm90_ws needs an sm_90a build on a Hopper GPU");
-  report_prefill(state, problem,
-                 ansan::cuda::detail::WarpSpecializedTraits<bf16, kDim>::kConsumers);
+  report_prefill(state, problem);
 }
 void BM_prefill_causal(benchmark::State& state) {
   if (!have_device()) return state.SkipWithError("no CUDA device");
@@ -567,14 +584,16 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
 int work() {
   std::printf(
       "| mask | n | L | visible pairs | computed pairs | visible / computed | causal / computed "
-      "| K+V tile bytes read |\n|---|---|---|---|---|---|---|---|\n");
+      "| wgmma pairs: tensor_sm90 / tensor_sm90_ws | K+V tile bytes read |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   const auto row = [](const char* name, std::int32_t n, double mean_segment,
                       const ansan::MaskPolicy& policy) {
     const ansan::cuda::PrefillWork w =
         ansan::cuda::prefill_work(Prefill::make_layout(n, mean_segment, 2402), policy);
-    std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.3g GB |\n", name, n, mean_segment,
-                w.visible_pairs, w.computed_pairs(), w.visible_pairs / w.computed_pairs(),
-                w.causal_pairs / w.computed_pairs(), kv_tile_bytes(w) / 1e9);
+    std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.4g / %.4g | %.3g GB |\n", name, n,
+                mean_segment, w.visible_pairs, w.computed_pairs(),
+                w.visible_pairs / w.computed_pairs(), w.causal_pairs / w.computed_pairs(),
+                w.warpgroup_pairs(false), w.warpgroup_pairs(true), kv_tile_bytes(w) / 1e9);
   };
   for (std::int32_t n : {4096, 16384, 65536})
     for (double mean_segment : {8.0, 20.0, 64.0})

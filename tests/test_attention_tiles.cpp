@@ -223,7 +223,7 @@ namespace {
 //   kernel compares indices (seen_interval) with a per-warp class
 // Returns the tiles it loaded and the (warp, tile) products it did not skip.
 struct WalkCounts {
-  double loaded_tiles = 0, warp_tiles = 0;
+  double loaded_tiles = 0, warp_tiles = 0, held_groups = 0;
 };
 WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, std::mt19937& rng,
                        int block_rows, int warp_rows, int tile_keys, bool predicate_in_partial) {
@@ -268,6 +268,10 @@ WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, 
       for (std::int32_t j = 0; j < walk.count(); ++j) {
         const int part = walk.part(j);
         const std::int32_t begin = walk.begin(j);
+        counts.held_groups += walk.groups_held(j, 16);
+        // The held groups cover every held slot, and the last group holds a key.
+        REQUIRE(walk.groups_held(j, 16) * 16 >= walk.slots_held(j));
+        REQUIRE((walk.groups_held(j, 16) - 1) * 16 < walk.slots_held(j));
         for (std::int32_t w0 = 0; w0 < rows; w0 += warp_rows) {
           const TileMask mask = classify_tile(bounds_of(w0, w0 + warp_rows, part), begin, begin + tile_keys);
           if (mask != TileMask::none) counts.warp_tiles += 1;
@@ -328,6 +332,17 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
   CHECK(hand.computed_pairs() == 12 * 16 * 64);
   CHECK(hand.visible_pairs == 128 * 129 / 2);
   CHECK(hand.causal_pairs == 128 * 129 / 2);
+  CHECK(hand.held_groups == 3 * 4);
+  CHECK(hand.warpgroup_pairs(false) == 3 * 64 * 64);
+  CHECK(hand.warpgroup_pairs(true) == 3 * 64 * 64);
+  // 100 tokens: block 1's second tile holds keys 64..99, 3 groups of 16; S still whole tiles.
+  const ansan::cuda::PrefillWork short_tail = ansan::cuda::prefill_work(
+      build_layout_from_flags(std::vector<std::uint8_t>(100, 0), std::vector<std::int32_t>{0, 100}),
+      MaskPolicy::causal());
+  CHECK(short_tail.loaded_tiles == 3);
+  CHECK(short_tail.held_groups == 4 + 4 + 3);
+  CHECK(short_tail.warpgroup_pairs(false) == 3 * 64 * 64);
+  CHECK(short_tail.warpgroup_pairs(true) == 0.5 * (3 * 64 * 64 + 11 * 16 * 64));
 
   std::mt19937 rng(777);
   for (const MaskPolicy& p : test::all_policies())
@@ -349,6 +364,7 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
         CAPTURE(policy_name(p));
         CHECK(work.loaded_tiles == replayed.loaded_tiles);
         CHECK(work.warp_tiles == replayed.warp_tiles);
+        CHECK(work.held_groups == replayed.held_groups);
         CHECK(work.visible_pairs == visible_pairs);
         CHECK(work.computed_pairs() >= work.visible_pairs);
       }

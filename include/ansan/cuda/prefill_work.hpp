@@ -4,6 +4,7 @@
 //   const ansan::cuda::PrefillWork w = ansan::cuda::prefill_work(layout, MaskPolicy::anllm());
 //   w.computed_pairs() / w.visible_pairs      // tile overhead: pairs multiplied but masked
 //   w.causal_pairs / w.computed_pairs()       // the kernel's work against dense causal
+//   w.warpgroup_pairs(true)                   // what tensor_sm90_ws multiplies instead
 //   for_each_query_tile(layout, policy, shape, [](const QueryTileWalk& t) { ... });  // each block
 //
 // A thread block takes 64 query rows and walks 64-key tiles; a warp (16 rows) skips a tile no
@@ -30,9 +31,20 @@ struct PrefillWork {
   double query_tiles = 0;    // thread blocks
   double loaded_tiles = 0;   // key tiles the blocks walk (each: tile_keys rows of K and of V)
   double warp_tiles = 0;     // (warp, key tile) products not skipped
+  double held_groups = 0;    // 16-key groups of the loaded tiles, up to each one's last held key
   detail::TileShape shape = detail::kTensorTileShape;
 
+  // What the mma.sync kernel multiplies, in pairs of 4 D flops (S and P V of a warp's tiles).
   double computed_pairs() const { return warp_tiles * shape.warp_rows * shape.tile_keys; }
+  // What the Hopper kernels multiply: wgmma has no per-warp skip, so the whole block's rows times
+  // every loaded tile in S, and in P V the same (tensor_sm90) or only the held 16-key groups
+  // (tensor_sm90_ws); in pairs of 4 D flops, half of them in each product.
+  double warpgroup_pairs(bool pv_over_held_groups) const {
+    const double s = loaded_tiles * shape.block_rows * shape.tile_keys;
+    const double pv = pv_over_held_groups ? held_groups * kHeldGroupKeys * shape.block_rows : s;
+    return 0.5 * (s + pv);
+  }
+  static constexpr int kHeldGroupKeys = 16;  // wgmma's k step
 };
 
 // One thread block's walk, as the host replays it: its query rows (their keys, as the plan
@@ -107,6 +119,8 @@ inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& po
       work.visible_pairs += double(rk.local_end - rk.local_begin) + rk.retained;
     work.query_tiles += 1;
     work.loaded_tiles += tile.walk.count();
+    for (std::int32_t j = 0; j < tile.walk.count(); ++j)
+      work.held_groups += tile.walk.groups_held(j, PrefillWork::kHeldGroupKeys);
     for (std::int32_t w = 0; w < tile.warps(); ++w)
       for (std::int32_t j = 0; j < tile.walk.count(); ++j)
         if (tile.warp_class(w, j) != detail::TileMask::none) work.warp_tiles += 1;

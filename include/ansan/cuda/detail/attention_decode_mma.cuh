@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<T, Dim>::kThreads)
           tile_max[r] = fmaxf(tile_max[r], s[nt][e4]);
         }
       online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
-      const std::uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
-                                  pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+      std::uint32_t a[4];
+      p_fragment<T>(s, 0, a);
       for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {  // O += P V, one k-step of 16 keys
         const RowCol at = ldmatrix_v_address(lane, 0, dp);
         std::uint32_t vb[4];

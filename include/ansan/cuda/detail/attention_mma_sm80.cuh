@@ -149,9 +149,8 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
     cp_async_commit();
     if (mask != TileMask::none)
       for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V
-        const std::uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                                    pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        std::uint32_t a[4];
+        p_fragment<T>(s, kk, a);
         for (int dp = 0; dp < Tr::kDimTiles / 2; ++dp) {
           std::uint32_t vb[4];
           ldmatrix_x4_trans(vb, sV + v_lane.at(16 * kk, 16 * dp, Dim));

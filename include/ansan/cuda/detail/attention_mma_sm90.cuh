@@ -142,12 +142,7 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
     cp_async_commit();
 
     std::uint32_t p_frag[Tr::kPSteps][4];  // P as A fragments: keys 16 kk .. 16 kk + 15
-    for (int kk = 0; kk < Tr::kPSteps; ++kk) {
-      p_frag[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      p_frag[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      p_frag[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      p_frag[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
+    for (int kk = 0; kk < Tr::kPSteps; ++kk) p_fragment<T>(s, kk, p_frag[kk]);
     wgmma_fence();
     for (int kk = 0; kk < Tr::kPSteps; ++kk)
       wgmma_m64nNk16_rs<T, Dim>(acc_o, p_frag[kk],

@@ -137,6 +137,11 @@ struct TileWalk {
     const std::int32_t held = part_end(j) - begin(j);
     return held < tile_keys ? held : tile_keys;
   }
+  // The groups of `group` slots of tile j up to its last held one: the Hopper kernels multiply
+  // only these (wgmma's n of S and k of P V come in 16s).
+  ANSAN_HOST_DEVICE std::int32_t groups_held(std::int32_t j, std::int32_t group) const {
+    return (slots_held(j) + group - 1) / group;
+  }
   // The key row behind index `index` of tile j, or -1 where the tile runs past its part's end.
   // `retained_rows`: the sequence's retained list (its first entry at index 0).
   ANSAN_HOST_DEVICE std::int32_t key_row(std::int32_t j, std::int32_t index,

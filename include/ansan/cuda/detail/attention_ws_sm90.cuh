@@ -15,7 +15,10 @@
 //     loads the next item's Q and bounds its rows while the consumers finish the current one, so
 //     a short walk (about 9 tiles at L = 20) no longer waits for its start.
 //   - a consumer issues S of a tile with P V of the one before, so its softmax runs while the
-//     tensor cores work.
+//     tensor cores work;
+//   - P V multiplies a tile's keys only up to its last held one, in 16s (the last tile of the
+//     retained part and of the local band are mostly empty: about 10% of the MMA work at
+//     L = 20, n = 16384).
 // A consumer's work per tile is tensor_sm90's: S = Q K^T and O += P V on wgmma, mask and online
 // softmax in registers, warp w of the warpgroup owning query rows 16w .. 16w + 15.
 //
@@ -34,6 +37,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "ansan/cuda/detail/attention_mma_sm90.cuh"
 #include "ansan/cuda/detail/attention_params.cuh"
@@ -57,6 +61,7 @@ struct WarpSpecializedTraits {
   static constexpr int kThreads = kWarpgroup * (1 + kConsumers);
   static constexpr int kSlots = 2;   // work items in flight: the consumers' and the next
   static constexpr int kStages = 4;  // (K, V) tile pairs in flight
+  static constexpr int kKeyGroup = 16;             // keys per k-step of P V
   static constexpr unsigned kProducerBarrier = 1;  // named barrier of the producer's threads
   // Registers a thread once the roles part. The launch gives each thread 168 (65536 / 384,
   // rounded down to 8; tests/kernel_resources.cu checks ptxas used exactly that), and the
@@ -113,6 +118,40 @@ template <unsigned Id, unsigned Threads>
 struct NamedBarrier {
   ANSAN_DEVICE void operator()() const { named_barrier_sync(Id, Threads); }
 };
+
+// O += P V over the first `groups` 16-key groups of a key tile, those up to its last held key
+// (so the last tile of a part costs what it holds in P V, not 64 keys), as one commit group.
+// One unconditional batch a branch, fence and commit in it: ptxas then leaves the pipeline as
+// written. S = Q K^T stays 64 keys wide: its narrower forms write fewer accumulators, and
+// ptxas then copies them at the branches' join before the wait, serialising the MMAs. (In
+// tensor_sm90 the four branches cost spills; it keeps the full P V.)
+template <class T, int Dim>
+ANSAN_DEVICE void wgmma_pv(float (&acc_o)[WarpgroupTraits<T, Dim>::kDimTiles][4],
+                           const std::uint32_t (&p_frag)[WarpgroupTraits<T, Dim>::kPSteps][4],
+                           int groups, std::uint64_t v_desc) {
+  static_assert(WarpgroupTraits<T, Dim>::kPSteps == 4, "four groups a tile");
+  const auto multiply = [&](auto steps) {
+    wgmma_fence();
+    for (int kk = 0; kk < decltype(steps)::value; ++kk)
+      wgmma_m64nNk16_rs<T, Dim>(acc_o, p_frag[kk],
+                                advance_descriptor(v_desc, mn_major_step_bytes(kk)), true);
+    wgmma_commit();
+  };
+  switch (groups) {
+    case 1:
+      multiply(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      multiply(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      multiply(std::integral_constant<int, 3>{});
+      break;
+    default:
+      multiply(std::integral_constant<int, 4>{});
+      break;
+  }
+}
 
 // The producer warpgroup (threads 0-127): per item, the Q tiles of both heads and the row
 // bounds, then every (K, V) tile of the walk, each stage as soon as both consumers left it.
@@ -186,6 +225,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     float rescale[2];                      // O's factor for the latest tile's row maxima
     std::uint32_t p_frag[Wg::kPSteps][4];  // P of the previous tile: keys 16 kk .. 16 kk + 15
     RingPosition<Tr::kStages> previous;    // the previous tile's stage
+    int previous_groups = 0;               // and its 16-key groups holding keys
 
     // S = Q K^T of the tile in stage `ring`, as one commit group.
     const auto issue_s = [&] {
@@ -203,11 +243,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
       fence_proxy_async();
       const std::uint64_t v_desc = mn_major_descriptor(shared_address(s.v(previous.stage)), kKeys);
-      wgmma_fence();
-      for (int kk = 0; kk < Wg::kPSteps; ++kk)
-        wgmma_m64nNk16_rs<T, Dim>(acc_o, p_frag[kk],
-                                  advance_descriptor(v_desc, mn_major_step_bytes(kk)), true);
-      wgmma_commit();
+      wgmma_pv<T, Dim>(acc_o, p_frag, previous_groups, v_desc);
     };
     // Mask and softmax of S (tile j, retired): P in sc, O's factor in rescale. A warp none of
     // whose rows sees the tile gets P = 0 (it still takes part in the warpgroup's P V).
@@ -233,16 +269,12 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       fence_registers(p_frag);
       mbarrier_arrive(&s.bar->empty[previous.stage]);  // K and V of the previous tile are read
     };
-    // O follows the latest tile's maxima, and its P becomes the one the next P V multiplies.
-    const auto next_p = [&] {
+    // O follows tile j's maxima, and its P becomes the one the next P V multiplies.
+    const auto next_p = [&](std::int32_t j) {
       rescale_accumulator(acc_o, rescale);
-      for (int kk = 0; kk < Wg::kPSteps; ++kk) {
-        p_frag[kk][0] = pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
-        p_frag[kk][1] = pack2<T>(sc[2 * kk][2], sc[2 * kk][3]);
-        p_frag[kk][2] = pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        p_frag[kk][3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-      }
+      for (int kk = 0; kk < Wg::kPSteps; ++kk) p_fragment<T>(sc, kk, p_frag[kk]);
       previous = ring;
+      previous_groups = walk.groups_held(j, Tr::kKeyGroup);
       ring.advance();
     };
 
@@ -250,7 +282,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       issue_s();
       wgmma_wait<0>();
       softmax(0);
-      next_p();
+      next_p(0);
     }
     for (std::int32_t j = 1; j < tiles; ++j) {
       issue_s();
@@ -259,7 +291,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       softmax(j);
       wgmma_wait<0>();
       retire_pv();
-      next_p();
+      next_p(j);
     }
     if (tiles > 0) {  // the last tile's P V
       issue_pv();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ansan/cuda/detail/mma_layout.hpp"
 #include "ansan/dtype.hpp"
 
 namespace ansan::cuda::detail {
@@ -87,6 +88,18 @@ ANSAN_DEVICE std::uint32_t pack2(float lo, float hi) {
   std::uint32_t word;
   memcpy(&word, pair, sizeof word);
   return word;
+}
+
+// P V's A fragment for keys 16 kk .. 16 kk + 15, rounded to T, from S's accumulators, in place:
+// a lane's A register r holds C elements of n-tile 2 kk + r / 2 (mma_layout.hpp). mma.sync and
+// wgmma's register-sourced A share this layout, so every tensor-core kernel converts P alike.
+template <class T, int KeyTiles>
+ANSAN_DEVICE void p_fragment(const float (&s)[KeyTiles][4], int kk, std::uint32_t (&a)[4]) {
+  for (int r = 0; r < 4; ++r) {
+    const float* c = s[2 * kk + p_tile_of_a_element(2 * r)];
+    const int e = p_c_element_of_a_element(2 * r);
+    a[r] = pack2<T>(c[e], c[e + 1]);
+  }
 }
 
 }  // namespace ansan::cuda::detail
