@@ -3,8 +3,8 @@
 # with $OUT set, after tests/gpu/prepare.sh staged the binaries in .gpu-carry/ (see
 # docs/gpu_check.md). At most ~8 minutes; every step has a time limit inside that budget.
 #
-#   1. nvidia-smi, and whether every staged binary loads here (ldd); tensor_sm90_ws's small
-#      case under a 30 s limit (a hang stops the check there)
+#   1. nvidia-smi, and whether every staged binary loads here (ldd); tensor_sm90_ws's barriers
+#      alone (test_mbarrier_cuda, 20 s) and its small case (30 s): a hang stops the check there
 #   2. every GPU test binary (.gpu-carry/bin/test_*), full doctest output; the attention
 #      test's soak case draws random problems for 30 s
 #   3. the reference transformer demo, anllm_demo --device gpu: PASS only if its exactness line
@@ -128,8 +128,25 @@ for binary in "$carry"/bin/*; do
 done
 
 # tensor_sm90_ws had not run on a GPU when this was written, and a barrier phase that never
-# completes would hang it: its small case goes first, under a short limit, so that a hang costs
-# 30 s and stops the check, instead of taking every step after it to their time limits.
+# completes would hang it: its barriers alone (test_mbarrier_cuda), then its small case, go
+# first, under short limits, so that a hang costs seconds and stops the check, instead of taking
+# every step after it to their time limits; the first says whether the primitives or the kernel
+# around them hang.
+ring_test=$carry/bin/test_mbarrier_cuda
+if [[ $device == yes && -x $ring_test ]]; then
+  name="preflight: mbarrier ring"
+  run_step "$name" 20 "$logs/preflight-ring.log" "${with_libs[@]}" "$ring_test"
+  case $rc in
+    0) record "$name" PASS "$took" "$(doctest_note "$logs/preflight-ring.log")" ;;
+    124 | 137)
+      record "$name" TIMEOUT "$took" "the barrier primitives hang: the check stops here (logs/preflight-ring.log)"
+      finish
+      ;;
+    *) record "$name" FAIL "$took" "exit $rc; $(doctest_note "$logs/preflight-ring.log") (logs/preflight-ring.log)" ;;
+  esac
+elif [[ $device == no ]]; then
+  record "preflight: mbarrier ring" SKIP 0 "no GPU"
+fi
 attention_test=$carry/bin/test_attention_cuda
 if [[ $device == yes && -x $attention_test ]]; then
   name="preflight: tensor_sm90_ws"
