@@ -132,37 +132,30 @@ done
 # first, under short limits, so that a hang costs seconds and stops the check, instead of taking
 # every step after it to their time limits; the first says whether the primitives or the kernel
 # around them hang.
+# preflight NAME LIMIT LOG HANG CMD...: a PASS or FAIL row; on a timeout, HANG and the end.
+preflight() {
+  local name=$1 limit=$2 log=$3 hang=$4
+  shift 4
+  if [[ $device == no ]]; then
+    record "$name" SKIP 0 "no GPU"
+    return
+  fi
+  run_step "$name" "$limit" "$log" "$@"
+  case $rc in
+    0) record "$name" PASS "$took" "$(doctest_note "$log")" ;;
+    124 | 137)
+      record "$name" TIMEOUT "$took" "$hang: the check stops here (logs/$(basename "$log"))"
+      finish
+      ;;
+    *) record "$name" FAIL "$took" "exit $rc; $(doctest_note "$log") (logs/$(basename "$log"))" ;;
+  esac
+}
 ring_test=$carry/bin/test_mbarrier_cuda
-if [[ $device == yes && -x $ring_test ]]; then
-  name="preflight: mbarrier ring"
-  run_step "$name" 20 "$logs/preflight-ring.log" "${with_libs[@]}" "$ring_test"
-  case $rc in
-    0) record "$name" PASS "$took" "$(doctest_note "$logs/preflight-ring.log")" ;;
-    124 | 137)
-      record "$name" TIMEOUT "$took" "the barrier primitives hang: the check stops here (logs/preflight-ring.log)"
-      finish
-      ;;
-    *) record "$name" FAIL "$took" "exit $rc; $(doctest_note "$logs/preflight-ring.log") (logs/preflight-ring.log)" ;;
-  esac
-elif [[ $device == no ]]; then
-  record "preflight: mbarrier ring" SKIP 0 "no GPU"
-fi
 attention_test=$carry/bin/test_attention_cuda
-if [[ $device == yes && -x $attention_test ]]; then
-  name="preflight: tensor_sm90_ws"
-  run_step "$name" 30 "$logs/preflight-ws.log" "${with_libs[@]}" "$attention_test" \
-    "--test-case=sanitizer: tensor_sm90_ws"
-  case $rc in
-    0) record "$name" PASS "$took" "$(doctest_note "$logs/preflight-ws.log")" ;;
-    124 | 137)
-      record "$name" TIMEOUT "$took" "hangs: the check stops here (logs/preflight-ws.log)"
-      finish
-      ;;
-    *) record "$name" FAIL "$took" "exit $rc; $(doctest_note "$logs/preflight-ws.log") (logs/preflight-ws.log)" ;;
-  esac
-elif [[ $device == no ]]; then
-  record "preflight: tensor_sm90_ws" SKIP 0 "no GPU"
-fi
+[[ -x $ring_test ]] && preflight "preflight: mbarrier ring" 20 "$logs/preflight-ring.log" \
+  "the barrier primitives hang" "${with_libs[@]}" "$ring_test"
+[[ -x $attention_test ]] && preflight "preflight: tensor_sm90_ws" 30 "$logs/preflight-ws.log" \
+  "tensor_sm90_ws hangs" "${with_libs[@]}" "$attention_test" "--test-case=sanitizer: tensor_sm90_ws"
 
 # 2. every GPU test binary
 for test in "$carry"/bin/test_*; do
