@@ -137,8 +137,8 @@ struct TileWalk {
     const std::int32_t held = part_end(j) - begin(j);
     return held < tile_keys ? held : tile_keys;
   }
-  // The groups of `group` slots of tile j up to its last held one: the Hopper kernels multiply
-  // only these (wgmma's n of S and k of P V come in 16s).
+  // The groups of `group` slots of tile j up to its last held one: tensor_sm90_ws's P V
+  // multiplies only these (in wgmma's k steps of 16 keys).
   ANSAN_HOST_DEVICE std::int32_t groups_held(std::int32_t j, std::int32_t group) const {
     return (slots_held(j) + group - 1) / group;
   }

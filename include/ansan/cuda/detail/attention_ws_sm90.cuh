@@ -16,9 +16,9 @@
 //     a short walk (about 9 tiles at L = 20) no longer waits for its start.
 //   - a consumer issues S of a tile with P V of the one before, so its softmax runs while the
 //     tensor cores work;
-//   - P V multiplies a tile's keys only up to its last held one, in 16s (the last tile of the
-//     retained part and of the local band are mostly empty: about 10% of the MMA work at
-//     L = 20, n = 16384).
+//   - P V multiplies a tile's keys only up to its last held one, in 16s: the last tiles of the
+//     retained part and of the local band are mostly empty (P V does 10% less at L = 20,
+//     n = 16384).
 // A consumer's work per tile is tensor_sm90's: S = Q K^T and O += P V on wgmma, mask and online
 // softmax in registers, warp w of the warpgroup owning query rows 16w .. 16w + 15.
 //
