@@ -355,6 +355,17 @@ void BM_prefill_causal(benchmark::State& state) {
   Prefill problem(std::int32_t(state.range(0)), 20.0, ansan::MaskPolicy::causal(), 2402);
   report_prefill(state, problem);
 }
+// Dense causal on tensor_sm90_ws: its long walks (128 tiles a block at n = 16384) against SDPA's
+// flash kernel on the same work say how much of a gap is the kernel's loop, and how much the
+// anchor walks' shortness.
+void BM_prefill_causal_sm90_ws(benchmark::State& state) {
+  if (!have_device()) return state.SkipWithError("no CUDA device");
+  Prefill problem(std::int32_t(state.range(0)), 20.0, ansan::MaskPolicy::causal(), 2402,
+                  ansan::cuda::AttentionKernel::tensor_sm90_ws);
+  if (!problem.supported())
+    return state.SkipWithError("tensor_sm90_ws needs an sm_90a build on a Hopper GPU");
+  report_prefill(state, problem);
+}
 
 // Decode: B sequences, each a compacted cache of `cache` entries (anchors, then a 16-token
 // open segment), one non-anchor query row at the next position; every entry is visible.
@@ -502,6 +513,7 @@ void hopper_prefill_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_prefill_sm90)->Apply(hopper_prefill_shapes);
 BENCHMARK(BM_prefill_sm90_ws)->Apply(hopper_prefill_shapes);
 BENCHMARK(BM_prefill_causal)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_prefill_causal_sm90_ws)->ArgNames({"n"})->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_copy)->ArgNames({"cache"})->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMicrosecond);
 // Issue 5's decode shapes at head_dim 128, and the other two head dims at one cache length.
 void decode_shapes(benchmark::internal::Benchmark* b) {
