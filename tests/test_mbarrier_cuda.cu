@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ring_kernel(const uint4* src, int tiles, uint4* dst, int* ran) {
 #if ANSAN_SM90A_PASS
   constexpr int kNamedEvery = 8;  // tiles between the consumers' named barriers
-  constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;  // as tensor_sm90_ws
+  constexpr int kProducerRegisters = 64, kConsumerRegisters = 216;  // as tensor_sm90_ws
   unsigned char* const smem = kd::dynamic_shared_memory<unsigned char>();
   Barriers* const bar = reinterpret_cast<Barriers*>(smem);
   uint4* const stages = reinterpret_cast<uint4*>(smem + sizeof(Barriers));

@@ -256,6 +256,16 @@ TEST_CASE("tensor_sm90_ws: persistent blocks over many work items, ring and slot
     }
     emu::device() = emu::Device{};
   }
+  // Items that see nothing between items that do: a block holding an item's last P V meets an
+  // empty item, which must first finish the one before it.
+  const AttentionProblem mixed = test::keys_between_empty_problem(4, 2);
+  DeviceProblem<bf16> mixed_dp(rng, mixed);
+  const test::Reference mixed_ref = mixed_dp.reference();
+  for (int multiprocessors : {1, 2}) {
+    emu::device().multiprocessors = multiprocessors;
+    check_every_emulation(kTensorSm90Ws, mixed_dp, mixed_ref);
+  }
+  emu::device() = emu::Device{};
   // Odd heads_q / heads_kv: no GQA pair to share a block.
   const AttentionProblem mha_problem =
       test::prefill_problem(ragged, MaskPolicy::anllm(), shape(2, 2, 64), "MHA");
@@ -355,6 +365,32 @@ TEST_CASE("a longer sequence: many retained and local tiles per query tile") {
   check_all<bf16>(rng,
                   test::prefill_problem(L, MaskPolicy::sepllm(4, 96), shape(2, 1, 128), "n = 700"),
                   {kTensor, kTensorSm90});
+}
+
+// A NaN in one sequence's values reaches only the rows that see it: the kernels never read
+// another sequence's keys, and the persistent kernel, whose consumers carry O from item to
+// item, starts each item's O from zero (0 x NaN would not clear it).
+TEST_CASE("a NaN in one sequence's values stays in that sequence's rows, on every kernel") {
+  std::mt19937 rng(919);
+  const AnchorLayout L = build_layout_from_flags(test::random_flags(rng, 128, 6.0),
+                                                 std::vector<std::int32_t>{0, 64, 128});
+  const AttentionProblem pr =
+      test::prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "NaN values in sequence 1");
+  DeviceProblem<bf16> dp(rng, pr);
+  const test::Storage kv = test::kv_storage(pr);
+  for (std::int32_t row = pr.cu_k[1]; row < pr.cu_k[2]; ++row)  // sequence 1, taken first
+    for (index_t h = 0; h < kv.shape[1]; ++h)
+      for (index_t d = 0; d < kv.shape[2]; ++d)
+        dp.v[std::size_t(row * kv.stride[0] + h * kv.stride[1] + d * kv.stride[2])] =
+            from_float<bf16>(NAN);
+  dp.d_v = test::to_device(dp.v);
+  const test::Reference ref = dp.reference();
+  REQUIRE(std::isnan(ref.out.back()));  // sequence 1's rows are NaN, sequence 0's are not
+  REQUIRE(std::isfinite(ref.out.front()));
+  emu::device().multiprocessors = 1;  // one block takes sequence 1's items, then sequence 0's
+  for (AttentionKernel k : kEveryKernel)
+    if (ansan::cuda::detail::supports(k, dp.args())) check(k, dp, ref);
+  emu::device() = emu::Device{};
 }
 
 // Random problems (test::random_problem: policy, head dim, GQA shape, strides, prefill /

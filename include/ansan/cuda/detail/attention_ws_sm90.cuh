@@ -15,7 +15,8 @@
 //     loads the next item's Q and bounds its rows while the consumers finish the current one, so
 //     a short walk (about 9 tiles at L = 20) no longer waits for its start.
 //   - a consumer issues S of a tile with P V of the one before, so its softmax runs while the
-//     tensor cores work;
+//     tensor cores work, and chains items alike (the last P V of one with the first S of the
+//     next, its O stored once that retires);
 //   - P V multiplies a tile's keys only up to its last held one, in 16s: the last tiles of the
 //     retained part and of the local band are mostly empty (P V does 10% less at L = 20,
 //     n = 16384).
@@ -65,8 +66,9 @@ struct WarpSpecializedTraits {
   static constexpr unsigned kProducerBarrier = 1;  // named barrier of the producer's threads
   // Registers a thread once the roles part. The launch gives each thread 168 (65536 / 384,
   // rounded down to 8; tests/kernel_resources.cu checks ptxas used exactly that), and the
-  // consumers take what the producer gives back: 72 is the least it needs without spilling.
-  static constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;
+  // consumers take what the producer gives back: 64 is the least it needs without spilling.
+  // (ptxas 13.0 spilled 8 bytes at 72 / 216 where 64 / 216 and 72 / 208 spill none.)
+  static constexpr int kProducerRegisters = 64, kConsumerRegisters = 216;
   static_assert(kWarpgroup * (kProducerRegisters + kConsumers * kConsumerRegisters) <=
                     kThreads * 168,
                 "within the block's register pool (inc would wait forever)");
@@ -196,7 +198,10 @@ ANSAN_DEVICE void produce(const AttentionParams<T>& p, const WarpSpecializedShar
 // tile as the producer delivers them. Consecutive tiles overlap (FlashAttention-3's pipelining
 // within a warpgroup): S_j = Q K_j^T and O += P_{j-1} V_{j-1} are issued together, and the
 // softmax of S_j runs while the tensor cores multiply P_{j-1} V_{j-1}; O takes S_j's rescaling,
-// and P_j replaces P_{j-1}, only once that product has retired.
+// and P_j replaces P_{j-1}, only once that product has retired. Items chain the same way: an
+// item's last P V is issued with the next item's first S, and its O stored once that retires,
+// so only the block's first S and last P V run alone, not every item's (at L = 20 an item's
+// walk is about 9 tiles).
 template <class T, int Dim>
 ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
                           const WarpSpecializedShared<T, Dim>& s, unsigned items) {
@@ -206,44 +211,68 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
   const int tid = int(threadIdx.x) - Tr::kWarpgroup * (c + 1), warp = tid / 32, lane = tid % 32;
   const int my_col = mma_c_element(lane, 0).col;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  // Carried from tile to tile, and from an item to the next:
   RingPosition<Tr::kStages> ring;  // the stage of the tile whose S comes next
-  unsigned n = 0;
-  for (unsigned item = blockIdx.x; item < items; item += gridDim.x, ++n) {
-    const int slot = int(n % Tr::kSlots);
-    const unsigned use = (n / Tr::kSlots) & 1u;
+  float acc_o[Wg::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
+  float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
+  std::uint32_t p_frag[Wg::kPSteps][4];  // P of the previous tile: keys 16 kk .. 16 kk + 15
+  RingPosition<Tr::kStages> previous;    // the previous tile's stage
+  int previous_groups = 0;               // and its 16-key groups holding keys
+  bool pv_pending = false;               // P of the previous tile still waits for its P V
+
+  // O += P V of the previous tile, as one commit group.
+  const auto issue_pv = [&] {
+    mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
+    fence_proxy_async();  // the producer's copies, as the tensor cores' reads see them
+    const std::uint64_t v_desc = mn_major_descriptor(shared_address(s.v(previous.stage)), kKeys);
+    wgmma_pv<T, Dim>(acc_o, p_frag, previous_groups, v_desc);
+  };
+  // The previous P V retired: its stage is free.
+  const auto retire_pv = [&] {
+    fence_registers(acc_o);
+    fence_registers(p_frag);
+    mbarrier_arrive(&s.bar->empty[previous.stage]);  // K and V of the previous tile are read
+  };
+  // An item's O and log-sum-exp go out, and O starts again for the next. (Where its rows lie
+  // is looked up again here rather than held through the walk: registers are short.)
+  const auto finish_item = [&](unsigned item, const float (&max)[2], const float (&sum)[2]) {
     QueryTile q = locate_query_tile(p, item, Tr::kRows, Tr::kConsumers);
     q.h += c;
+    store_query_rows(p, q, 16 * warp, acc_o, max, sum);
+    for (int dt = 0; dt < Wg::kDimTiles; ++dt)
+      for (int i = 0; i < 4; ++i) acc_o[dt][i] = 0.f;
+  };
+  // The softmax statistics start again for the next item; the finished item keeps its own.
+  const auto restart_rows = [&](float (&max)[2], float (&sum)[2]) {
+    for (int r = 0; r < 2; ++r) {
+      max[r] = row_max[r], sum[r] = row_sum[r];
+      row_max[r] = kMinusInf, row_sum[r] = 0.f;
+    }
+  };
+
+  unsigned n = 0, item = blockIdx.x;  // (the item before `item` is item - gridDim.x)
+  for (; item < items; item += gridDim.x, ++n) {
+    const int slot = int(n % Tr::kSlots);
+    const unsigned use = (n / Tr::kSlots) & 1u;
     mbarrier_wait(&s.bar->item_full[slot], use);
     RowKeys my_rows[2];  // this thread's two rows of every accumulator fragment
     for (int r = 0; r < 2; ++r) my_rows[r] = s.row_keys[slot][16 * warp + lane / 4 + 8 * r];
     const TileWalk walk{s.bounds[slot][0], s.bounds[slot][1], kKeys};
     const std::int32_t tiles = walk.count();
     const std::uint64_t q_desc = k_major_descriptor(shared_address(s.q(slot, c)));
-    float acc_o[Wg::kDimTiles][4] = {};  // O: (16 rows, Dim) per warp, C layout
-    float row_max[2] = {kMinusInf, kMinusInf}, row_sum[2] = {0.f, 0.f};  // base-2 domain
-    float sc[Wg::kKeyTiles][4];            // S, then P: (16 rows, kKeys) per warp, C layout
-    float rescale[2];                      // O's factor for the latest tile's row maxima
-    std::uint32_t p_frag[Wg::kPSteps][4];  // P of the previous tile: keys 16 kk .. 16 kk + 15
-    RingPosition<Tr::kStages> previous;    // the previous tile's stage
-    int previous_groups = 0;               // and its 16-key groups holding keys
+    float sc[Wg::kKeyTiles][4];  // S, then P: (16 rows, kKeys) per warp, C layout
+    float rescale[2];            // O's factor for the latest tile's row maxima
 
     // S = Q K^T of the tile in stage `ring`, as one commit group.
     const auto issue_s = [&] {
       mbarrier_wait(&s.bar->k_full[ring.stage], ring.parity);
-      fence_proxy_async();  // the producer's copies, as the tensor cores' reads see them
+      fence_proxy_async();
       const std::uint64_t k_desc = k_major_descriptor(shared_address(s.k(ring.stage)));
       wgmma_fence();  // after the waits: orders the latest writes of the registers it uses
       for (int ks = 0; ks < Wg::kKSteps; ++ks)
         wgmma_m64n64k16_ss<T>(sc, advance_descriptor(q_desc, k_major_step_bytes(ks, Tr::kRows)),
                               advance_descriptor(k_desc, k_major_step_bytes(ks, kKeys)), ks > 0);
       wgmma_commit();
-    };
-    // O += P V of the previous tile, as one commit group.
-    const auto issue_pv = [&] {
-      mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
-      fence_proxy_async();
-      const std::uint64_t v_desc = mn_major_descriptor(shared_address(s.v(previous.stage)), kKeys);
-      wgmma_pv<T, Dim>(acc_o, p_frag, previous_groups, v_desc);
     };
     // Mask and softmax of S (tile j, retired): P in sc, O's factor in rescale. A warp none of
     // whose rows sees the tile gets P = 0 (it still takes part in the warpgroup's P V).
@@ -263,12 +292,6 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
         online_softmax_scores(sc, tile_max, scale_log2, row_max, row_sum, rescale);
       }
     };
-    // The previous P V retired: its stage is free.
-    const auto retire_pv = [&] {
-      fence_registers(acc_o);
-      fence_registers(p_frag);
-      mbarrier_arrive(&s.bar->empty[previous.stage]);  // K and V of the previous tile are read
-    };
     // O follows tile j's maxima, and its P becomes the one the next P V multiplies.
     const auto next_p = [&](std::int32_t j) {
       rescale_accumulator(acc_o, rescale);
@@ -278,7 +301,18 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       ring.advance();
     };
 
-    if (tiles > 0) {  // (the first k_full wait also covers Q)
+    if (tiles > 0 && pv_pending) {  // the previous item's last P V, under this item's softmax
+      issue_s();  // (the first k_full wait also covers Q)
+      issue_pv();
+      wgmma_wait<1>();
+      float done_max[2], done_sum[2];
+      restart_rows(done_max, done_sum);
+      softmax(0);
+      wgmma_wait<0>();
+      retire_pv();
+      finish_item(item - gridDim.x, done_max, done_sum);
+      next_p(0);
+    } else if (tiles > 0) {
       issue_s();
       wgmma_wait<0>();
       softmax(0);
@@ -293,13 +327,25 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       retire_pv();
       next_p(j);
     }
-    if (tiles > 0) {  // the last tile's P V
-      issue_pv();
-      wgmma_wait<0>();
-      retire_pv();
-    }
     mbarrier_arrive(&s.bar->item_empty[slot]);  // Q, row keys and bounds are read
-    store_query_rows(p, q, 16 * warp, acc_o, row_max, row_sum);
+    if (tiles == 0) {  // nothing to multiply: O = 0, and the item before it, if any, ends first
+      if (pv_pending) {
+        issue_pv();
+        wgmma_wait<0>();
+        retire_pv();
+        float done_max[2], done_sum[2];
+        restart_rows(done_max, done_sum);
+        finish_item(item - gridDim.x, done_max, done_sum);
+      }
+      finish_item(item, row_max, row_sum);
+    }
+    pv_pending = tiles > 0;
+  }
+  if (pv_pending) {  // the block's last P V
+    issue_pv();
+    wgmma_wait<0>();
+    retire_pv();
+    finish_item(item - gridDim.x, row_max, row_sum);
   }
 }
 
