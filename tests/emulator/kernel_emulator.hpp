@@ -206,6 +206,7 @@ class Engine {
     std::memset(smem_.data(), 0xff, smem_.size() * sizeof(smem_[0]));
     async_arrivals_.clear();
     named_arrivals_ = 0;
+    named_passed_ = {};
     for (std::size_t i = 0; i < threads_.size(); ++i) {
       Thread& t = threads_[i];
       t = Thread{};
@@ -232,6 +233,12 @@ class Engine {
           warp_order.push_back(i / 32);
       if (!release_waiting(warp_order)) break;
     }
+    // Stricter than the hardware, which drops a barrier's state with its block: an arrival left
+    // over means a hand-off whose two sides did not pair up.
+    for (unsigned id = 1; id < 16; ++id)
+      if (named_passed_[id].arrived > 0)
+        fail(block_name() + " exited with " + std::to_string(named_passed_[id].arrived) +
+             " threads' bar.arrive " + std::to_string(id) + " never matched by a bar.sync");
     ++stats().blocks;
   }
 
@@ -310,9 +317,25 @@ class Engine {
     async_arrivals_.push_back(std::move(arrive));
   }
 
-  // bar.sync id, threads: waits until `threads` threads (whole warps) wait at `id`.
+  // bar.sync id, threads: waits until `threads` threads (whole warps) have reached `id`, waiting
+  // there or passing by bar.arrive.
   void named_barrier(unsigned id, unsigned threads) {
-    const std::string name = "bar.sync " + std::to_string(id) + ", " + std::to_string(threads);
+    const std::string name = check_named_barrier("bar.sync", id, threads);
+    Thread& t = self();
+    t.named_barrier = id, t.named_threads = threads, t.named_arrival = ++named_arrivals_;
+    park(Wait::named, "bar.sync", 0);
+  }
+  // bar.arrive id, threads: counts toward the barrier's `threads` and goes on.
+  void named_barrier_arrive(unsigned id, unsigned threads) {
+    check_named_barrier("bar.arrive", id, threads);
+    named_passed_[id].threads = threads, ++named_passed_[id].arrived;
+  }
+
+ private:
+  // Refuses a named-barrier use the hardware would not count; returns its name for messages.
+  std::string check_named_barrier(const char* op, unsigned id, unsigned threads) const {
+    const std::string name = std::string(op) + " " + std::to_string(id) + ", " +
+                             std::to_string(threads);
     if (id == 0 || id > 15) fail(name + ": named barriers are 1 to 15 (0 is __syncthreads')");
     if (threads == 0 || threads % 32 != 0 || threads > threads_.size())
       fail(name + ": the count must be whole warps of the block's " +
@@ -322,9 +345,10 @@ class Engine {
       if (t.wait == Wait::named && t.named_barrier == id && t.named_threads != threads)
         fail(block_name() + ": " + name + " while other threads wait at it with a count of " +
              std::to_string(t.named_threads));
-    Thread& t = self();
-    t.named_barrier = id, t.named_threads = threads, t.named_arrival = ++named_arrivals_;
-    park(Wait::named, "bar.sync", 0);
+    if (named_passed_[id].arrived > 0 && named_passed_[id].threads != threads)
+      fail(block_name() + ": " + name + " while other threads arrived at it with a count of " +
+           std::to_string(named_passed_[id].threads));
+    return name;
   }
 
  private:
@@ -430,7 +454,8 @@ class Engine {
   }
 
   // bar.sync counts whole warps: a warp arrives once all its live lanes wait at the same id, and
-  // the barrier opens for the first threads / 32 warps to arrive.
+  // the barrier opens once the waiting warps and the bar.arrive threads make its count: for the
+  // first waiting warps to arrive, after the arrivals (which came before any wait of theirs).
   bool release_named_barriers() {
     struct Arrival {
       std::uint64_t when;  // its last lane's
@@ -457,10 +482,17 @@ class Engine {
     bool released = false;
     for (unsigned id = 1; id < 16; ++id) {
       auto& warps = arrivals[id];
-      if (warps.empty() || warps.size() * 32 < counts[id]) continue;
+      NamedArrivals& passed = named_passed_[id];
+      const unsigned count = warps.empty() ? passed.threads : counts[id];
+      if (passed.arrived % 32 != 0)  // every thread is parked: the rest of the warp went elsewhere
+        fail(block_name() + ": bar.arrive " + std::to_string(id) + " by " +
+             std::to_string(passed.arrived % 32) + " lanes of a warp (it counts whole warps)");
+      if (count == 0 || warps.size() * 32 + passed.arrived < count) continue;
       std::sort(warps.begin(), warps.end(),
                 [](const Arrival& a, const Arrival& b) { return a.when < b.when; });
-      for (std::size_t k = 0; k < counts[id] / 32; ++k)
+      const unsigned by_arrival = std::min(passed.arrived, count);
+      passed.arrived -= by_arrival;
+      for (std::size_t k = 0; k < (count - by_arrival) / 32; ++k)
         for (std::size_t i = warps[k].warp * 32; i < warps[k].warp * 32 + 32; ++i)
           if (threads_[i].wait == Wait::named) threads_[i].wait = Wait::none;
       released = true;
@@ -538,6 +570,10 @@ class Engine {
   std::deque<std::function<void()>> async_arrivals_;  // deferred cp.async.mbarrier.arrive
   bool woke_waiter_ = false;  // an arrival completed a phase some thread waits for
   std::uint64_t named_arrivals_ = 0;
+  struct NamedArrivals {  // bar.arrive's, by id, not yet counted in a completed barrier
+    unsigned threads = 0, arrived = 0;
+  };
+  std::array<NamedArrivals, 16> named_passed_{};
   FiberContext scheduler_;
   std::exception_ptr error_;
   const void* main_stack_bottom_ = nullptr;

@@ -10,7 +10,8 @@
 //               one arrival, once every cp.async this thread issued before it has landed. With
 //               AsyncCopy::at_wait it happens as late as it may: only when no thread can go on
 //               otherwise (Engine::release_waiting), oldest first, landing its copies then.
-//   bar.sync    counts whole warps; opens when `threads` threads wait at the id.
+//   bar.sync    counts whole warps; opens when `threads` threads have reached the id, waiting
+//               there or passing it by bar.arrive (which does not wait).
 // The word's encoding is the emulator's own and carries a marker, so a barrier used before its
 // mbarrier.init in this block (the 0xff poison) or overwritten by data is refused, not read as
 // counts.
@@ -107,6 +108,10 @@ inline void cp_async_mbarrier_arrive(std::uint64_t* barrier) {
 
 inline void named_barrier_sync(unsigned id, unsigned threads) {
   ::ansan::emulator::detail::engine().named_barrier(id, threads);
+}
+
+inline void named_barrier_arrive(unsigned id, unsigned threads) {
+  ::ansan::emulator::detail::engine().named_barrier_arrive(id, threads);
 }
 
 }  // namespace ansan::cuda::detail

@@ -662,6 +662,72 @@ TEST_CASE("named barriers sync a subset of warps while the others go on") {
   }
 }
 
+TEST_CASE("bar.arrive hands a turn between two warps: they alternate, and without the first pass neither goes") {
+  // tensor_sm90_ws's ping-pong in small: warp w waits at barrier 2 + w for its turn, writes the
+  // next entry of a shared log, and passes the turn by arriving at the other's barrier. Warp 1
+  // passes first, unasked, so warp 0 starts, and warp 0 takes the last pass.
+  constexpr int kRounds = 5;
+  const auto alternate = [](bool first_pass) {
+    return [=] {
+      int* log = kd::dynamic_shared_memory<int>();  // (1 + 2 kRounds): the next slot, then entries
+      const int warp = int(threadIdx.x) / 32;
+      if (threadIdx.x == 0) log[0] = 1;
+      __syncthreads();
+      if (first_pass && warp == 1) kd::named_barrier_arrive(2, 64);
+      for (int round = 0; round < kRounds; ++round) {
+        kd::named_barrier_sync(2 + unsigned(warp), 64);
+        if (threadIdx.x % 32 == 0) log[log[0]++] = warp;
+        __syncwarp();
+        kd::named_barrier_arrive(2 + unsigned(1 - warp), 64);
+      }
+      if (warp == 0) kd::named_barrier_sync(2, 64);  // warp 1's last pass
+    };
+  };
+  for (const emu::Options& o : every_emulation()) {
+    INFO(describe(o));
+    WithOptions with(o);
+    std::vector<int> log(1 + 2 * kRounds);
+    REQUIRE(launch(1, 64, log.size() * sizeof(int), [&, body = alternate(true)] {
+              body();
+              __syncthreads();
+              if (threadIdx.x == 0) std::memcpy(log.data(), kd::dynamic_shared_memory<int>(),
+                                                log.size() * sizeof(int));
+            }) == cudaSuccess);
+    CHECK(log[0] == 1 + 2 * kRounds);
+    for (int i = 1; i <= 2 * kRounds; ++i) CHECK(log[std::size_t(i)] == (i - 1) % 2);
+    std::string error;
+    try {
+      launch(1, 64, log.size() * sizeof(int), alternate(false));
+    } catch (const emu::emulation_error& e) {
+      error = e.what();
+    }
+    CHECK(error.find("no thread can go on") != std::string::npos);
+  }
+}
+
+TEST_CASE("bar.arrive misuse throws: a count other than the waiters', part of a warp, an arrival left over") {
+  CHECK_NOTHROW(launch(1, 64, 0, [] { kd::named_barrier_arrive(2, 64); }));  // nobody waits
+  CHECK_THROWS_AS(launch(1, 64, 0,
+                         [] {
+                           if (threadIdx.x < 32) kd::named_barrier_arrive(2, 64);
+                         }),
+                  emu::emulation_error);  // the block ends with 32 of 64 arrived
+  CHECK_THROWS_AS(launch(1, 64, 0,
+                         [] {
+                           if (threadIdx.x < 32) kd::named_barrier_sync(2, 64);
+                           else kd::named_barrier_arrive(2, 32);
+                         }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(launch(1, 64, 0,
+                         [] {
+                           if (threadIdx.x < 32) kd::named_barrier_sync(2, 64);
+                           else if (threadIdx.x < 48) kd::named_barrier_arrive(2, 64);
+                         }),
+                  emu::emulation_error);
+  CHECK_THROWS_AS(launch(1, 64, 0, [] { kd::named_barrier_arrive(0, 64); }),
+                  emu::emulation_error);  // __syncthreads'
+}
+
 TEST_CASE("named barrier misuse throws: mismatched counts, id 0, partial warps, too few threads") {
   const auto sync_all = [](unsigned threads, unsigned id, unsigned count) {
     launch(1, threads, 0, [=] { kd::named_barrier_sync(id, count); });

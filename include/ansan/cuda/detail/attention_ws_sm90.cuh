@@ -17,6 +17,8 @@
 //   - a consumer issues S of a tile with P V of the one before, so its softmax runs while the
 //     tensor cores work, and chains items alike (the last P V of one with the first S of the
 //     next, its O stored once that retires);
+//   - the two consumers take turns at issuing (named barriers), so the tensor cores run one's
+//     products while the other's softmax runs, rather than both at once, then neither;
 //   - P V multiplies a tile's keys only up to its last held one, in 16s: the last tiles of the
 //     retained part and of the local band are mostly empty (P V does 10% less at L = 20,
 //     n = 16384).
@@ -28,6 +30,8 @@
 //   item_empty[slot]  256, consumer threads   the consumers are done with the slot
 //   k_full[s], v_full[s]  128, producer cp.async  K / V of stage s have landed
 //   empty[s]          256, consumer threads   both consumers are done with stage s
+//   named 2 + c       256, consumers         consumer c's turn to issue: it waits, the other
+//                                            arrives (bar.arrive) once done issuing
 // Q needs no barrier of its own: a cp.async arrival waits for every earlier copy of its
 // thread, so the item's first k_full phase also means its Q tiles have landed.
 // Items alternate between two slots; tiles go through the stages in walk order, item after
@@ -64,6 +68,7 @@ struct WarpSpecializedTraits {
   static constexpr int kStages = 4;  // (K, V) tile pairs in flight
   static constexpr int kKeyGroup = 16;             // keys per k-step of P V
   static constexpr unsigned kProducerBarrier = 1;  // named barrier of the producer's threads
+  static constexpr unsigned kTurnBarrier = 2;      // consumer c's turn at the tensor cores: 2 + c
   // Registers a thread once the roles part. The launch gives each thread 168 (65536 / 384,
   // rounded down to 8; tests/kernel_resources.cu checks ptxas used exactly that), and the
   // consumers take what the producer gives back: 64 is the least it needs without spilling.
@@ -220,12 +225,26 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
   int previous_groups = 0;               // and its 16-key groups holding keys
   bool pv_pending = false;               // P of the previous tile still waits for its P V
 
-  // O += P V of the previous tile, as one commit group.
+  // The two consumers take turns at issuing their products (FlashAttention-3's ping-pong):
+  // while one's S and P V hold the tensor cores, the other runs its softmax. Each waits for
+  // its turn, issues, and passes the turn on; consumer 1 passes first, so consumer 0 starts.
+  // Both walk the same tiles, so they issue equally often and the turns stay paired; consumer 0
+  // takes one more at the end. (The ids depend on c, so ptxas reports all 16 barriers used;
+  // one block an SM fits regardless.)
+  const auto take_turn = [&] { named_barrier_sync(Tr::kTurnBarrier + c, 2 * Tr::kWarpgroup); };
+  const auto pass_turn = [&] {
+    named_barrier_arrive(Tr::kTurnBarrier + (1 - c), 2 * Tr::kWarpgroup);
+  };
+  if (c == 1) pass_turn();
+
+  // O += P V of the previous tile, as one commit group, in this consumer's turn.
   const auto issue_pv = [&] {
     mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
     fence_proxy_async();  // the producer's copies, as the tensor cores' reads see them
     const std::uint64_t v_desc = mn_major_descriptor(shared_address(s.v(previous.stage)), kKeys);
+    take_turn();
     wgmma_pv<T, Dim>(acc_o, p_frag, previous_groups, v_desc);
+    pass_turn();
   };
   // The previous P V retired: its stage is free.
   const auto retire_pv = [&] {
@@ -263,16 +282,22 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     float sc[Wg::kKeyTiles][4];  // S, then P: (16 rows, kKeys) per warp, C layout
     float rescale[2];            // O's factor for the latest tile's row maxima
 
-    // S = Q K^T of the tile in stage `ring`, as one commit group.
-    const auto issue_s = [&] {
+    // S = Q K^T of the tile in stage `ring`, and with it O += P V of the previous tile if
+    // `with_pv`: a commit group each, S's first, both in one turn (the waits before it).
+    const auto issue = [&](bool with_pv) {
       mbarrier_wait(&s.bar->k_full[ring.stage], ring.parity);
-      fence_proxy_async();
+      if (with_pv) mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
+      fence_proxy_async();  // the producer's copies, as the tensor cores' reads see them
       const std::uint64_t k_desc = k_major_descriptor(shared_address(s.k(ring.stage)));
+      const std::uint64_t v_desc = mn_major_descriptor(shared_address(s.v(previous.stage)), kKeys);
+      take_turn();
       wgmma_fence();  // after the waits: orders the latest writes of the registers it uses
       for (int ks = 0; ks < Wg::kKSteps; ++ks)
         wgmma_m64n64k16_ss<T>(sc, advance_descriptor(q_desc, k_major_step_bytes(ks, Tr::kRows)),
                               advance_descriptor(k_desc, k_major_step_bytes(ks, kKeys)), ks > 0);
       wgmma_commit();
+      if (with_pv) wgmma_pv<T, Dim>(acc_o, p_frag, previous_groups, v_desc);
+      pass_turn();
     };
     // Mask and softmax of S (tile j, retired): P in sc, O's factor in rescale. A warp none of
     // whose rows sees the tile gets P = 0 (it still takes part in the warpgroup's P V).
@@ -302,8 +327,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     };
 
     if (tiles > 0 && pv_pending) {  // the previous item's last P V, under this item's softmax
-      issue_s();  // (the first k_full wait also covers Q)
-      issue_pv();
+      issue(true);  // (the first k_full wait also covers Q)
       wgmma_wait<1>();
       float done_max[2], done_sum[2];
       restart_rows(done_max, done_sum);
@@ -313,14 +337,13 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
       finish_item(item - gridDim.x, done_max, done_sum);
       next_p(0);
     } else if (tiles > 0) {
-      issue_s();
+      issue(false);
       wgmma_wait<0>();
       softmax(0);
       next_p(0);
     }
     for (std::int32_t j = 1; j < tiles; ++j) {
-      issue_s();
-      issue_pv();
+      issue(true);
       wgmma_wait<1>();  // S retired; the previous P V may still run, under the softmax
       softmax(j);
       wgmma_wait<0>();
@@ -347,6 +370,7 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     retire_pv();
     finish_item(item - gridDim.x, row_max, row_sum);
   }
+  if (c == 0) take_turn();  // consumer 1's last pass: no arrival outlives the block
 }
 
 template <class T, int Dim>

@@ -1,7 +1,8 @@
 // ansan/cuda/detail/mbarrier_sm90.cuh - the block-local synchronisation of the warp-specialized
 // Hopper prefill (attention_ws_sm90.cuh), as inline PTX: shared-memory barriers (mbarrier) that
 // one group of warps arrives on and another waits on, cp.async copies that arrive on one when
-// they land, and named barriers that sync a subset of the block's warps.
+// they land, and named barriers that sync a subset of the block's warps (or hand a turn between
+// two of its warpgroups).
 //
 // An mbarrier is a 64-bit word in shared memory holding an expected arrival count, the arrivals
 // still missing in its current phase, and the phase's parity. When the last expected arrival
@@ -65,6 +66,12 @@ ANSAN_DEVICE void cp_async_mbarrier_arrive(std::uint64_t* barrier) {
 // 0 is __syncthreads').
 ANSAN_DEVICE void named_barrier_sync(unsigned id, unsigned threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Counts this thread's warp toward barrier `id`'s `threads` without waiting: the other side of
+// a hand-off, where one group waits at the barrier and the other signals it and goes on.
+ANSAN_DEVICE void named_barrier_arrive(unsigned id, unsigned threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 #endif  // !ANSAN_KERNEL_EMULATION
