@@ -220,7 +220,7 @@ namespace {
 // each visible pair and never for anything else (a zero-filled slot included).
 //   block_rows / warp_rows / tile_keys: the kernel's tile shape
 //   predicate_in_partial: simt asks visible_retained / visible_local per element, the tensor
-//   kernel compares indices (seen_interval) with a per-warp class
+//   kernel compares indices (TileWalk::seen) with a per-warp class
 // Returns the tiles it loaded and the (warp, tile) products it did not skip.
 struct WalkCounts {
   double loaded_tiles = 0, warp_tiles = 0, held_groups = 0;
@@ -266,18 +266,17 @@ WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, 
       counts.loaded_tiles += walk.count();
       std::vector<std::vector<int>> count(std::size_t(rows), std::vector<int>(std::size_t(ke - kb), 0));
       for (std::int32_t j = 0; j < walk.count(); ++j) {
-        const int part = walk.part(j);
         const std::int32_t begin = walk.begin(j);
         counts.held_groups += walk.groups_held(j, 16);
         // The held groups cover every held slot, and the last group holds a key.
         REQUIRE(walk.groups_held(j, 16) * 16 >= walk.slots_held(j));
         REQUIRE((walk.groups_held(j, 16) - 1) * 16 < walk.slots_held(j));
         for (std::int32_t w0 = 0; w0 < rows; w0 += warp_rows) {
-          const TileMask mask = classify_tile(bounds_of(w0, w0 + warp_rows, part), begin, begin + tile_keys);
+          const TileMask mask = walk.classify(bounds_of(w0, w0 + warp_rows, 0), bounds_of(w0, w0 + warp_rows, 1), j);
           if (mask != TileMask::none) counts.warp_tiles += 1;
           for (std::int32_t r = w0; r < std::min(w0 + warp_rows, rows); ++r)
             for (std::int32_t index = begin; index < begin + tile_keys; ++index) {
-              const std::int32_t row = walk.key_row(j, index, retained_rows.data() + retained_base);
+              const std::int32_t row = walk.key_row(index, retained_rows.data() + retained_base);
               REQUIRE((row >= 0) ==
                       (index - begin < walk.slots_held(j)));  // the loader's zero fill
               bool seen;
@@ -285,10 +284,9 @@ WalkCounts replay_walk(const MaskPolicy& p, const AnchorLayout& L, double keep, 
                 const QueryInfo q = L.query(b, q0 + r);
                 seen = mask == TileMask::full ||
                        (mask == TileMask::partial && row >= 0 &&
-                        (part == 0 ? visible_retained(p, q, key(row)) : visible_local(p, q, key(row))));
+                        (walk.in_retained(index) ? visible_retained(p, q, key(row)) : visible_local(p, q, key(row))));
               } else {
-                seen =
-                    seen_interval(mask, part, rk[std::size_t(r)], begin, tile_keys).contains(index);
+                seen = walk.seen(mask, rk[std::size_t(r)], j).contains(index);
               }
               if (!seen) continue;
               REQUIRE_MESSAGE((row >= kb && row < ke), "pair (", q0 + r, ", slot ", index, ") counted outside the keys");
@@ -369,4 +367,52 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
         CHECK(work.computed_pairs() >= work.visible_pairs);
       }
     }
+}
+
+TEST_CASE("the walk packs a query tile's retained keys and its band end to end") {
+  // AnLLM, 200 tokens: segments of 2 up to the anchor at 39, then one open segment from 40.
+  // Rows 64..127 see the 20 anchors and the band [40, row]: walk indices 0..19 are the anchors
+  // (key rows 1, 3, .., 39), 20..107 key rows 40..127, so 2 tiles where one for the anchors
+  // and two for the band's 88 keys would be 3.
+  std::vector<std::uint8_t> flags(200, 0);
+  for (int t = 1; t < 40; t += 2) flags[std::size_t(t)] = 1;
+  const AnchorLayout L = build_layout_from_flags(flags, std::vector<std::int32_t>{0, 200});
+  std::vector<std::int32_t> retained_rows;
+  for (int t = 1; t < 40; t += 2) retained_rows.push_back(t);
+  std::vector<std::int32_t> tiles;
+  ansan::cuda::for_each_query_tile(
+      L, MaskPolicy::anllm(), ansan::cuda::detail::kTensorTileShape,
+      [&](const ansan::cuda::QueryTileWalk& t) {
+        tiles.push_back(t.walk.count());
+        if (t.q_begin != 64) return;
+        const TileWalk& w = t.walk;
+        CHECK(w.end() == 108);
+        CHECK(w.local_shift() == 20 - 40);
+        CHECK(w.key_row(0, retained_rows.data()) == 1);
+        CHECK(w.key_row(19, retained_rows.data()) == 39);
+        CHECK(w.key_row(20, retained_rows.data()) == 40);
+        CHECK(w.key_row(107, retained_rows.data()) == 127);
+        CHECK(w.key_row(108, retained_rows.data()) == -1);
+        CHECK(w.in_retained(19));
+        CHECK_FALSE(w.in_retained(20));
+        CHECK(w.slots_held(0) == 64);
+        CHECK(w.slots_held(1) == 44);
+        CHECK(w.groups_held(1, 16) == 3);
+        // Warp 0 (rows 64..79): every anchor, and key rows 40..row of the band.
+        CHECK(t.warp_class(0, 0) == TileMask::partial);  // anchors full, band masked
+        CHECK(t.warp_class(0, 1) == TileMask::none);  // key rows 84..127: beyond rows 64..79
+        const SeenKeys row_64 = w.seen(TileMask::partial, t.rows[0], 0);
+        CHECK(row_64.retained.begin == 0);
+        CHECK(row_64.retained.end == 20);
+        CHECK(row_64.local.begin == 20);  // key row 40
+        CHECK(row_64.local.end == 20 + 25);  // key rows 40..64
+        CHECK(t.warp_class(3, 1) == TileMask::partial);  // rows 112..127 see 84..112 and more
+        // Classes of the two parts combine: full for one part and nothing of the other is full.
+        CHECK(w.classify(TileBounds{0, 0, 64, 64}, TileBounds::empty(), 0) == TileMask::full);
+        CHECK(w.classify(TileBounds::empty(), TileBounds{0, 0, 500, 500}, 1) == TileMask::full);
+        CHECK(w.classify(TileBounds::empty(), TileBounds::empty(), 0) == TileMask::none);
+      });
+  // Rows 0..63: 20 anchors + band [0, 64); 64..127: 20 + 88; 128..191: 20 + 152; 192..199:
+  // 20 + 160. Packed: 2, 2, 3, 3 tiles (each part in its own tiles: 2, 3, 4, 4).
+  CHECK(tiles == std::vector<std::int32_t>{2, 2, 3, 3});
 }

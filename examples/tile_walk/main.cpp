@@ -8,9 +8,11 @@
 // local keys and the class of every (warp, key tile) product, and writes
 // OUT_DIR/tile_walk_anllm.svg (default docs/images): left, the 64 x 64 tiles of the causal
 // triangle, shaded where any pair is visible (what FlexAttention's BlockMask visits); right, the
-// tiles the kernel walks: retained tiles (the earlier anchors, gathered by the plan into a dense
-// list) then the local band, each split into the four warps' 16-row products: full, masked
-// (partial) or skipped. The walk is the host replay of the kernels' (ansan/cuda/prefill_work.hpp).
+// tiles the kernel walks: the retained keys (the earlier anchors, gathered by the plan into a
+// dense list) and then the local band, packed end to end, so the tile where the anchors end
+// takes the band's first keys; each tile is split into the four warps' 16-row products: full,
+// masked (partial) or skipped. The walk is the host replay of the kernels'
+// (ansan/cuda/prefill_work.hpp).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +50,13 @@ bool tile_pair_visible(const ansan::AnchorLayout& L, const ansan::MaskPolicy& p,
     for (std::int32_t j = kt * tile; j < std::min(i + 1, (kt + 1) * tile); ++j)
       if (ansan::visible(p, L.query(0, i), L.key(0, j))) return true;
   return false;
+}
+
+// A tile of retained keys only (R), local keys only (L), or both (M: where the anchors end).
+char part_char(const ansan::cuda::detail::TileWalk& walk, std::int32_t j) {
+  const bool starts_retained = walk.in_retained(walk.begin(j));
+  const bool ends_retained = walk.in_retained(walk.begin(j) + walk.slots_held(j) - 1);
+  return ends_retained ? 'R' : starts_retained ? 'M' : 'L';
 }
 
 char class_char(TileMask m) {
@@ -106,7 +115,7 @@ int main(int argc, char** argv) {
                   t.q_begin + std::int32_t(t.rows.size()) - 1, t.walk.retained.last(),
                   t.walk.local.first(), t.walk.local.last() - 1);
       for (std::int32_t j = 0; j < t.walk.count(); ++j) {
-        std::printf(" %c%d[", t.walk.part(j) == 0 ? 'R' : 'L', j);
+        std::printf(" %c%d[", part_char(t.walk, j), j);
         for (std::int32_t w = 0; w < t.warps(); ++w) {
           const TileMask m = t.warp_class(w, j);
           std::printf("%c", class_char(m));
@@ -123,15 +132,11 @@ int main(int argc, char** argv) {
 
     // The picture.
     const int cell = 40, gap = 60, left = 70, top = 110;
-    // The right panel: retained tiles in the first columns, local tiles after a gap.
-    std::int32_t most_retained = 0, most_local = 0;
-    for (const QueryTileWalk& t : tiles) {
-      most_retained = std::max(most_retained, t.walk.retained_tiles());
-      most_local = std::max(most_local, t.walk.count() - t.walk.retained_tiles());
-    }
+    // The right panel: each block's tiles in walk order.
+    std::int32_t most_tiles = 0;
+    for (const QueryTileWalk& t : tiles) most_tiles = std::max(most_tiles, t.walk.count());
     const int right = left + query_tiles * cell + gap, step = cell + 6;
-    const int local_x = right + most_retained * step + 24;
-    const int width = std::max(local_x + most_local * step, right + 420) + 20;
+    const int width = std::max(right + most_tiles * step, right + 420) + 20;
     const int height = top + query_tiles * cell + 90;
     const char* retained_fill = "#f08a24";
     const char* local_fill = "#2f6db5";
@@ -155,8 +160,8 @@ int main(int argc, char** argv) {
         << "<text x=\"" << right << "\" y=\"" << top - 34
         << "\" font-size=\"13\">ansan: " << walked_tiles
         << " tiles, each as its 4 warps' products</text>\n"
-        << "<text x=\"" << right << "\" y=\"" << top - 12 << "\" font-size=\"11\">retained</text>\n"
-        << "<text x=\"" << local_x << "\" y=\"" << top - 12 << "\" font-size=\"11\">local</text>\n";
+        << "<text x=\"" << right << "\" y=\"" << top - 12
+        << "\" font-size=\"11\">retained keys, then local keys, in walk order</text>\n";
     for (std::int32_t qt = 0; qt < query_tiles; ++qt) {
       const int y = top + qt * cell;
       svg << "<text x=\"" << left - 8 << "\" y=\"" << y + cell / 2 + 4
@@ -168,16 +173,31 @@ int main(int argc, char** argv) {
       const QueryTileWalk& t = tiles[std::size_t(qt)];
       const int warp_px = (cell - 4) * shape.warp_rows / shape.block_rows;  // a gap between blocks
       for (std::int32_t j = 0; j < t.walk.count(); ++j) {
-        const std::int32_t retained_tiles = t.walk.retained_tiles();
-        const int x = j < retained_tiles ? right + j * step : local_x + (j - retained_tiles) * step;
-        const char* fill = t.walk.part(j) == 0 ? retained_fill : local_fill;
+        const int x = right + j * step;
+        // The tile's slots left to right: retained keys, then local keys, then empty slots.
+        const std::int32_t first = t.walk.begin(j);
+        const std::int32_t retained_slots =
+            std::clamp(t.walk.retained.last() - first, 0, shape.tile_keys);
+        const std::int32_t held = t.walk.slots_held(j);
+        const struct {
+          std::int32_t begin, end;
+          const char* fill;
+        } spans[] = {{0, retained_slots, retained_fill}, {retained_slots, held, local_fill}};
         for (std::int32_t w = 0; w < t.warps(); ++w) {
           const TileMask m = t.warp_class(w, j);
-          svg << "<rect x=\"" << x + 1 << "\" y=\"" << y + 2 + w * warp_px << "\" width=\""
-              << cell - 2 << "\" height=\"" << warp_px - 1 << "\" fill=\""
-              << (m == TileMask::none ? "white" : fill) << "\""
-              << (m == TileMask::partial ? " fill-opacity=\"0.45\"" : "")
-              << " stroke=\"#bbb\" stroke-width=\"0.5\"/>\n";
+          const int y_warp = y + 2 + w * warp_px;
+          svg << "<rect x=\"" << x + 1 << "\" y=\"" << y_warp << "\" width=\"" << cell - 2
+              << "\" height=\"" << warp_px - 1
+              << "\" fill=\"white\" stroke=\"#bbb\" stroke-width=\"0.5\"/>\n";
+          if (m == TileMask::none) continue;
+          for (const auto& span : spans) {
+            if (span.end <= span.begin) continue;
+            const double px = double(cell - 2) / shape.tile_keys;
+            svg << "<rect x=\"" << x + 1 + span.begin * px << "\" y=\"" << y_warp << "\" width=\""
+                << (span.end - span.begin) * px << "\" height=\"" << warp_px - 1 << "\" fill=\""
+                << span.fill << "\"" << (m == TileMask::partial ? " fill-opacity=\"0.45\"" : "")
+                << "/>\n";
+          }
         }
       }
     }
@@ -187,8 +207,8 @@ int main(int argc, char** argv) {
       const char* opacity;
       const char* text;
     } legend[] = {{visited_fill, "1", "a tile with a visible pair"},
-                  {retained_fill, "1", "retained tile (earlier anchors)"},
-                  {local_fill, "1", "local tile (own segment)"},
+                  {retained_fill, "1", "retained keys (earlier anchors)"},
+                  {local_fill, "1", "local keys (own segment)"},
                   {local_fill, "0.45", "lighter: the warp masks pairs"},
                   {"white", "1", "the warp skips the tile"}};
     for (int e = 0; e < 5; ++e) {
@@ -199,7 +219,8 @@ int main(int argc, char** argv) {
           << legend_y + 11 << "\" font-size=\"11\">" << legend[e].text << "</text>\n";
     }
     svg << "<text x=\"12\" y=\"" << legend_y + 40 << "\" font-size=\"11\" fill=\"#555\">"
-        << "a warp's stripe: its 16 query rows; retained tiles hold the earlier anchors' key rows, "
+        << "a warp's stripe: its 16 query rows, its tile's slots left to right (white where "
+           "a tile ends before its last slot); retained keys are the earlier anchors' key rows, "
            "gathered by the plan; drawn by examples/tile_walk</text>\n</svg>\n";
     if (!svg) throw std::runtime_error("cannot write " + path);
     std::printf("wrote %s\n", path.c_str());

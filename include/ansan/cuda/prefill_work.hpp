@@ -53,15 +53,13 @@ struct PrefillWork {
 struct QueryTileWalk {
   std::int32_t b = 0, q_begin = 0;    // sequence, its first query row (sequence-local)
   std::vector<detail::RowKeys> rows;  // the block's rows (fewer than block_rows at the end)
-  detail::TileWalk walk{};            // retained tiles, then local tiles
+  detail::TileWalk walk{};            // retained keys, then local keys, packed in tiles
   std::vector<detail::TileBounds> warp_bounds;  // [2 w + part]: warp w's retained / local bounds
 
   std::int32_t warps() const { return std::int32_t(warp_bounds.size() / 2); }
   // What warp w does with key tile j: skip it (none), or multiply it, masked or not.
   detail::TileMask warp_class(std::int32_t w, std::int32_t j) const {
-    const std::int32_t first = walk.begin(j);
-    return detail::classify_tile(warp_bounds[std::size_t(2 * w + walk.part(j))], first,
-                                 first + walk.tile_keys);
+    return walk.classify(warp_bounds[std::size_t(2 * w)], warp_bounds[std::size_t(2 * w + 1)], j);
   }
 };
 

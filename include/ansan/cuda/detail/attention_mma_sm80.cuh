@@ -6,15 +6,16 @@
 // 16w .. 16w+15 and keeps them in registers: the S tile, the O accumulator and, at head_dim
 // 64, the Q fragments (at 128 and 256 they are re-read from shared memory at every k-step:
 // see TensorTraits).
-// Key tiles of 64 come from the two parts of SPEC section 4, in one online softmax:
-//   retained   64 entries of the sequence's retained list (rows gathered by index)
-//   local      64 consecutive key rows of the band [min local_begin, max local_end)
-// For each tile:
+// Key tiles of 64 come from the two parts of SPEC section 4, packed end to end (TileWalk), in
+// one online softmax:
+//   retained   entries of the sequence's retained list (rows gathered by index)
+//   local      consecutive key rows of the band [min local_begin, max local_end)
+// (the tile where the first ends holds the start of the second). For each tile:
 //   S = Q K^T            mma.m16n8k16 over head_dim, K fragments by ldmatrix.x4
 //   mask                 per warp: no row sees the tile -> skip it; otherwise each row sees
-//                        one interval of the tile's indices (seen_interval(): visible_retained /
-//                        visible_local in index form, the whole tile when every row sees all
-//                        of it), two compares per element and no branch
+//                        one interval of the tile's walk indices in each part (TileWalk::seen:
+//                        visible_retained / visible_local in index form, the whole tile when
+//                        every row sees all of it), four compares per element and no branch
 //                        (tests/test_attention_tiles.cpp replays this walk on the host)
 //   online softmax       in base 2 (scores pre-multiplied by scale * log2 e)
 //   O += P V             P re-used from the S accumulator as the A fragment (mma_layout.hpp),
@@ -122,9 +123,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
     loader.load(sV, 1, j, sKeyOffsets[j % 2]);
     cp_async_commit();
 
-    const int part = walk.part(j);
-    const std::int32_t begin = walk.begin(j);
-    const TileMask mask = classify_tile(sWarpBounds[warp][part], begin, begin + kKeys);  // warp-uniform
+    const TileMask mask = walk.classify(sWarpBounds[warp][0], sWarpBounds[warp][1], j);  // warp-uniform
     float s[Tr::kKeyTiles][4] = {};  // S: (16 rows, kKeys) per warp, C layout
     if (mask != TileMask::none) {
       for (int ks = 0; ks < Tr::kKSteps; ++ks) {  // S = Q K^T
@@ -138,7 +137,7 @@ __global__ void __launch_bounds__(TensorTraits<T, Dim>::kThreads,
         }
       }
       float tile_max[2];
-      mask_scores(s, mask, part, my_rows, begin, my_col, tile_max);
+      mask_scores(s, mask, walk, j, my_rows, my_col, tile_max);
       online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
     }
     if (tid < kKeys) loader.store_offsets(sKeyOffsets[(j + 1) % 2], tid, next_key_row);

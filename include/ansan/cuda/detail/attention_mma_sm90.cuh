@@ -5,7 +5,7 @@
 //
 // One thread block = one warpgroup (4 warps) = 64 query rows of one sequence and one query
 // head, warp w owning rows 16w .. 16w+15 (in registers: the S tile, the O accumulator, P).
-// Per key tile of 64 (the same TileWalk over retained and local tiles):
+// Per key tile of 64 (the same TileWalk: retained and local keys packed end to end):
 //   S = Q K^T      wgmma m64n64k16, Q and K both read from shared memory (K-major), Dim/16 steps
 //   mask, online softmax   as in the mma.sync kernel (the S accumulator has its C layout)
 //   O += P V       wgmma m64nDk16, P from registers (the S accumulator converted to the A
@@ -121,16 +121,13 @@ __global__ void __launch_bounds__(WarpgroupTraits<T, Dim>::kThreads,
 
     // The warpgroup computed S for every warp; a warp none of whose rows sees the tile adds
     // P = 0 (it must still take part in the warpgroup's P V).
-    const int part = walk.part(j);
-    const std::int32_t begin = walk.begin(j);
-    const TileMask mask =
-        classify_tile(sWarpBounds[warp][part], begin, begin + kKeys);  // warp-uniform
+    const TileMask mask = walk.classify(sWarpBounds[warp][0], sWarpBounds[warp][1], j);  // warp-uniform
     if (mask == TileMask::none) {
       for (int nt = 0; nt < Tr::kKeyTiles; ++nt)
         for (int i = 0; i < 4; ++i) s[nt][i] = 0.f;
     } else {
       float tile_max[2];
-      mask_scores(s, mask, part, my_rows, begin, my_col, tile_max);
+      mask_scores(s, mask, walk, j, my_rows, my_col, tile_max);
       online_softmax_step(s, tile_max, scale_log2, row_max, row_sum, acc_o);
     }
     if (tid < kKeys) loader.store_offsets(sKeyOffsets[(j + 1) % 2], tid, next_key_row);

@@ -55,7 +55,7 @@ struct BlockBarrier {
 
 // The tile's rows, 16 per warp: row_keys[r] (rows past the tile see nothing), the bounds of
 // each warp's rows warp_bounds[w][part], and of the whole tile, bounds[part] (part 0: retained,
-// 1: local). Threads 0 .. 32 Warps - 1 call it, and `sync` is their barrier; it ends on one.
+// 1: local), each in its part's own index space (the TileWalk packs them). Threads 0 .. 32 Warps - 1 call it, and `sync` is their barrier; it ends on one.
 template <class T, int Rows, int Warps, class Barrier = BlockBarrier>
 ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile& q,
                                    RowKeys (&row_keys)[Rows], TileBounds (&warp_bounds)[Warps][2],
@@ -138,7 +138,7 @@ struct KeyTileLoader {
         slot0(tid / kChunks),
         chunk(tid % kChunks) {}
 
-  // K (kv = 0) or V (kv = 1) of tile j into dst, zeros past the end of its part.
+  // K (kv = 0) or V (kv = 1) of tile j into dst, zeros past the end of the walk.
   ANSAN_DEVICE void load(T* dst, int kv, std::int32_t j, const Offsets& offsets) const {
     const std::int32_t held = walk.slots_held(j);
     for (int i = 0; i < kLoads; ++i) {
@@ -147,9 +147,9 @@ struct KeyTileLoader {
                   slot < held);
     }
   }
-  // The key row behind slot `slot` of tile j, -1 where the tile runs past its part's end.
+  // The key row behind slot `slot` of tile j, -1 where the tile runs past the walk's end.
   ANSAN_DEVICE std::int32_t key_row(std::int32_t j, int slot) const {
-    return walk.key_row(j, walk.begin(j) + slot, retained_rows);
+    return walk.key_row(walk.begin(j) + slot, retained_rows);
   }
   // Run by thread `slot` < Keys; a slot not held gets 0 (its copy reads nothing).
   ANSAN_DEVICE void store_offsets(Offsets& offsets, int slot, std::int32_t key_row) const {
@@ -161,7 +161,7 @@ struct KeyTileLoader {
   ANSAN_DEVICE void own_key_rows(std::int32_t j, std::int32_t (&rows)[kLoads]) const {
     for (int i = 0; i < kLoads; ++i) rows[i] = key_row(j, slot0 + i * kSlotStep);
   }
-  // and copies K (kv = 0) or V (kv = 1) of them, zeros past the end of the tile's part.
+  // and copies K (kv = 0) or V (kv = 1) of them, zeros past the end of the walk.
   ANSAN_DEVICE void load(T* dst, int kv, const std::int32_t (&rows)[kLoads]) const {
     for (int i = 0; i < kLoads; ++i) {
       const bool held = rows[i] >= 0;
@@ -171,22 +171,26 @@ struct KeyTileLoader {
   }
 };
 
-// Masks a warp's S tile of key tile [begin, begin + 8 KeyTiles) of `part` (partial tiles only:
-// each row sees one interval of the tile's indices; relative to this lane's first column,
-// element (nt, i) is at the compile-time offset 8 nt + i % 2) and returns each of this lane's
-// two rows' maximum in tile_max.
+// Masks a warp's S tile, tile j of the walk, 8 KeyTiles keys wide (partial tiles only: each
+// row sees one interval of the tile's walk indices in each part; relative to this lane's first
+// column, element (nt, i) is at the compile-time offset 8 nt + i % 2) and returns each of this
+// lane's two rows' maximum in tile_max.
 template <int KeyTiles>
-ANSAN_DEVICE void mask_scores(float (&s)[KeyTiles][4], TileMask mask, int part,
-                              const RowKeys (&my_rows)[2], std::int32_t begin, int my_col,
+ANSAN_DEVICE void mask_scores(float (&s)[KeyTiles][4], TileMask mask, const TileWalk& walk,
+                              std::int32_t j, const RowKeys (&my_rows)[2], int my_col,
                               float (&tile_max)[2]) {
   if (mask == TileMask::partial)
     for (int r = 0; r < 2; ++r) {
-      const KeyInterval seen = seen_interval(mask, part, my_rows[r], begin, 8 * KeyTiles);
-      const std::int32_t lo = seen.begin - (begin + my_col), hi = seen.end - (begin + my_col);
+      const SeenKeys seen = walk.seen(mask, my_rows[r], j);
+      const std::int32_t first = walk.begin(j) + my_col;
+      // A partial tile's retained interval starts at walk index 0, at or below every column:
+      // its end is the one compare it needs.
+      const std::int32_t retained_end = seen.retained.end - first;
+      const KeyInterval local{seen.local.begin - first, seen.local.end - first};
       for (int nt = 0; nt < KeyTiles; ++nt)
         for (int i = 2 * r; i < 2 * r + 2; ++i) {
           const int offset = 8 * nt + i % 2;
-          if (offset < lo || offset >= hi) s[nt][i] = kMinusInf;
+          if (offset >= retained_end && !local.contains(offset)) s[nt][i] = kMinusInf;
         }
     }
   tile_max[0] = tile_max[1] = kMinusInf;

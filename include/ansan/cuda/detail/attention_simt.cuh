@@ -4,11 +4,12 @@
 // (odd head dims, unaligned views).
 //
 // One thread block = 16 query rows of one sequence and one query head. It walks the two key
-// parts of SPEC section 4 with one online softmax:
-//   retained   tiles of the sequence's retained-key list (indices [0, max retained))
-//   local      tiles of key rows [min local_begin, max local_end)
-// Tiles no row sees are skipped, fully visible ones take no per-element check, and the rest
-// ask the predicate halves visible_retained / visible_local per (row, key) in registers.
+// parts of SPEC section 4 with one online softmax, packed end to end (TileWalk):
+//   retained   the sequence's retained-key list, indices [0, max retained)
+//   local      key rows [min local_begin, max local_end)
+// so one tile may hold the end of the first and the start of the second. Tiles no row sees
+// are skipped, fully visible ones take no per-element check, and the rest ask the predicate
+// halves visible_retained / visible_local (by the key's part) per (row, key) in registers.
 //
 // Work split: warp w owns rows w, w+4, w+8, w+12. For scores, lane c takes key c of the
 // 32-key tile; for the output, lane l owns dims l, l+32, ... (P is broadcast by shuffles).
@@ -91,13 +92,12 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
 
   const TileWalk walk{sBounds[0], sBounds[1], kKeys};
   for (std::int32_t tile_index = 0; tile_index < walk.count(); ++tile_index) {
-    const int part = walk.part(tile_index);
     const std::int32_t begin = walk.begin(tile_index);
-    const TileMask mask = classify_tile(part == 0 ? walk.retained : walk.local, begin, begin + kKeys);
+    const TileMask mask = walk.classify(walk.retained, walk.local, tile_index);
     if (mask == TileMask::none) continue;  // uniform across the block
     if (int(threadIdx.x) < kKeys) {
       const std::int32_t index = begin + std::int32_t(threadIdx.x);
-      const std::int32_t row = walk.key_row(tile_index, index, p.retained_rows + retained_base);
+      const std::int32_t row = walk.key_row(index, p.retained_rows + retained_base);
       sKeyRow[threadIdx.x] = row;
       if (row >= 0) sKey[threadIdx.x] = p.key(row);
     }
@@ -117,8 +117,8 @@ __global__ void __launch_bounds__(SimtTraits<MaxDim>::kThreads)
       if (r >= rows) continue;
       bool seen = sKeyRow[lane] >= 0;
       if (seen && mask == TileMask::partial)
-        seen = part == 0 ? visible_retained(p.policy, sQuery[r], sKey[lane])
-                         : visible_local(p.policy, sQuery[r], sKey[lane]);
+        seen = walk.in_retained(begin + lane) ? visible_retained(p.policy, sQuery[r], sKey[lane])
+                                              : visible_local(p.policy, sQuery[r], sKey[lane]);
       float score = kMinusInf;  // S = scale * Q K^T, lane = key
       if (seen) {
         float dot = 0.f;

@@ -104,37 +104,57 @@ ANSAN_HOST_DEVICE TileMask classify_tile(const TileBounds& b, std::int32_t begin
   return TileMask::partial;
 }
 
-// The key tiles one query tile walks, in order: tiles of the retained list (part 0), then
-// tiles of the local key rows (part 1). `retained` and `local` bound the rows of the whole
-// query tile.
+// The walk indices of a tile that a kernel counts for one row (TileWalk::seen): the row's
+// retained keys and its local keys, one interval each, so that a kernel checks an element with
+// four compares and no branch.
+struct KeyInterval {
+  std::int32_t begin, end;
+  ANSAN_HOST_DEVICE bool contains(std::int32_t index) const {
+    return index >= begin && index < end;
+  }
+};
+struct SeenKeys {
+  KeyInterval retained, local;
+  ANSAN_HOST_DEVICE bool contains(std::int32_t index) const {
+    return retained.contains(index) || local.contains(index);
+  }
+};
+
+// The key tiles one query tile walks. Its rows see retained-list indices [retained.first(),
+// retained.last()) and key rows [local.first(), local.last()); the walk packs the two ranges
+// end to end into one index space, the walk index:
+//   w <  retained.last()   entry w of the sequence's retained list
+//   w >= retained.last()   key row w - local_shift()
+// and cuts it into tiles of tile_keys from retained.first(). So the retained part's last tile,
+// rarely full, takes the band's first keys instead of each part ending in its own partial tile
+// (at n = 16384, L = 20: 8.0 tiles a query tile instead of 8.7). One tile can then hold keys of
+// both parts; a row's two intervals stay disjoint in the walk index, so each visible key is
+// counted once. `retained` and `local` bound the rows of the whole query tile.
+//
+//   retained list  a0 a1 a2 a3 a4          local rows 40..47       (tile_keys 4)
+//   walk index      0  1  2  3  4 | 5  6  7  8  9 10 11 12          local_shift() = 5 - 40
+//   tiles          [ 0          ][ 1        ][ 2        ][ 3 ]      (3 held by one key)
 struct TileWalk {
   TileBounds retained, local;
   std::int32_t tile_keys;
 
-  ANSAN_HOST_DEVICE std::int32_t retained_tiles() const {
-    return (retained.last() - retained.first() + tile_keys - 1) / tile_keys;
+  ANSAN_HOST_DEVICE std::int32_t local_shift() const { return retained.last() - local.first(); }
+  // One past the last walk index that holds a key.
+  ANSAN_HOST_DEVICE std::int32_t end() const {
+    return retained.last() + (local.last() - local.first());
   }
   ANSAN_HOST_DEVICE std::int32_t count() const {
-    return retained_tiles() + (local.last() - local.first() + tile_keys - 1) / tile_keys;
+    return (end() - retained.first() + tile_keys - 1) / tile_keys;
   }
-  ANSAN_HOST_DEVICE int part(std::int32_t j) const { return j < retained_tiles() ? 0 : 1; }
-  // First index of tile j in its part's index space (retained-list index or key row).
+  // First walk index of tile j.
   ANSAN_HOST_DEVICE std::int32_t begin(std::int32_t j) const {
-    const std::int32_t r = retained_tiles();
-    return j < r ? retained.first() + j * tile_keys : local.first() + (j - r) * tile_keys;
+    return retained.first() + j * tile_keys;
   }
-  // One past the last index of tile j's part that holds a key.
-  ANSAN_HOST_DEVICE std::int32_t part_end(std::int32_t j) const {
-    return part(j) == 0 ? retained.max_end : local.max_end;
-  }
-  // Whether index `index` of tile j holds a key (else the loader zero-fills it).
-  ANSAN_HOST_DEVICE bool holds(std::int32_t j, std::int32_t index) const {
-    return index < part_end(j);
-  }
-  // How many leading slots of tile j hold a key: index begin(j) + slot holds one iff
-  // slot < slots_held(j).
+  ANSAN_HOST_DEVICE bool in_retained(std::int32_t index) const { return index < retained.last(); }
+  // How many leading slots of tile j hold a key (the loader zero-fills the rest): walk index
+  // begin(j) + slot holds one iff slot < slots_held(j).
   ANSAN_HOST_DEVICE std::int32_t slots_held(std::int32_t j) const {
-    const std::int32_t held = part_end(j) - begin(j);
+    const std::int32_t held = end() - begin(j);
     return held < tile_keys ? held : tile_keys;
   }
   // The groups of `group` slots of tile j up to its last held one: tensor_sm90_ws's P V
@@ -142,12 +162,30 @@ struct TileWalk {
   ANSAN_HOST_DEVICE std::int32_t groups_held(std::int32_t j, std::int32_t group) const {
     return (slots_held(j) + group - 1) / group;
   }
-  // The key row behind index `index` of tile j, or -1 where the tile runs past its part's end.
-  // `retained_rows`: the sequence's retained list (its first entry at index 0).
-  ANSAN_HOST_DEVICE std::int32_t key_row(std::int32_t j, std::int32_t index,
+  // The key row behind walk index `index`, or -1 past end(). `retained_rows`: the sequence's
+  // retained list (its first entry at index 0).
+  ANSAN_HOST_DEVICE std::int32_t key_row(std::int32_t index,
                                          const std::int32_t* retained_rows) const {
-    if (!holds(j, index)) return -1;
-    return part(j) == 0 ? retained_rows[index] : index;
+    if (index >= end()) return -1;
+    return in_retained(index) ? retained_rows[index] : index - local_shift();
+  }
+  // How tile j meets rows whose retained and local keys `rows_retained` and `rows_local` bound
+  // (a warp's rows, or the whole tile's). A tile full for one part lies below the other's
+  // first index, so the classes combine without a case for two full parts.
+  ANSAN_HOST_DEVICE TileMask classify(const TileBounds& rows_retained,
+                                      const TileBounds& rows_local, std::int32_t j) const {
+    const std::int32_t first = begin(j), shift = local_shift();
+    const TileMask r = classify_tile(rows_retained, first, first + tile_keys);
+    const TileMask l = classify_tile(rows_local, first - shift, first + tile_keys - shift);
+    return r == TileMask::none ? l : l == TileMask::none ? r : TileMask::partial;
+  }
+  // The walk indices of tile j a kernel counts for a row with keys `rk`, given the tile's
+  // class for the rows being computed: visible_retained / visible_local in index form.
+  ANSAN_HOST_DEVICE SeenKeys seen(TileMask mask, const RowKeys& rk, std::int32_t j) const {
+    const std::int32_t first = begin(j), shift = local_shift();
+    if (mask == TileMask::none) return {{first, first}, {first, first}};
+    if (mask == TileMask::full) return {{first, first + tile_keys}, {first, first}};
+    return {{0, rk.retained}, {rk.local_begin + shift, rk.local_end + shift}};
   }
 };
 
@@ -157,23 +195,6 @@ struct TileShape {
   std::int32_t block_rows, warp_rows, tile_keys;
 };
 constexpr TileShape kTensorTileShape{64, 16, 64};  // both tensor-core prefills
-
-// The indices of tile [begin, begin + tile_keys) of `part` that a kernel counts for a row with
-// keys `rk`, given the tile's class for the rows being computed: visible_retained /
-// visible_local in index form, as one interval, so that a kernel checks an element with two
-// compares and no branch.
-struct KeyInterval {
-  std::int32_t begin, end;
-  ANSAN_HOST_DEVICE bool contains(std::int32_t index) const {
-    return index >= begin && index < end;
-  }
-};
-ANSAN_HOST_DEVICE KeyInterval seen_interval(TileMask mask, int part, const RowKeys& rk,
-                                            std::int32_t begin, std::int32_t tile_keys) {
-  if (mask == TileMask::none) return {begin, begin};
-  if (mask == TileMask::full) return {begin, begin + tile_keys};
-  return part == 0 ? KeyInterval{0, rk.retained} : KeyInterval{rk.local_begin, rk.local_end};
-}
 
 // Decode: split s of `splits` takes key rows [begin, end) of a sequence with `keys` rows;
 // splits hold whole tiles of `tile` keys, the last ones may be empty.

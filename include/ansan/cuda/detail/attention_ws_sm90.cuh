@@ -19,9 +19,8 @@
 //     next, its O stored once that retires);
 //   - the two consumers take turns at issuing (named barriers), so the tensor cores run one's
 //     products while the other's softmax runs, rather than both at once, then neither;
-//   - P V multiplies a tile's keys only up to its last held one, in 16s: the last tiles of the
-//     retained part and of the local band are mostly empty (P V does 10% less at L = 20,
-//     n = 16384).
+//   - P V multiplies a tile's keys only up to its last held one, in 16s: a walk's last tile is
+//     partly empty (P V does 5% less at L = 20, n = 16384).
 // A consumer's work per tile is tensor_sm90's: S = Q K^T and O += P V on wgmma, mask and online
 // softmax in registers, warp w of the warpgroup owning query rows 16w .. 16w + 15.
 //
@@ -71,9 +70,10 @@ struct WarpSpecializedTraits {
   static constexpr unsigned kTurnBarrier = 2;      // consumer c's turn at the tensor cores: 2 + c
   // Registers a thread once the roles part. The launch gives each thread 168 (65536 / 384,
   // rounded down to 8; tests/kernel_resources.cu checks ptxas used exactly that), and the
-  // consumers take what the producer gives back: 64 is the least it needs without spilling.
-  // (ptxas 13.0 spilled 8 bytes at 72 / 216 where 64 / 216 and 72 / 208 spill none.)
-  static constexpr int kProducerRegisters = 64, kConsumerRegisters = 216;
+  // consumers take what the producer gives back: 72 is the least it needs without spilling
+  // since its loads look up packed walk indices (ptxas 13.0: 8 bytes spilled at 64 / 216 and
+  // 64 / 208, 28 at 56 / 224; none at 72 / 216, 72 / 208, 80 / 208).
+  static constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;
   static_assert(kWarpgroup * (kProducerRegisters + kConsumers * kConsumerRegisters) <=
                     kThreads * 168,
                 "within the block's register pool (inc would wait forever)");
@@ -127,7 +127,7 @@ struct NamedBarrier {
 };
 
 // O += P V over the first `groups` 16-key groups of a key tile, those up to its last held key
-// (so the last tile of a part costs what it holds in P V, not 64 keys), as one commit group.
+// (so the walk's last tile costs what it holds in P V, not 64 keys), as one commit group.
 // One unconditional batch a branch, fence and commit in it: ptxas then leaves the pipeline as
 // written. S = Q K^T stays 64 keys wide: its narrower forms write fewer accumulators, and
 // ptxas then copies them at the branches' join before the wait, serialising the MMAs. (In
@@ -279,12 +279,15 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     const TileWalk walk{s.bounds[slot][0], s.bounds[slot][1], kKeys};
     const std::int32_t tiles = walk.count();
     const std::uint64_t q_desc = k_major_descriptor(shared_address(s.q(slot, c)));
-    float sc[Wg::kKeyTiles][4];  // S, then P: (16 rows, kKeys) per warp, C layout
-    float rescale[2];            // O's factor for the latest tile's row maxima
+    float rescale[2];  // O's factor for the latest tile's row maxima
+    using Scores = float[Wg::kKeyTiles][4];  // S, then P: (16 rows, kKeys) per warp, C layout
 
     // S = Q K^T of the tile in stage `ring`, and with it O += P V of the previous tile if
-    // `with_pv`: a commit group each, S's first, both in one turn (the waits before it).
-    const auto issue = [&](bool with_pv) {
+    // `with_pv`: a commit group each, S's first, both in one turn (the waits before it). Each
+    // tile's S is a fresh, zeroed array: the first k-step ignores its accumulator inputs, but
+    // the asm reads them, and where they were whatever values a path left, nvcc 13.0 copied
+    // them between the k-steps and ptxas serialised the wgmmas (C7514; kernel_resources).
+    const auto issue = [&](Scores& sc, bool with_pv) {
       mbarrier_wait(&s.bar->k_full[ring.stage], ring.parity);
       if (with_pv) mbarrier_wait(&s.bar->v_full[previous.stage], previous.parity);
       fence_proxy_async();  // the producer's copies, as the tensor cores' reads see them
@@ -301,24 +304,22 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     };
     // Mask and softmax of S (tile j, retired): P in sc, O's factor in rescale. A warp none of
     // whose rows sees the tile gets P = 0 (it still takes part in the warpgroup's P V).
-    const auto softmax = [&](std::int32_t j) {
+    const auto softmax = [&](Scores& sc, std::int32_t j) {
       fence_registers(sc);
-      const int part = walk.part(j);
-      const std::int32_t begin = walk.begin(j);
-      const TileMask mask =
-          classify_tile(s.warp_bounds[slot][warp][part], begin, begin + kKeys);  // warp-uniform
+      const TileMask mask = walk.classify(s.warp_bounds[slot][warp][0],
+                                          s.warp_bounds[slot][warp][1], j);  // warp-uniform
       rescale[0] = rescale[1] = 1.f;
       if (mask == TileMask::none) {
         for (int nt = 0; nt < Wg::kKeyTiles; ++nt)
           for (int i = 0; i < 4; ++i) sc[nt][i] = 0.f;
       } else {
         float tile_max[2];
-        mask_scores(sc, mask, part, my_rows, begin, my_col, tile_max);
+        mask_scores(sc, mask, walk, j, my_rows, my_col, tile_max);
         online_softmax_scores(sc, tile_max, scale_log2, row_max, row_sum, rescale);
       }
     };
     // O follows tile j's maxima, and its P becomes the one the next P V multiplies.
-    const auto next_p = [&](std::int32_t j) {
+    const auto next_p = [&](const Scores& sc, std::int32_t j) {
       rescale_accumulator(acc_o, rescale);
       for (int kk = 0; kk < Wg::kPSteps; ++kk) p_fragment<T>(sc, kk, p_frag[kk]);
       previous = ring;
@@ -327,28 +328,31 @@ ANSAN_DEVICE void consume(const AttentionParams<T>& p, int c,
     };
 
     if (tiles > 0 && pv_pending) {  // the previous item's last P V, under this item's softmax
-      issue(true);  // (the first k_full wait also covers Q)
+      Scores sc = {};
+      issue(sc, true);  // (the first k_full wait also covers Q)
       wgmma_wait<1>();
       float done_max[2], done_sum[2];
       restart_rows(done_max, done_sum);
-      softmax(0);
+      softmax(sc, 0);
       wgmma_wait<0>();
       retire_pv();
       finish_item(item - gridDim.x, done_max, done_sum);
-      next_p(0);
+      next_p(sc, 0);
     } else if (tiles > 0) {
-      issue(false);
+      Scores sc = {};
+      issue(sc, false);
       wgmma_wait<0>();
-      softmax(0);
-      next_p(0);
+      softmax(sc, 0);
+      next_p(sc, 0);
     }
     for (std::int32_t j = 1; j < tiles; ++j) {
-      issue(true);
+      Scores sc = {};
+      issue(sc, true);
       wgmma_wait<1>();  // S retired; the previous P V may still run, under the softmax
-      softmax(j);
+      softmax(sc, j);
       wgmma_wait<0>();
       retire_pv();
-      next_p(j);
+      next_p(sc, j);
     }
     mbarrier_arrive(&s.bar->item_empty[slot]);  // Q, row keys and bounds are read
     if (tiles == 0) {  // nothing to multiply: O = 0, and the item before it, if any, ends first
