@@ -131,9 +131,10 @@ struct SeenKeys {
 // both parts; a row's two intervals stay disjoint in the walk index, so each visible key is
 // counted once. `retained` and `local` bound the rows of the whole query tile.
 //
-//   retained list  a0 a1 a2 a3 a4          local rows 40..47       (tile_keys 4)
-//   walk index      0  1  2  3  4 | 5  6  7  8  9 10 11 12          local_shift() = 5 - 40
-//   tiles          [ 0          ][ 1        ][ 2        ][ 3 ]      (3 held by one key)
+//   walk index    0  1  2  3 |  4  5  6  7 |  8  9 10 11 | 12     (tile_keys 4)
+//   key          a0 a1 a2 a3 | a4 40 41 42 | 43 44 45 46 | 47     a: retained-list entries,
+//   tile          0          |  1          |  2          |  3      then key rows 40..47:
+//                                                                  local_shift() = 5 - 40
 struct TileWalk {
   TileBounds retained, local;
   std::int32_t tile_keys;
