@@ -172,6 +172,7 @@ int main(int argc, char** argv) {
             << (sparse[std::size_t(qt)][std::size_t(kt)] ? visited_fill : "#eeeeee") << "\"/>\n";
       const QueryTileWalk& t = tiles[std::size_t(qt)];
       const int warp_px = (cell - 4) * shape.warp_rows / shape.block_rows;  // a gap between blocks
+      const double slot_px = double(cell - 2) / shape.tile_keys;
       for (std::int32_t j = 0; j < t.walk.count(); ++j) {
         const int x = right + j * step;
         // The tile's slots left to right: retained keys, then local keys, then empty slots.
@@ -192,9 +193,8 @@ int main(int argc, char** argv) {
           if (m == TileMask::none) continue;
           for (const auto& span : spans) {
             if (span.end <= span.begin) continue;
-            const double px = double(cell - 2) / shape.tile_keys;
-            svg << "<rect x=\"" << x + 1 + span.begin * px << "\" y=\"" << y_warp << "\" width=\""
-                << (span.end - span.begin) * px << "\" height=\"" << warp_px - 1 << "\" fill=\""
+            svg << "<rect x=\"" << x + 1 + span.begin * slot_px << "\" y=\"" << y_warp
+                << "\" width=\"" << (span.end - span.begin) * slot_px << "\" height=\"" << warp_px - 1 << "\" fill=\""
                 << span.fill << "\"" << (m == TileMask::partial ? " fill-opacity=\"0.45\"" : "")
                 << "/>\n";
           }

@@ -15,7 +15,7 @@
 //   mask                 per warp: no row sees the tile -> skip it; otherwise each row sees
 //                        one interval of the tile's walk indices in each part (TileWalk::seen:
 //                        visible_retained / visible_local in index form, the whole tile when
-//                        every row sees all of it), four compares per element and no branch
+//                        every row sees all of it), three compares per element and no branch
 //                        (tests/test_attention_tiles.cpp replays this walk on the host)
 //   online softmax       in base 2 (scores pre-multiplied by scale * log2 e)
 //   O += P V             P re-used from the S accumulator as the A fragment (mma_layout.hpp),

@@ -55,7 +55,8 @@ struct BlockBarrier {
 
 // The tile's rows, 16 per warp: row_keys[r] (rows past the tile see nothing), the bounds of
 // each warp's rows warp_bounds[w][part], and of the whole tile, bounds[part] (part 0: retained,
-// 1: local), each in its part's own index space (the TileWalk packs them). Threads 0 .. 32 Warps - 1 call it, and `sync` is their barrier; it ends on one.
+// 1: local), each in its part's own index space (the TileWalk packs them). Threads
+// 0 .. 32 Warps - 1 call it, and `sync` is their barrier; it ends on one.
 template <class T, int Rows, int Warps, class Barrier = BlockBarrier>
 ANSAN_DEVICE void bound_query_tile(const AttentionParams<T>& p, const QueryTile& q,
                                    RowKeys (&row_keys)[Rows], TileBounds (&warp_bounds)[Warps][2],

@@ -106,7 +106,7 @@ ANSAN_HOST_DEVICE TileMask classify_tile(const TileBounds& b, std::int32_t begin
 
 // The walk indices of a tile that a kernel counts for one row (TileWalk::seen): the row's
 // retained keys and its local keys, one interval each, so that a kernel checks an element with
-// four compares and no branch.
+// a few compares and no branch (mask_scores: three, the retained interval starting at 0).
 struct KeyInterval {
   std::int32_t begin, end;
   ANSAN_HOST_DEVICE bool contains(std::int32_t index) const {
