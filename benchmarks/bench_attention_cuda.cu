@@ -22,8 +22,10 @@
 //   l2_read                 16-byte L2-only loads (ld.global.cg, as cp.async.cg) over 16 MB,
 //                           which stays in L2: the ceiling of the prefill's K/V tile reads
 // Timing: CUDA events around each call, the median of `kRepeats` calls per iteration, inputs
-// rotated over enough copies to defeat the 50 MB L2. Counters: ms (median), visible pairs,
-// TFLOP/s on visible work (4 * head_dim flops per visible pair per head) and on computed work
+// rotated over enough copies to defeat the 50 MB L2. Counters: ms (median of the whole call,
+// attention_forward), run_ms (prefill: the kernel alone on a plan built once, attention_run:
+// what each layer of a model costs when one plan serves them all), visible pairs, TFLOP/s on
+// visible work (4 * head_dim flops per visible pair per head) and on computed work
 // (every pair of the (warp, key tile) products the kernel multiplies) with its fraction of
 // mma_peak, the K/V tile bytes the blocks read per second with their fraction of l2_read, GB/s
 // for decode with its fraction of copy.
@@ -32,9 +34,10 @@
 // does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
 // Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
-// timing of what automatic runs (meta_ours.json) and, with --tensors, q/k/v/out (raw bf16 bits
+// timing of what automatic runs (meta_ours.json: ours_ms the whole call, ours_run_ms the
+// kernel on a plan built once) and, with --tensors, q/k/v/out (raw bf16 bits
 // as uint16 .npy) and lse; and the same of the other tensor-core prefill where it runs
-// (alt_kernel, alt_ms, out_alt / lse_alt: on a Hopper, tensor_sm90_ws, the candidate to
+// (alt_kernel, alt_ms, alt_run_ms, out_alt / lse_alt: on a Hopper, tensor_sm90_ws, the candidate to
 // replace tensor_sm90).
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
@@ -101,9 +104,10 @@ struct Prefill {
   DeviceBuffer<float> lse;          // (32, n)
   DeviceBuffer<std::int32_t> cu, pos, seg_start;
   DeviceBuffer<std::uint8_t> is_anchor;
-  DeviceBuffer<char> temp;
+  DeviceBuffer<char> temp, plan_temp;
   std::size_t temp_bytes = 0;
   ansan::cuda::AttentionKernel kernel;
+  ansan::cuda::AttentionPlan<bf16> plan;  // the layout's, built once by plan_layers()
 
   Prefill(std::int32_t tokens, double mean_segment, const ansan::MaskPolicy& p, std::uint32_t seed,
           ansan::cuda::AttentionKernel kernel_to_run = ansan::cuda::AttentionKernel::automatic)
@@ -154,11 +158,23 @@ struct Prefill {
     a.softmax_scale = 1.f / std::sqrt(float(kDim));
     return a;
   }
+  // The whole call: the layout's tables, then the kernel (attention_forward).
   void run(int copy, cudaStream_t stream = 0) {
     std::size_t bytes = temp_bytes;
     ANSAN_CUDA_THROW(
         ansan::cuda::attention_forward(temp.data(), bytes, args(copy), stream, kernel));
   }
+  // What an engine does for all its layers: the tables once (attention_plan), then per layer
+  // only the kernel (run_planned: attention_run).
+  void plan_layers() {
+    std::size_t bytes = 0;
+    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args(0), plan, 0, kernel));
+    plan_temp = DeviceBuffer<char>(bytes);
+    ANSAN_CUDA_THROW(
+        ansan::cuda::attention_plan(plan_temp.data(), bytes, args(0), plan, 0, kernel));
+    ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  }
+  void run_planned(int copy) { ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan, args(copy), 0)); }
   bool supported() const { return ansan::cuda::detail::supports(kernel, args(0)); }
 };
 
@@ -307,7 +323,11 @@ void report_prefill(benchmark::State& state, Prefill& problem) {
     state.SetIterationTime(ms / 1e3);
   }
   const double flops_per_pair = kHeadsQ * 4.0 * kDim;
+  problem.plan_layers();
+  const double run_ms =
+      median_ms([&](int i) { problem.run_planned(i % problem.copies); }, kRepeats);
   state.counters["ms"] = ms;
+  state.counters["run_ms"] = run_ms;
   state.counters["visible_pairs"] = work.visible_pairs;
   state.counters["density"] = work.visible_pairs / work.causal_pairs;
   state.counters["TFLOPps"] = work.visible_pairs * flops_per_pair / (ms * 1e-3) / 1e12;
@@ -535,6 +555,8 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   problem.run(0);
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   const double ms = median_ms([&](int i) { problem.run(i % problem.copies); }, 11);
+  problem.plan_layers();
+  const double run_ms = median_ms([&](int i) { problem.run_planned(i % problem.copies); }, 11);
   problem.run(0);  // the outputs below belong to input copy 0
   ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   // The candidate prefill on the same inputs (same seed), where it runs: timed and dumped
@@ -545,11 +567,13 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
               chosen == AttentionKernel::tensor_sm90 ? AttentionKernel::tensor_sm90_ws
                                                      : AttentionKernel::tensor_sm90);
   const bool have_alt = alt.supported();
-  double alt_ms = -1;
+  double alt_ms = -1, alt_run_ms = -1;
   if (have_alt) {
     alt.run(0);
     ANSAN_CUDA_THROW(cudaDeviceSynchronize());
     alt_ms = median_ms([&](int i) { alt.run(i % alt.copies); }, 11);
+    alt.plan_layers();
+    alt_run_ms = median_ms([&](int i) { alt.run_planned(i % alt.copies); }, 11);
     alt.run(0);
     ANSAN_CUDA_THROW(cudaDeviceSynchronize());
   }
@@ -560,10 +584,12 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
   meta << "{\"n\": " << n << ", \"L\": " << mean_segment << ", \"heads_q\": " << kHeadsQ
        << ", \"heads_kv\": " << kHeadsKV << ", \"dim\": " << kDim
        << ", \"softmax_scale\": " << 1.0 / std::sqrt(double(kDim)) << ", \"policy\": \""
-       << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms << ", \"kernel\": \""
+       << ansan::policy_name(problem.policy) << "\", \"ours_ms\": " << ms
+       << ", \"ours_run_ms\": " << run_ms << ", \"kernel\": \""
        << ansan::cuda::kernel_name(chosen) << "\", \"alt_kernel\": \""
        << ansan::cuda::kernel_name(alt.kernel)
        << "\", \"alt_ms\": " << (have_alt ? std::to_string(alt_ms) : std::string("null"))
+       << ", \"alt_run_ms\": " << (have_alt ? std::to_string(alt_run_ms) : std::string("null"))
        << ", \"visible_pairs\": " << pairs << ", \"block_size\": " << block
        << ", \"tensors\": " << (tensors ? "true" : "false") << "}\n";
   if (tensors) {

@@ -378,6 +378,85 @@ TEST_CASE("attention_forward follows CUB's temp-storage protocol") {
   }
 }
 
+// An inference engine plans once per batch and runs every layer on that plan (FlashInfer's
+// plan / run): each run equals its own layer's reference, the plan survives any number of runs,
+// and a call it was not built for is refused, naming the argument, before anything is written.
+TEST_CASE("attention_plan once, attention_run per layer, and a call the plan does not fit refused") {
+  std::mt19937 rng(2402);
+  const AnchorLayout L = test::random_layout(rng, 3, scaled(200, 120), 8.0);
+  for (const MaskPolicy& policy : {MaskPolicy::anllm(), MaskPolicy::sepllm(2, 24)}) {
+    const Problem pr = prefill_problem(L, policy, shape(4, 2, 128), "plan / run");
+    DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
+    const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
+    const AttentionArgs<bf16> args0 = layer0.args();
+    // Layer 1's inputs and outputs on layer 0's metadata, as the layers of one batch share it.
+    AttentionArgs<bf16> args1 = layer1.args();
+    args1.cu_seqlens_q = args0.cu_seqlens_q, args1.cu_seqlens_k = args0.cu_seqlens_k;
+    args1.maybe_k_seq_start = args0.maybe_k_seq_start;
+    args1.q_pos = args0.q_pos, args1.q_seg_start = args0.q_seg_start;
+    args1.q_is_anchor = args0.q_is_anchor;
+    args1.k_pos = args0.k_pos, args1.k_is_anchor = args0.k_is_anchor;
+    const auto untouched = [&] {
+      for (const bf16 x : test::to_host(layer1.d_out))
+        if (!std::isnan(to_float(x))) return false;
+      return true;
+    };
+
+    for (AttentionKernel k : kEveryKernel) {
+      if (!ansan::cuda::detail::supports(k, args0)) continue;  // tensor_sm90*: an sm_90a Hopper
+      const std::string what =
+          std::string(ansan::cuda::kernel_name(k)) + ", " + policy_name(policy);
+      INFO(what);
+      ansan::cuda::AttentionPlan<bf16> plan;
+      std::size_t bytes = 0;
+      REQUIRE(ansan::cuda::attention_plan(nullptr, bytes, args0, plan, 0, k) == cudaSuccess);
+      CHECK(plan.mismatch(args0) != nullptr);  // a size query builds nothing
+      const ansan::cuda::detail::DeviceBuffer<char> temp(bytes);
+      REQUIRE(ansan::cuda::attention_plan(temp.data(), bytes, args0, plan, 0, k) == cudaSuccess);
+      CHECK(plan.kernel == k);
+      for (int round = 0; round < 2; ++round) {
+        layer0.poison_outputs();
+        REQUIRE(ansan::cuda::attention_run(plan, args0, 0) == cudaSuccess);
+        layer1.poison_outputs();
+        REQUIRE(ansan::cuda::attention_run(plan, args1, 0) == cudaSuccess);
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        check_kernel(layer0, ref0, k, false);
+        check_kernel(layer1, ref1, k, false);
+      }
+
+      const auto expect_refused = [&](const AttentionArgs<bf16>& a, const std::string& name) {
+        const char* mismatch = plan.mismatch(a);
+        REQUIRE(mismatch != nullptr);
+        CHECK(std::string(mismatch) == name);
+        test::poison(layer1.d_out);
+        CHECK(ansan::cuda::attention_run(plan, a, 0) == cudaErrorInvalidValue);
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        CHECK(untouched());
+      };
+      expect_refused(layer1.args(), "cu_seqlens_q");  // equal metadata, but another copy of it
+      AttentionArgs<bf16> a = args1;
+      a.policy = MaskPolicy::causal();
+      expect_refused(a, "policy");
+      a = args1;
+      a.batch = pr.batch - 1;
+      expect_refused(a, "batch");
+      a = args1;
+      a.k_pos = layer1.d_k_pos.data();
+      expect_refused(a, "k_pos");
+      a = args1;
+      a.q.shape[2] = a.k.shape[2] = a.v.shape[2] = a.out.shape[2] = 64;
+      expect_refused(a, "q.shape[2] (head_dim)");
+      if (k != AttentionKernel::simt) {
+        a = args1;
+        a.out.data += 1;  // rows no longer 16-byte aligned
+        expect_refused(a, "q, k, v or out (rows 16-byte aligned, as the planned kernel needs)");
+      }
+      CHECK(std::string(ansan::cuda::AttentionPlan<bf16>{}.mismatch(args0)) ==
+            "plan (not built by attention_plan)");
+    }
+  }
+}
+
 // Random problems (test::random_problem) in a random dtype through every kernel that takes
 // each: 40 by default; tests/gpu/check.sh sets ANSAN_SOAK_SECONDS for a longer run on the GPU,
 // ANSAN_SOAK_SEED=N replays problem N alone.

@@ -62,6 +62,12 @@ struct MaskPolicy {
     return local == LocalBound::window || local == LocalBound::segment_and_window;
   }
   ANSAN_HOST_DEVICE bool has_retained() const { return retain_anchors || sinks > 0; }
+
+  friend constexpr bool operator==(const MaskPolicy& a, const MaskPolicy& b) {
+    return a.local == b.local && a.window == b.window && a.retain_anchors == b.retain_anchors &&
+           a.sinks == b.sinks && a.retained_rows == b.retained_rows;
+  }
+  friend constexpr bool operator!=(const MaskPolicy& a, const MaskPolicy& b) { return !(a == b); }
 };
 
 // What the predicate needs to know of a query row and of a key. Positions are

@@ -4,6 +4,12 @@
 //   std::size_t bytes = 0;
 //   ansan::cuda::attention_forward(nullptr, bytes, args, stream);   // size query
 //   ansan::cuda::attention_forward(d_temp, bytes, args, stream);    // run
+// or, for a batch whose layout serves many calls (every layer of a model), the same in two steps,
+// planned once and run per layer (FlashInfer's plan / run):
+//   ansan::cuda::AttentionPlan<bf16> plan;
+//   ansan::cuda::attention_plan(nullptr, bytes, args, plan, stream);  // size query
+//   ansan::cuda::attention_plan(d_temp, bytes, args, plan, stream);   // the layout's tables
+//   for (layer ...) ansan::cuda::attention_run(plan, args_of(layer), stream);  // one launch each
 // or, allocating and validating everything on the host:
 //   ansan::cuda::attention(args, stream);
 //
@@ -12,7 +18,7 @@
 // (heads_q, total_q) in natural log, a row that sees nothing gets O = 0 and lse = -inf).
 // Key rows of different sequences must not overlap.
 //
-// Five kernels (docs/cuda_attention.md), chosen once per call by AttentionKernel::automatic:
+// Five kernels (docs/cuda_attention.md), chosen once per plan by AttentionKernel::automatic:
 //   decode_tensor  fp16/bf16, head_dim 64/128/256, at most 4 query rows per sequence on
 //                  average: split-KV over the cache on mma.sync, splits merged by log-sum-exp;
 //   decode         the same on fp32 FMAs: the readable decode, and the fallback where a device
@@ -177,14 +183,57 @@ AttentionKernel choose_kernel(const AttentionArgs<T>& a,
   return AttentionKernel::simt;
 }
 
-// CUB protocol: with d_temp_storage null, sets temp_storage_bytes (always >= 1) and returns.
-// Otherwise runs on `stream` and returns the first failing CUDA status; an unsupported
-// (kernel, shape) pair or too small a temp block returns cudaErrorInvalidValue. Arguments are
-// not validated here (attention() does that); nothing is synchronised.
+// What attention_run needs besides Q, K and V, built by attention_plan from one batch's
+// metadata: the kernel chosen and, in the caller's temp storage, the tables it reads (the
+// query-tile table, the retained-key list and each query row's key bounds; for decode, the
+// split count and the partial results' buffers). A plain value: it stays valid while that temp
+// storage and the metadata arrays it was built from are unchanged, and serves every call whose
+// arguments share that metadata (same pointers, sizes, heads, head_dim and policy), whatever
+// their Q, K, V, outputs and strides.
 template <class T>
-cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_bytes,
-                              const AttentionArgs<T>& args, cudaStream_t stream = 0,
-                              AttentionKernel kernel = AttentionKernel::automatic) {
+struct AttentionPlan {
+  AttentionKernel kernel = AttentionKernel::automatic;  // the kernel run; automatic: not built
+  detail::AttentionParams<T> built{};  // the arguments it was built from, with its tables
+
+  // The first argument of `a` the plan was not built for, named as in AttentionArgs, or
+  // nullptr when attention_run can use the plan for `a`.
+  const char* mismatch(const AttentionArgs<T>& a) const {
+    if (kernel == AttentionKernel::automatic) return "plan (not built by attention_plan)";
+    const detail::AttentionParams<T> p = detail::make_params(a);
+    const detail::AttentionParams<T>& b = built;
+    if (p.batch != b.batch) return "batch";
+    if (p.total_q != b.total_q) return "q.shape[0] (total_q)";
+    if (p.total_k != b.total_k) return "k.shape[0] (total_k)";
+    if (p.heads_q != b.heads_q) return "q.shape[1] (heads_q)";
+    if (p.heads_kv != b.heads_kv) return "k.shape[1] (heads_kv)";
+    if (p.head_dim != b.head_dim) return "q.shape[2] (head_dim)";
+    if (p.policy != b.policy) return "policy";
+    if (p.cu_seqlens_q != b.cu_seqlens_q) return "cu_seqlens_q";
+    if (p.cu_seqlens_k != b.cu_seqlens_k) return "cu_seqlens_k";
+    if (p.maybe_k_seq_start != b.maybe_k_seq_start) return "maybe_k_seq_start";
+    if (p.q_pos != b.q_pos) return "q_pos";
+    if (p.q_seg_start != b.q_seg_start) return "q_seg_start";
+    if (p.q_is_anchor != b.q_is_anchor) return "q_is_anchor";
+    if (p.k_pos != b.k_pos) return "k_pos";
+    if (p.k_is_anchor != b.k_is_anchor) return "k_is_anchor";
+    // Only the views can have changed what the kernel supports: their alignment.
+    if (kernel != AttentionKernel::simt && !detail::vector_rows_ok(a))
+      return "q, k, v or out (rows 16-byte aligned, as the planned kernel needs)";
+    return nullptr;
+  }
+};
+
+// CUB protocol: with d_temp_storage null, sets temp_storage_bytes (always >= 1) and returns.
+// Otherwise fills `plan` for `args` and builds its tables on `stream` (up to three small
+// launches for a prefill, none for decode); attention_run calls on another stream must wait
+// for them. Returns the first failing CUDA status; an unsupported (kernel, shape) pair or too
+// small a temp block returns cudaErrorInvalidValue. Arguments are not validated here
+// (attention() does that).
+template <class T>
+cudaError_t attention_plan(void* d_temp_storage, std::size_t& temp_storage_bytes,
+                           const AttentionArgs<T>& args, AttentionPlan<T>& plan,
+                           cudaStream_t stream = 0,
+                           AttentionKernel kernel = AttentionKernel::automatic) {
   static_assert(std::is_same_v<T, float> || detail::is_16bit_v<T>, "float, half or bf16");
   using namespace detail;
   const AttentionKernel path = choose_kernel(args, kernel);
@@ -203,7 +252,7 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   const bool tensor = path == AttentionKernel::tensor || path == AttentionKernel::tensor_sm90 ||
                       path == AttentionKernel::tensor_sm90_ws;
   const std::int32_t tile_rows = tensor ? kTensorRows : kSimtRows;
-  const bool empty = p.total_q == 0 || p.batch == 0 || p.heads_q == 0;  // no output: launch nothing
+  const bool empty = p.total_q == 0 || p.batch == 0 || p.heads_q == 0;  // no output: no tables
   const auto carve = [&](TempCarver& temp) -> cudaError_t {
     temp.take<char>(1);
     if (empty) return cudaSuccess;
@@ -226,8 +275,27 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   if (temp_storage_bytes < sizes.bytes()) return cudaErrorInvalidValue;
   TempCarver temp(d_temp_storage);
   ANSAN_CUDA_RETURN(carve(temp));
-  if (empty) return cudaSuccess;
-  switch (path) {
+  plan.kernel = path;
+  plan.built = p;
+  return cudaSuccess;
+}
+
+// Launches the planned kernel on `args` (one launch; a split decode adds its merge). Returns
+// cudaErrorInvalidValue, launching nothing, when plan.mismatch(args) names an argument the plan
+// was not built for; otherwise the launch's status. Arguments are not validated here.
+template <class T>
+cudaError_t attention_run(const AttentionPlan<T>& plan, const AttentionArgs<T>& args,
+                          cudaStream_t stream = 0) {
+  using namespace detail;
+  if (plan.mismatch(args)) return cudaErrorInvalidValue;
+  AttentionParams<T> p = make_params(args);
+  if (p.total_q == 0 || p.batch == 0 || p.heads_q == 0) return cudaSuccess;  // no output
+  const AttentionParams<T>& tables = plan.built;
+  p.tile_prefix = tables.tile_prefix, p.retained_prefix = tables.retained_prefix;
+  p.retained_rows = tables.retained_rows, p.row_keys = tables.row_keys;
+  p.partial_out = tables.partial_out, p.partial_lse = tables.partial_lse;
+  p.splits = tables.splits;
+  switch (plan.kernel) {
     case AttentionKernel::decode: return launch_attention_decode(p, stream);
     case AttentionKernel::decode_tensor:
       return launch_attention_decode_mma(p, stream);
@@ -240,11 +308,28 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   }
 }
 
+// attention_plan then attention_run, with attention_plan's temp-storage protocol: with
+// d_temp_storage null, sets temp_storage_bytes (always >= 1) and returns; otherwise runs on
+// `stream` and returns the first failing CUDA status (cudaErrorInvalidValue for an unsupported
+// (kernel, shape) pair or too small a temp block). Arguments are not validated here
+// (attention() does that); nothing is synchronised.
+template <class T>
+cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_bytes,
+                              const AttentionArgs<T>& args, cudaStream_t stream = 0,
+                              AttentionKernel kernel = AttentionKernel::automatic) {
+  AttentionPlan<T> plan;
+  ANSAN_CUDA_RETURN(
+      attention_plan(d_temp_storage, temp_storage_bytes, args, plan, stream, kernel));
+  if (!d_temp_storage) return cudaSuccess;
+  return attention_run(plan, args, stream);
+}
+
 // Validates everything, then runs attention_forward with temp storage allocated on `stream`.
 // Throws std::invalid_argument (naming the argument, the value seen and the value expected)
 // before any output is written, and ansan::cuda_error for a failed CUDA call. Validation
 // copies the metadata (offsets, positions) to the host and synchronises `stream` (also at the
-// end, before the temp storage is freed); call attention_forward directly to avoid that.
+// end, before the temp storage is freed); call attention_forward (or attention_plan and
+// attention_run) directly to avoid that.
 template <class T>
 void attention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
                AttentionKernel kernel = AttentionKernel::automatic) {
