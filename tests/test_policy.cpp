@@ -91,3 +91,20 @@ TEST_CASE("policy validation") {
   CHECK_NOTHROW(validate_policy(MaskPolicy::anllm(), "f"));
   CHECK(std::string(policy_name(MaskPolicy::sepllm(4, 64))) == "sepllm");
 }
+
+TEST_CASE("policies are equal when every field is (what an attention plan compares)") {
+  CHECK(MaskPolicy::anllm() == MaskPolicy{});
+  CHECK(MaskPolicy::sepllm(4, 64) == MaskPolicy::sepllm(4, 64));
+  const MaskPolicy base = MaskPolicy::sepllm(4, 64);
+  MaskPolicy other = base;
+  other.local = LocalBound::segment_and_window;
+  CHECK(other != base);
+  other = base, other.window = 65;
+  CHECK(other != base);
+  other = base, other.retain_anchors = false;
+  CHECK(other != base);
+  other = base, other.sinks = 5;
+  CHECK(other != base);
+  other = base, other.retained_rows = RetainedRows::non_anchor;
+  CHECK(other != base);
+}
