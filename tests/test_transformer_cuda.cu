@@ -6,7 +6,9 @@
 // every anchor, by hand and through run_text) give the same logits on CudaAttention as on
 // CpuAttention within 1e-4 relative, and after every reduction each layer's device cache holds
 // the same positions, anchor flags and keys/values as the host cache, which holds exactly the
-// earlier anchors plus the open segment. Without a device the binary exits 77 (SKIP).
+// earlier anchors plus the open segment; and one backend kept across texts and policies (it
+// plans a text once for all its layers) plans each new one anew. Without a device the binary
+// exits 77 (SKIP).
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -141,5 +143,60 @@ TEST_CASE("gpu backend: edge texts (no anchor, all anchors, a lone token)") {
       for (std::size_t prompt_len = 1; prompt_len <= ids.size(); prompt_len += 2)
         compare_backends(w, tok, ids, prompt_len);
     }
+  }
+}
+
+// One backend for several texts, as a server keeps one: the plan a text's first layer made
+// serves that text's other layers only. Another text (also one of the same length whose anchors
+// differ, whose metadata lands at the same device addresses), another policy, or a chunk's call
+// in between (it overwrites the metadata and temp storage the plan named) plans again.
+TEST_CASE("gpu backend: one backend for several texts and policies plans each anew") {
+  std::mt19937 rng(71);
+  for (int trial = 0; trial < 4; ++trial) {
+    CAPTURE(trial);
+    const ansan::test::RandomCase rc = ansan::test::random_case(rng, trial, 40, kHeadDims);
+    const anllm::ModelConfig& c = rc.weights.config;
+    const auto cu_of = [](std::size_t n) { return std::vector<std::int32_t>{0, std::int32_t(n)}; };
+    const std::vector<std::int32_t>& whole = rc.ids;
+    const std::vector<std::int32_t> half(whole.begin(),
+                                         whole.begin() + std::ptrdiff_t((whole.size() + 1) / 2));
+    const ansan::AnchorLayout whole_layout =
+        ansan::build_layout(whole, cu_of(whole.size()), rc.tok.selector(), c.vocab);
+    const ansan::AnchorLayout half_layout =
+        ansan::build_layout(half, cu_of(half.size()), rc.tok.selector(), c.vocab);
+    std::vector<std::uint8_t> other_flags(whole.size());  // same length, other anchors
+    for (std::size_t i = 0; i < other_flags.size(); ++i)
+      other_flags[i] = std::uint8_t(!whole_layout.is_anchor[i] && i % 3 == 0);
+    const ansan::AnchorLayout other_layout =
+        ansan::build_layout_from_flags(other_flags, cu_of(whole.size()));
+
+    anllm::CpuAttention cpu{1};
+    anllm::CudaAttention gpu;  // every call below
+    const auto same_on_both = [&](const std::vector<std::int32_t>& ids,
+                                  const ansan::AnchorLayout& layout,
+                                  const ansan::MaskPolicy& policy) {
+      CHECK(relative_error(anllm::forward_masked(rc.weights, ids, layout, policy, cpu),
+                           anllm::forward_masked(rc.weights, ids, layout, policy, gpu)) < 1e-4);
+    };
+    const ansan::MaskPolicy anllm_mask = ansan::MaskPolicy::anllm();
+    same_on_both(whole, whole_layout, anllm_mask);
+    same_on_both(half, half_layout, anllm_mask);
+    same_on_both(whole, whole_layout, anllm_mask);
+    same_on_both(whole, other_layout, anllm_mask);
+    same_on_both(whole, other_layout, ansan::MaskPolicy::anllm_legacy());
+    {  // a chunk attends to a cache in between
+      const std::int32_t tokens = 3;
+      const std::vector<std::int32_t> cu_new{0, tokens}, pos{0, 1, 2}, seg_start{0, 0, 0};
+      const std::vector<std::uint8_t> is_anchor{0, 1, 0};
+      const anllm::ChunkQueries chunk{cu_new, pos, seg_start, is_anchor};
+      anllm::CudaAttention::Cache cache = gpu.make_cache(c, anllm_mask, 16);
+      const Matrix q = Matrix::Random(tokens, c.heads * c.head_dim);
+      const Matrix k = Matrix::Random(tokens, c.kv_heads * c.head_dim);
+      const Matrix v = Matrix::Random(tokens, c.kv_heads * c.head_dim);
+      Matrix out(tokens, c.heads * c.head_dim);
+      gpu.cached(cache, c, chunk, anllm_mask, q, k, v, out);
+    }
+    same_on_both(whole, other_layout, ansan::MaskPolicy::anllm_legacy());
+    same_on_both(whole, whole_layout, anllm_mask);
   }
 }

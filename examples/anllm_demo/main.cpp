@@ -276,7 +276,8 @@ int main(int argc, char** argv) {
     if (gpu)
       std::printf(
           "device: gpu (--device %s): attention and the KV caches on the GPU "
-          "(ansan::cuda::attention_forward, SIMT kernel for fp32; ansan::cuda::KVCache); "
+          "(ansan::cuda attention_plan / attention_run, SIMT kernel for fp32; "
+          "ansan::cuda::KVCache); "
           "matmuls, norms and RoPE on the CPU\n",
           opt.device.c_str());
     else

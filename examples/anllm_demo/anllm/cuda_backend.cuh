@@ -2,10 +2,13 @@
 // with CUDA; model.hpp describes the backend seam).
 //
 // Only attention and the KV caches are on the GPU: each layer's K/V cache is an
-// ansan::cuda::KVCache<float> in device memory, and attention runs through
-// ansan::cuda::attention_forward<float> (its SIMT kernel, the one that takes fp32) with temp
-// storage kept across calls: this backend builds the metadata itself, so it skips the host-side
-// validation (and per-call allocation) of ansan::cuda::attention. The model's
+// ansan::cuda::KVCache<float> in device memory, and attention runs on the SIMT kernel (the one
+// that takes fp32) with temp storage kept across calls: this backend builds the metadata
+// itself, so it skips the host-side validation (and per-call allocation) of
+// ansan::cuda::attention. The whole text's layers share its metadata: the first layer uploads
+// it and plans (ansan::cuda::attention_plan), the others only run the kernel on that plan
+// (attention_run). A chunk attends to each layer's own cache, whose metadata arrays differ
+// from layer to layer, so each of those calls plans and runs (attention_forward). The model's
 // matmuls, norms and RoPE stay on the CPU (model.hpp), so every layer call copies its rotated
 // q, k, v to the device and the attention output back: a readable split, not a fast one.
 //
@@ -31,8 +34,8 @@ class CudaAttention {
   using Cache = ansan::cuda::KVCache<float>;
 
   static const char* name() {
-    return "GPU (ansan::cuda::attention_forward, device KV caches; matmuls, norms and RoPE on the "
-           "CPU)";
+    return "GPU (ansan::cuda attention_plan / attention_run, device KV caches; matmuls, norms "
+           "and RoPE on the CPU)";
   }
 
   Cache make_cache(const ModelConfig& c, const ansan::MaskPolicy& policy,
@@ -50,12 +53,17 @@ class CudaAttention {
     upload(d_k_, k.data(), std::size_t(k.size()));
     upload(d_v_, v.data(), std::size_t(v.size()));
     reserve(d_out_, std::size_t(out.size()));
-    // One metadata upload: cu_seqlens (2), pos (tokens), seg_start (tokens).
+    // One metadata upload a text: cu_seqlens (2), pos (tokens), seg_start (tokens).
     std::vector<std::int32_t> meta(layout.cu_seqlens);
     meta.insert(meta.end(), layout.pos.begin(), layout.pos.end());
     meta.insert(meta.end(), layout.seg_start.begin(), layout.seg_start.end());
-    upload(d_meta_, meta.data(), meta.size());
-    upload(d_anchor_, layout.is_anchor.data(), layout.is_anchor.size());
+    if (meta != planned_meta_ || layout.is_anchor != planned_anchor_) {  // a new text
+      upload(d_meta_, meta.data(), meta.size());
+      upload(d_anchor_, layout.is_anchor.data(), layout.is_anchor.size());
+      planned_meta_ = std::move(meta);
+      planned_anchor_ = layout.is_anchor;
+      plan_ = {};
+    }
     const std::int32_t* d_cu = d_meta_.data();
     const std::int32_t* d_pos = d_cu + 2;
     auto args = ansan::prefill_args<float>(
@@ -68,7 +76,14 @@ class CudaAttention {
     args.q_pos = args.k_pos = d_pos;
     args.q_seg_start = d_pos + tokens;
     args.q_is_anchor = args.k_is_anchor = d_anchor_.data();
-    forward(args, 0);
+    if (plan_.mismatch(args)) {  // a new text, policy or shape: plan it
+      std::size_t bytes = 0;
+      ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args, plan_));
+      reserve(d_temp_, bytes);
+      bytes = d_temp_.size();
+      ANSAN_CUDA_THROW(ansan::cuda::attention_plan(d_temp_.data(), bytes, args, plan_));
+    }
+    ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan_, args));
     download(out.data(), d_out_.data(), std::size_t(out.size()));
   }
 
@@ -90,6 +105,7 @@ class CudaAttention {
     meta.insert(meta.end(), chunk.seg_start.begin(), chunk.seg_start.end());
     upload(d_meta_, meta.data(), meta.size());
     upload(d_anchor_, chunk.is_anchor.data(), chunk.is_anchor.size());
+    forget_plan();  // the metadata and temp storage it named are overwritten here
     ansan::AttentionArgs<float> args;
     cache.bind_keys(args);
     bind_queries(args, c, d_q_.data(), d_out_.data(), tokens, d_meta_.data(), d_meta_.data() + 2,
@@ -101,6 +117,11 @@ class CudaAttention {
   std::int64_t reduce(Cache& cache) const { return cache.reduce(); }
 
  private:
+  void forget_plan() {
+    plan_ = {};
+    planned_meta_.clear();
+    planned_anchor_.clear();
+  }
   // Attention into d_out_, temp storage grown to the largest call; ordered before download()
   // (the default stream, which the caches use too).
   void forward(const ansan::AttentionArgs<float>& args, cudaStream_t stream) {
@@ -135,7 +156,12 @@ class CudaAttention {
   ansan::cuda::detail::DeviceBuffer<float> d_out_;           // (tokens, heads*head_dim)
   ansan::cuda::detail::DeviceBuffer<std::int32_t> d_meta_;   // (2 + 2*tokens)
   ansan::cuda::detail::DeviceBuffer<std::uint8_t> d_anchor_; // (tokens)
-  ansan::cuda::detail::DeviceBuffer<char> d_temp_;           // attention_forward's temp storage
+  ansan::cuda::detail::DeviceBuffer<char> d_temp_;           // attention's temp storage
+  // The whole text's plan, for its next layers: the host copy of the metadata it was built
+  // from (in d_meta_, d_anchor_; its tables in d_temp_).
+  ansan::cuda::AttentionPlan<float> plan_;
+  std::vector<std::int32_t> planned_meta_;
+  std::vector<std::uint8_t> planned_anchor_;
 };
 
 }  // namespace anllm
