@@ -2,7 +2,8 @@
 // (reference_attention<double> on float64 copies of the same inputs), on fresh random inputs:
 // every kernel (simt, tensor, decode) that supports a case runs it; every policy, GQA/MQA,
 // head dims, ragged batches with empty sequences and n = 1, the edge layouts, chunked prefill,
-// decode over compacted caches with slack rows (maybe_k_seq_start), strided (HND) views.
+// decode over compacted caches with slack rows (maybe_k_seq_start), strided (HND) views; one
+// plan serving several layers (attention_plan / attention_run), also captured in a CUDA graph.
 // Outputs and lse are poisoned with NaN before each run, so an unwritten element fails.
 // Tolerance: relative error < 1e-5 for float (simt), < 1e-2 for fp16/bf16.
 // "sanitizer: ..." cases are small and deterministic, for compute-sanitizer (tests/gpu/check.sh).
@@ -455,6 +456,72 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
             "plan (not built by attention_plan)");
     }
   }
+}
+
+// An engine captures its layers' attention into a CUDA graph once and replays it every step:
+// attention_run must be capturable (no synchronisation, allocation or host copy inside it; the
+// emulator refuses those during a capture as a GPU does), record its work rather than run it,
+// and give each layer's reference on every replay. The plan is built outside the capture.
+TEST_CASE("attention_run captured in a CUDA graph, replayed") {
+  std::mt19937 rng(2403);
+  const AnchorLayout L = test::random_layout(rng, 3, scaled(200, 120), 8.0);
+  const Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "graph capture");
+  DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
+  const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
+  const AttentionArgs<bf16> args0 = layer0.args();
+  AttentionArgs<bf16> args1 = layer1.args();  // layer 1's tensors on layer 0's metadata
+  args1.cu_seqlens_q = args0.cu_seqlens_q, args1.cu_seqlens_k = args0.cu_seqlens_k;
+  args1.maybe_k_seq_start = args0.maybe_k_seq_start;
+  args1.q_pos = args0.q_pos, args1.q_seg_start = args0.q_seg_start;
+  args1.q_is_anchor = args0.q_is_anchor;
+  args1.k_pos = args0.k_pos, args1.k_is_anchor = args0.k_is_anchor;
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  for (AttentionKernel k : kEveryKernel) {
+    if (!ansan::cuda::detail::supports(k, args0)) continue;  // tensor_sm90*: an sm_90a Hopper
+    const std::string what = ansan::cuda::kernel_name(k);
+    INFO(what);
+    ansan::cuda::AttentionPlan<bf16> plan;
+    std::size_t bytes = 0;
+    REQUIRE(ansan::cuda::attention_plan(nullptr, bytes, args0, plan, stream, k) == cudaSuccess);
+    const ansan::cuda::detail::DeviceBuffer<char> temp(bytes);
+    REQUIRE(ansan::cuda::attention_plan(temp.data(), bytes, args0, plan, stream, k) ==
+            cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+
+    layer0.poison_outputs();
+    layer1.poison_outputs();
+    cudaGraph_t graph = nullptr;
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    const cudaError_t run0 = ansan::cuda::attention_run(plan, args0, stream);
+    const cudaError_t run1 = ansan::cuda::attention_run(plan, args1, stream);
+    const cudaError_t captured = cudaStreamEndCapture(stream, &graph);
+    CHECK(run0 == cudaSuccess);
+    CHECK(run1 == cudaSuccess);
+    REQUIRE(captured == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const auto unwritten = [](const DeviceProblem<bf16>& layer) {
+      for (const bf16 x : test::to_host(layer.d_out))
+        if (!std::isnan(to_float(x))) return false;
+      return true;
+    };
+    CHECK(unwritten(layer0));  // captured, not run
+    CHECK(unwritten(layer1));
+
+    cudaGraphExec_t exec = nullptr;
+    REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    for (int replay = 0; replay < 2; ++replay) {
+      layer0.poison_outputs();
+      layer1.poison_outputs();
+      REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+      REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+      check_kernel(layer0, ref0, k, false);
+      check_kernel(layer1, ref1, k, false);
+    }
+    CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  }
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
 }
 
 // Random problems (test::random_problem) in a random dtype through every kernel that takes

@@ -709,10 +709,12 @@ T* dynamic_shared_memory() {
 }
 
 template <class... Params, class... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchShape& shape, cudaStream_t,
+cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchShape& shape, cudaStream_t stream,
                           const Args&... args) {
-  return ::ansan::emulator::launch(shape.grid, shape.block, shape.dynamic_smem_bytes,
-                                   [=] { kernel(args...); });
+  return ::ansan::emulator::detail::run_or_record(stream, [=] {
+    return ::ansan::emulator::launch(shape.grid, shape.block, shape.dynamic_smem_bytes,
+                                     [=] { kernel(args...); });
+  });
 }
 
 }  // namespace ansan::cuda::detail

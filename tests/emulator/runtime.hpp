@@ -7,6 +7,13 @@
 // unregistered (the library's "is this a device pointer" validation). Allocations are exact-size,
 // so AddressSanitizer sees a kernel that reads past the end of a buffer. Everything is
 // synchronous: streams are tokens, and a kernel has finished when its launch returns.
+//
+// Except while a stream is captured into a CUDA graph (cudaStreamBeginCapture, global mode):
+// then the launches and async copies and memsets on that stream are recorded, not run, and
+// cudaGraphLaunch runs them in order. As on a GPU, a call that would synchronise or allocate
+// during a capture (cudaMalloc, cudaFree, cudaMemcpy, cudaMemset, a stream or device
+// synchronisation) fails (here always with cudaErrorStreamCaptureUnsupported) and invalidates
+// the capture, so code meant to be captured is tested for that.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,8 +22,19 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <map>
+#include <utility>
+#include <vector>
+
+// The graph types the CUDA headers only declare: the work a capture recorded, in order.
+struct CUgraph_st {
+  std::vector<std::function<cudaError_t()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<cudaError_t()>> work;
+};
 
 namespace ansan::emulator {
 
@@ -58,6 +76,35 @@ inline cudaError_t record(cudaError_t status) {
   return status;
 }
 
+// The capture in progress, if any (one at a time: what ansan's tests need).
+struct Capture {
+  bool active = false;
+  cudaStream_t stream = nullptr;
+  bool invalidated = false;
+  std::vector<std::function<cudaError_t()>> work;
+};
+inline Capture& capture() {
+  static Capture state;
+  return state;
+}
+// Stream-ordered work: recorded if `stream` is being captured, run now otherwise.
+inline cudaError_t run_or_record(cudaStream_t stream, std::function<cudaError_t()> work) {
+  Capture& c = capture();
+  if (c.active && stream == c.stream) {
+    c.work.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  return work();
+}
+// A call a capture does not allow: it fails and the capture is invalidated.
+inline bool refused_by_capture() {
+  Capture& c = capture();
+  if (!c.active) return false;
+  c.invalidated = true;
+  record(cudaErrorStreamCaptureUnsupported);
+  return true;
+}
+
 inline bool copy_kind_matches(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
   if (count == 0) return true;
   switch (kind) {
@@ -81,6 +128,7 @@ extern "C" {
 
 cudaError_t cudaMalloc(void** ptr, std::size_t size) {
   using namespace ansan::emulator::detail;
+  if (refused_by_capture()) return cudaErrorStreamCaptureUnsupported;
   if (!ptr) return record(cudaErrorInvalidValue);
   void* memory = nullptr;
   if (posix_memalign(&memory, 256, size > 0 ? size : 1) != 0)
@@ -92,6 +140,7 @@ cudaError_t cudaMalloc(void** ptr, std::size_t size) {
 
 cudaError_t cudaFree(void* ptr) {
   using namespace ansan::emulator::detail;
+  if (refused_by_capture()) return cudaErrorStreamCaptureUnsupported;
   if (!ptr) return cudaSuccess;
   const auto it = allocations().find(reinterpret_cast<std::uintptr_t>(ptr));
   if (it == allocations().end()) return record(cudaErrorInvalidValue);
@@ -100,42 +149,56 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
-  using namespace ansan::emulator::detail;
+namespace ansan::emulator::detail {
+inline cudaError_t copy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
   if (!copy_kind_matches(dst, src, count, kind)) return record(cudaErrorInvalidValue);
   if (count > 0) std::memmove(dst, src, count);
   return cudaSuccess;
 }
+inline cudaError_t fill(void* ptr, int value, std::size_t count) {
+  if (count > 0 && !is_device(ptr, count)) return record(cudaErrorInvalidValue);
+  if (count > 0) std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+}  // namespace ansan::emulator::detail
+
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind) {
+  using namespace ansan::emulator::detail;
+  if (refused_by_capture()) return cudaErrorStreamCaptureUnsupported;
+  return copy(dst, src, count, kind);
+}
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t count, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, count, kind);
+                            cudaStream_t stream) {
+  using namespace ansan::emulator::detail;
+  return run_or_record(stream, [=] { return copy(dst, src, count, kind); });
 }
 
 // `height` rows of `width` bytes, rows `spitch` / `dpitch` bytes apart.
 cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
                               std::size_t width, std::size_t height, cudaMemcpyKind kind,
-                              cudaStream_t) {
+                              cudaStream_t stream) {
   using namespace ansan::emulator::detail;
   if (width > dpitch || width > spitch) return record(cudaErrorInvalidPitchValue);
-  for (std::size_t row = 0; row < height; ++row) {
-    void* to = static_cast<char*>(dst) + row * dpitch;
-    const void* from = static_cast<const char*>(src) + row * spitch;
-    if (!copy_kind_matches(to, from, width, kind)) return record(cudaErrorInvalidValue);
-    if (width > 0) std::memmove(to, from, width);
-  }
-  return cudaSuccess;
+  return run_or_record(stream, [=] {
+    for (std::size_t row = 0; row < height; ++row) {
+      const cudaError_t status = copy(static_cast<char*>(dst) + row * dpitch,
+                                      static_cast<const char*>(src) + row * spitch, width, kind);
+      if (status != cudaSuccess) return status;
+    }
+    return cudaSuccess;
+  });
 }
 
 cudaError_t cudaMemset(void* ptr, int value, std::size_t count) {
   using namespace ansan::emulator::detail;
-  if (count > 0 && !is_device(ptr, count)) return record(cudaErrorInvalidValue);
-  if (count > 0) std::memset(ptr, value, count);
-  return cudaSuccess;
+  if (refused_by_capture()) return cudaErrorStreamCaptureUnsupported;
+  return fill(ptr, value, count);
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t count, cudaStream_t) {
-  return cudaMemset(ptr, value, count);
+cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t count, cudaStream_t stream) {
+  using namespace ansan::emulator::detail;
+  return run_or_record(stream, [=] { return fill(ptr, value, count); });
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
@@ -186,8 +249,14 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int dev
       return record(cudaErrorInvalidValue);
   }
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  using namespace ansan::emulator::detail;
+  return refused_by_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  using namespace ansan::emulator::detail;
+  return refused_by_capture() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
   static char tokens[64];
   static std::size_t next = 0;
@@ -195,6 +264,52 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+
+// Capture in global mode only (what the tests ask for), never of the legacy default stream,
+// which a GPU refuses too.
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  using namespace ansan::emulator::detail;
+  if (stream == nullptr) return record(cudaErrorStreamCaptureUnsupported);
+  if (mode != cudaStreamCaptureModeGlobal) return record(cudaErrorInvalidValue);
+  if (capture().active) return record(cudaErrorIllegalState);
+  capture() = Capture{true, stream, false, {}};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  using namespace ansan::emulator::detail;
+  Capture& c = capture();
+  if (!c.active || stream != c.stream || !graph) return record(cudaErrorIllegalState);
+  const bool invalidated = c.invalidated;
+  *graph = invalidated ? nullptr : new CUgraph_st{std::move(c.work)};
+  c = Capture{};
+  return invalidated ? record(cudaErrorStreamCaptureInvalidated) : cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  using namespace ansan::emulator::detail;
+  if (!exec || !graph) return record(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+// Runs the recorded work in order (on the stream it is launched on: synchronously, here).
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  using namespace ansan::emulator::detail;
+  if (!exec) return record(cudaErrorInvalidValue);
+  return run_or_record(stream, [exec] {
+    for (const auto& work : exec->work) {
+      const cudaError_t status = work();
+      if (status != cudaSuccess) return status;
+    }
+    return cudaSuccess;
+  });
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
 
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
@@ -208,6 +323,10 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice:
       return "cudaErrorInvalidDevice";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
     default:
       return "cudaError (emulated runtime)";
   }

@@ -282,7 +282,8 @@ cudaError_t attention_plan(void* d_temp_storage, std::size_t& temp_storage_bytes
 
 // Launches the planned kernel on `args` (one launch; a split decode adds its merge). Returns
 // cudaErrorInvalidValue, launching nothing, when plan.mismatch(args) names an argument the plan
-// was not built for; otherwise the launch's status. Arguments are not validated here.
+// was not built for; otherwise the launch's status. Arguments are not validated here. It only
+// launches (no synchronisation, allocation or host copy), so a CUDA graph can capture it.
 template <class T>
 cudaError_t attention_run(const AttentionPlan<T>& plan, const AttentionArgs<T>& args,
                           cudaStream_t stream = 0) {
