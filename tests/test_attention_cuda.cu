@@ -379,6 +379,16 @@ TEST_CASE("attention_forward follows CUB's temp-storage protocol") {
   }
 }
 
+// `a`'s tensors on the metadata arrays of `from` (equal contents): how the layers of one batch
+// share their positions and anchors, so that one plan serves them all.
+AttentionArgs<bf16> sharing_metadata(AttentionArgs<bf16> a, const AttentionArgs<bf16>& from) {
+  a.cu_seqlens_q = from.cu_seqlens_q, a.cu_seqlens_k = from.cu_seqlens_k;
+  a.maybe_k_seq_start = from.maybe_k_seq_start;
+  a.q_pos = from.q_pos, a.q_seg_start = from.q_seg_start, a.q_is_anchor = from.q_is_anchor;
+  a.k_pos = from.k_pos, a.k_is_anchor = from.k_is_anchor;
+  return a;
+}
+
 // An inference engine plans once per batch and runs every layer on that plan (FlashInfer's
 // plan / run): each run equals its own layer's reference, the plan survives any number of runs,
 // and a call it was not built for is refused, naming the argument, before anything is written.
@@ -390,13 +400,7 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
     DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
     const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
     const AttentionArgs<bf16> args0 = layer0.args();
-    // Layer 1's inputs and outputs on layer 0's metadata, as the layers of one batch share it.
-    AttentionArgs<bf16> args1 = layer1.args();
-    args1.cu_seqlens_q = args0.cu_seqlens_q, args1.cu_seqlens_k = args0.cu_seqlens_k;
-    args1.maybe_k_seq_start = args0.maybe_k_seq_start;
-    args1.q_pos = args0.q_pos, args1.q_seg_start = args0.q_seg_start;
-    args1.q_is_anchor = args0.q_is_anchor;
-    args1.k_pos = args0.k_pos, args1.k_is_anchor = args0.k_is_anchor;
+    const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
     const auto untouched = [&] {
       for (const bf16 x : test::to_host(layer1.d_out))
         if (!std::isnan(to_float(x))) return false;
@@ -469,12 +473,7 @@ TEST_CASE("attention_run captured in a CUDA graph, replayed") {
   DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
   const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
   const AttentionArgs<bf16> args0 = layer0.args();
-  AttentionArgs<bf16> args1 = layer1.args();  // layer 1's tensors on layer 0's metadata
-  args1.cu_seqlens_q = args0.cu_seqlens_q, args1.cu_seqlens_k = args0.cu_seqlens_k;
-  args1.maybe_k_seq_start = args0.maybe_k_seq_start;
-  args1.q_pos = args0.q_pos, args1.q_seg_start = args0.q_seg_start;
-  args1.q_is_anchor = args0.q_is_anchor;
-  args1.k_pos = args0.k_pos, args1.k_is_anchor = args0.k_is_anchor;
+  const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
   cudaStream_t stream = nullptr;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
   for (AttentionKernel k : kEveryKernel) {
