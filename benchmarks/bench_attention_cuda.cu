@@ -23,12 +23,12 @@
 //                           which stays in L2: the ceiling of the prefill's K/V tile reads
 // Timing: CUDA events around each call, the median of `kRepeats` calls per iteration, inputs
 // rotated over enough copies to defeat the 50 MB L2. Counters: ms (median of the whole call,
-// attention_forward), run_ms (prefill: the kernel alone on a plan built once, attention_run:
-// what each layer of a model costs when one plan serves them all), visible pairs, TFLOP/s on
+// attention_forward), run_ms (the kernel alone on a plan built once, attention_run: what each
+// layer of a model costs when one plan serves them all), visible pairs, TFLOP/s on
 // visible work (4 * head_dim flops per visible pair per head) and on computed work
 // (every pair of the (warp, key tile) products the kernel multiplies) with its fraction of
 // mma_peak, the K/V tile bytes the blocks read per second with their fraction of l2_read, GB/s
-// for decode with its fraction of copy.
+// for decode with its fraction of copy (and run_frac_of_copy, on run_ms).
 //
 // `bench_attention_cuda --work` prints, without a GPU, the work the tensor kernel's tile walk
 // does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
@@ -94,6 +94,24 @@ DeviceBuffer<T> upload(const std::vector<T>& host) {
   return d;
 }
 
+// What an engine does for all the layers of a batch: the plan built once, in temp storage of
+// its own (attention_plan), then per call only the kernel (run: attention_run).
+struct LayerPlan {
+  DeviceBuffer<char> temp;
+  ansan::cuda::AttentionPlan<bf16> plan;
+
+  void build(const ansan::AttentionArgs<bf16>& args, ansan::cuda::AttentionKernel kernel) {
+    std::size_t bytes = 0;
+    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args, plan, 0, kernel));
+    temp = DeviceBuffer<char>(bytes);
+    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(temp.data(), bytes, args, plan, 0, kernel));
+    ANSAN_CUDA_THROW(cudaDeviceSynchronize());
+  }
+  void run(const ansan::AttentionArgs<bf16>& args) const {
+    ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan, args, 0));
+  }
+};
+
 // One prefill problem on the device, with `copies` rotated input sets.
 struct Prefill {
   ansan::AnchorLayout layout;
@@ -104,10 +122,10 @@ struct Prefill {
   DeviceBuffer<float> lse;          // (32, n)
   DeviceBuffer<std::int32_t> cu, pos, seg_start;
   DeviceBuffer<std::uint8_t> is_anchor;
-  DeviceBuffer<char> temp, plan_temp;
+  DeviceBuffer<char> temp;
   std::size_t temp_bytes = 0;
   ansan::cuda::AttentionKernel kernel;
-  ansan::cuda::AttentionPlan<bf16> plan;  // the layout's, built once by plan_layers()
+  LayerPlan layers;  // the layout's plan, built once by plan_layers()
 
   Prefill(std::int32_t tokens, double mean_segment, const ansan::MaskPolicy& p, std::uint32_t seed,
           ansan::cuda::AttentionKernel kernel_to_run = ansan::cuda::AttentionKernel::automatic)
@@ -164,17 +182,8 @@ struct Prefill {
     ANSAN_CUDA_THROW(
         ansan::cuda::attention_forward(temp.data(), bytes, args(copy), stream, kernel));
   }
-  // What an engine does for all its layers: the tables once (attention_plan), then per layer
-  // only the kernel (run_planned: attention_run).
-  void plan_layers() {
-    std::size_t bytes = 0;
-    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args(0), plan, 0, kernel));
-    plan_temp = DeviceBuffer<char>(bytes);
-    ANSAN_CUDA_THROW(
-        ansan::cuda::attention_plan(plan_temp.data(), bytes, args(0), plan, 0, kernel));
-    ANSAN_CUDA_THROW(cudaDeviceSynchronize());
-  }
-  void run_planned(int copy) { ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan, args(copy), 0)); }
+  void plan_layers() { layers.build(args(0), kernel); }
+  void run_planned(int copy) { layers.run(args(copy)); }
   bool supported() const { return ansan::cuda::detail::supports(kernel, args(0)); }
 };
 
@@ -454,6 +463,9 @@ struct Decode {
     std::size_t bytes = temp_bytes;
     ANSAN_CUDA_THROW(ansan::cuda::attention_forward(temp.data(), bytes, args(copy), 0, kernel));
   }
+  LayerPlan layers;
+  void plan_layers() { layers.build(args(0), kernel); }
+  void run_planned(int copy) { layers.run(args(copy)); }
 };
 
 // The copy ceiling of each decode shape's byte count, measured once per run and shared with
@@ -496,13 +508,18 @@ void decode_case(benchmark::State& state, ansan::cuda::AttentionKernel kernel) {
     ms = median_ms([&](int i) { problem.run(i % problem.copies); }, kRepeats);
     state.SetIterationTime(ms / 1e3);
   }
+  problem.plan_layers();
+  const double run_ms =
+      median_ms([&](int i) { problem.run_planned(i % problem.copies); }, kRepeats);
   const std::size_t bytes = Decode::kv_bytes(batch, cache, dim);
   const double gbps = double(bytes) / (ms * 1e-3) / 1e9;
   state.counters["ms"] = ms;
+  state.counters["run_ms"] = run_ms;
   state.counters["GBps"] = gbps;
   if (copy_gbps.count(bytes) == 0) copy_gbps[bytes] = measure_copy(bytes);
   state.counters["copy_GBps"] = copy_gbps[bytes];
   state.counters["frac_of_copy"] = gbps / copy_gbps[bytes];
+  state.counters["run_frac_of_copy"] = double(bytes) / (run_ms * 1e-3) / 1e9 / copy_gbps[bytes];
 }
 // The FMA decode kernel and the one on tensor cores (what automatic picks).
 void BM_decode(benchmark::State& state) {
