@@ -462,6 +462,59 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
   }
 }
 
+// PlannedAttention: attention()'s checks once, at the plan; each call then checks the tensors
+// and that the plan fits them, and throws naming the argument before anything is written.
+TEST_CASE("PlannedAttention validates once, then checks each call against its plan") {
+  std::mt19937 rng(2404);
+  const AnchorLayout L = test::random_layout(rng, 2, scaled(150, 90), 6.0);
+  const Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "planned");
+  DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
+  const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
+  const AttentionArgs<bf16> args0 = layer0.args();
+  const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
+  const auto expect_refused = [&](auto&& call, const char* needle) {
+    test::poison(layer1.d_out);
+    try {
+      call();
+      FAIL("no exception for ", needle);
+    } catch (const std::invalid_argument& e) {
+      INFO("message: ", e.what());
+      CHECK(std::string(e.what()).find(needle) != std::string::npos);
+    }
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    for (const bf16 x : test::to_host(layer1.d_out)) REQUIRE(std::isnan(to_float(x)));
+  };
+
+  const ansan::cuda::PlannedAttention<bf16> attend(args0);
+  CHECK(attend.plan().kernel == ansan::cuda::choose_kernel(args0));
+  for (int round = 0; round < 2; ++round) {
+    layer0.poison_outputs();
+    layer1.poison_outputs();
+    attend(args0);
+    attend(args1);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    check_kernel(layer0, ref0, attend.plan().kernel, false);
+    check_kernel(layer1, ref1, attend.plan().kernel, false);
+  }
+  // Each call: the tensors, and the plan's fit.
+  expect_refused([&] { attend(layer1.args()); }, "cu_seqlens_q");  // its own copy of the metadata
+  std::vector<bf16> host_q(layer1.q);
+  AttentionArgs<bf16> a = args1;
+  a.q.data = host_q.data();  // a host pointer
+  expect_refused([&] { attend(a); }, "q.data");
+  a = args1;
+  a.policy = MaskPolicy::anllm_legacy();
+  expect_refused([&] { attend(a); }, "policy");
+  // The constructor: everything attention() checks, the metadata's contents included.
+  REQUIRE(L.seq_len(0) >= 2);
+  std::vector<std::int32_t> unsorted(pr.k_pos);
+  std::swap(unsorted[0], unsorted[1]);
+  const auto d_unsorted = test::to_device(unsorted);
+  a = args1;
+  a.k_pos = a.q_pos = d_unsorted.data();
+  expect_refused([&] { ansan::cuda::PlannedAttention<bf16>{a}; }, "k_pos");
+}
+
 // An engine captures its layers' attention into a CUDA graph once and replays it every step:
 // attention_run must be capturable (no synchronisation, allocation or host copy inside it; the
 // emulator refuses those during a capture as a GPU does), record its work rather than run it,

@@ -325,69 +325,140 @@ cudaError_t attention_forward(void* d_temp_storage, std::size_t& temp_storage_by
   return attention_run(plan, args, stream);
 }
 
+namespace detail {
+
+// What attention() checks of the tensors, reading no device memory: shapes, head_dim, heads,
+// the device pointers and element alignment of q, k, v, out and lse.
+template <class T>
+void validate_tensors(const AttentionArgs<T>& args, const char* fn) {
+  validate_attention_shapes(args, fn);
+  require(args.head_dim() >= 1 && args.head_dim() <= 256, fn, "q.shape[2] (head_dim)",
+          args.head_dim(), "1..256");
+  require(args.heads_q() <= 65535, fn, "q.shape[1] (heads_q)", args.heads_q(), "<= 65535");
+  struct Tensor {
+    const void* ptr;
+    index_t count;
+    const char* name;
+  };
+  const Tensor tensors[] = {{args.q.data, args.q.numel(), "q.data"},
+                            {args.k.data, args.k.numel(), "k.data"},
+                            {args.v.data, args.v.numel(), "v.data"},
+                            {args.out.data, args.out.numel(), "out.data"}};
+  for (const Tensor& t : tensors) {
+    require_device_pointer(t.ptr, t.count, fn, t.name);
+    require(reinterpret_cast<std::uintptr_t>(t.ptr) % sizeof(T) == 0, fn, t.name, "misaligned",
+            ansan::detail::concat("aligned to ", sizeof(T), " bytes (", dtype_name<T>(), ")"));
+  }
+  if (args.lse.data) require_device_pointer(args.lse.data, args.lse.numel(), fn, "lse.data");
+  require(reinterpret_cast<std::uintptr_t>(args.lse.data) % sizeof(float) == 0, fn, "lse.data",
+          "misaligned", "aligned to 4 bytes");
+}
+
+// What attention() checks of the metadata: device pointers, then (offsets and positions are read
+// on the device without bounds checks) host copies of the offsets and positions, which
+// synchronises `stream`.
+template <class T>
+void validate_metadata(const AttentionArgs<T>& args, cudaStream_t stream, const char* fn) {
+  const index_t offsets = index_t(args.batch) + 1, total_q = args.total_q(),
+                total_k = args.total_k();
+  struct Array {
+    const void* ptr;
+    index_t count;
+    const char* name;
+  };
+  const Array arrays[] = {{args.cu_seqlens_q, offsets, "cu_seqlens_q"},
+                          {args.cu_seqlens_k, offsets, "cu_seqlens_k"},
+                          {args.q_pos, total_q, "q_pos"},
+                          {args.q_seg_start, total_q, "q_seg_start"},
+                          {args.q_is_anchor, total_q, "q_is_anchor"},
+                          {args.k_pos, total_k, "k_pos"},
+                          {args.k_is_anchor, total_k, "k_is_anchor"}};
+  for (const Array& a : arrays) require_device_pointer(a.ptr, a.count, fn, a.name);
+  if (args.maybe_k_seq_start)
+    require_device_pointer(args.maybe_k_seq_start, offsets - 1, fn, "maybe_k_seq_start");
+
+  AttentionArgs<T> host = args;
+  const auto cu_q = copy_to_host(args.cu_seqlens_q, std::size_t(offsets), stream);
+  const auto cu_k = copy_to_host(args.cu_seqlens_k, std::size_t(offsets), stream);
+  const auto k_start = copy_to_host(args.maybe_k_seq_start,
+                                    args.maybe_k_seq_start ? std::size_t(offsets) - 1 : 0, stream);
+  const auto q_pos = copy_to_host(args.q_pos, std::size_t(total_q), stream);
+  const auto q_seg_start = copy_to_host(args.q_seg_start, std::size_t(total_q), stream);
+  const auto k_pos = copy_to_host(args.k_pos, std::size_t(total_k), stream);
+  host.cu_seqlens_q = cu_q.data(), host.cu_seqlens_k = cu_k.data();
+  host.maybe_k_seq_start = args.maybe_k_seq_start ? k_start.data() : nullptr;
+  host.q_pos = q_pos.data(), host.q_seg_start = q_seg_start.data(), host.k_pos = k_pos.data();
+  validate_attention_metadata(host, fn);
+}
+
+template <class T>
+void require_kernel_supports(const AttentionArgs<T>& args, AttentionKernel kernel, const char* fn) {
+  require(supports(choose_kernel(args, kernel), args), fn, "kernel", kernel_name(kernel),
+          "a kernel that supports this dtype, head_dim and alignment, and whose shared memory the "
+          "device allows (docs/cuda_attention.md, Which kernel runs)");
+}
+
+}  // namespace detail
+
 // Validates everything, then runs attention_forward with temp storage allocated on `stream`.
 // Throws std::invalid_argument (naming the argument, the value seen and the value expected)
 // before any output is written, and ansan::cuda_error for a failed CUDA call. Validation
 // copies the metadata (offsets, positions) to the host and synchronises `stream` (also at the
 // end, before the temp storage is freed); call attention_forward (or attention_plan and
-// attention_run) directly to avoid that.
+// attention_run) directly to avoid that, or PlannedAttention to do it once for many calls.
 template <class T>
 void attention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
                AttentionKernel kernel = AttentionKernel::automatic) {
   const char* fn = "cuda::attention";
-  validate_attention_shapes(args, fn);
-  require(args.head_dim() >= 1 && args.head_dim() <= 256, fn, "q.shape[2] (head_dim)", args.head_dim(),
-          "1..256");
-  require(args.heads_q() <= 65535, fn, "q.shape[1] (heads_q)", args.heads_q(), "<= 65535");
-  const index_t offsets = index_t(args.batch) + 1, total_q = args.total_q(), total_k = args.total_k();
-  struct Pointer {
-    const void* ptr;
-    index_t count;
-    const char* name;
-  };
-  const Pointer pointers[] = {{args.q.data, args.q.numel(), "q.data"},
-                              {args.k.data, args.k.numel(), "k.data"},
-                              {args.v.data, args.v.numel(), "v.data"},
-                              {args.out.data, args.out.numel(), "out.data"},
-                              {args.cu_seqlens_q, offsets, "cu_seqlens_q"},
-                              {args.cu_seqlens_k, offsets, "cu_seqlens_k"},
-                              {args.q_pos, total_q, "q_pos"},
-                              {args.q_seg_start, total_q, "q_seg_start"},
-                              {args.q_is_anchor, total_q, "q_is_anchor"},
-                              {args.k_pos, total_k, "k_pos"},
-                              {args.k_is_anchor, total_k, "k_is_anchor"}};
-  for (const Pointer& p : pointers) detail::require_device_pointer(p.ptr, p.count, fn, p.name);
-  if (args.lse.data) detail::require_device_pointer(args.lse.data, args.lse.numel(), fn, "lse.data");
-  if (args.maybe_k_seq_start)
-    detail::require_device_pointer(args.maybe_k_seq_start, offsets - 1, fn, "maybe_k_seq_start");
-  for (int i = 0; i < 4; ++i)
-    require(reinterpret_cast<std::uintptr_t>(pointers[i].ptr) % sizeof(T) == 0, fn, pointers[i].name,
-            "misaligned", ansan::detail::concat("aligned to ", sizeof(T), " bytes (", dtype_name<T>(), ")"));
-  require(reinterpret_cast<std::uintptr_t>(args.lse.data) % sizeof(float) == 0, fn, "lse.data",
-          "misaligned", "aligned to 4 bytes");
-  require(detail::supports(choose_kernel(args, kernel), args), fn, "kernel", kernel_name(kernel),
-          "a kernel that supports this dtype, head_dim and alignment, and whose shared memory the "
-          "device allows (docs/cuda_attention.md, Which kernel runs)");
-
-  // Offsets and positions are read on the device without bounds checks: check host copies.
-  AttentionArgs<T> host = args;
-  const auto cu_q = detail::copy_to_host(args.cu_seqlens_q, std::size_t(offsets), stream);
-  const auto cu_k = detail::copy_to_host(args.cu_seqlens_k, std::size_t(offsets), stream);
-  const auto k_start = detail::copy_to_host(args.maybe_k_seq_start,
-                                            args.maybe_k_seq_start ? std::size_t(offsets) - 1 : 0, stream);
-  const auto q_pos = detail::copy_to_host(args.q_pos, std::size_t(total_q), stream);
-  const auto q_seg_start = detail::copy_to_host(args.q_seg_start, std::size_t(total_q), stream);
-  const auto k_pos = detail::copy_to_host(args.k_pos, std::size_t(total_k), stream);
-  host.cu_seqlens_q = cu_q.data(), host.cu_seqlens_k = cu_k.data();
-  host.maybe_k_seq_start = args.maybe_k_seq_start ? k_start.data() : nullptr;
-  host.q_pos = q_pos.data(), host.q_seg_start = q_seg_start.data(), host.k_pos = k_pos.data();
-  validate_attention_metadata(host, fn);
-
+  detail::validate_tensors(args, fn);
+  detail::require_kernel_supports(args, kernel, fn);
+  detail::validate_metadata(args, stream, fn);
   std::size_t bytes = 0;
   ANSAN_CUDA_THROW(attention_forward<T>(nullptr, bytes, args, stream, kernel));
   const detail::DeviceBuffer<char> temp(bytes);
   ANSAN_CUDA_THROW(attention_forward<T>(temp.data(), bytes, args, stream, kernel));
   ANSAN_CUDA_THROW(cudaStreamSynchronize(stream));  // temp is freed on return
 }
+
+// attention_plan and attention_run with attention()'s checks, for a batch whose calls (the
+// layers of a model) share its metadata. The constructor validates everything, as attention()
+// does (the metadata through a host copy, which synchronises `stream`), and plans into temp
+// storage it owns. Each call then checks only what can differ from call to call (the tensors'
+// shapes, pointers and alignment: no device reads, no synchronisation) and that the plan fits
+// them, and launches. Both throw std::invalid_argument naming the argument, before anything is
+// written, and ansan::cuda_error for a failed CUDA call.
+template <class T>
+class PlannedAttention {
+ public:
+  explicit PlannedAttention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
+                            AttentionKernel kernel = AttentionKernel::automatic) {
+    const char* fn = "cuda::PlannedAttention";
+    detail::validate_tensors(args, fn);
+    detail::require_kernel_supports(args, kernel, fn);
+    detail::validate_metadata(args, stream, fn);
+    std::size_t bytes = 0;
+    ANSAN_CUDA_THROW(attention_plan(nullptr, bytes, args, plan_, stream, kernel));
+    temp_ = detail::DeviceBuffer<char>(bytes);
+    ANSAN_CUDA_THROW(attention_plan(temp_.data(), bytes, args, plan_, stream, kernel));
+  }
+
+  // Runs on `stream` (ordered after the constructor's stream where they differ: the caller's
+  // to arrange); nothing is synchronised.
+  void operator()(const AttentionArgs<T>& args, cudaStream_t stream = 0) const {
+    const char* fn = "cuda::PlannedAttention";
+    detail::validate_tensors(args, fn);
+    if (const char* argument = plan_.mismatch(args))
+      fail(fn, argument, "not what the plan was built for",
+           "the plan's metadata arrays, sizes, heads, head_dim and policy, and rows its kernel "
+           "takes (attention_plan)");
+    ANSAN_CUDA_THROW(attention_run(plan_, args, stream));
+  }
+
+  const AttentionPlan<T>& plan() const { return plan_; }
+
+ private:
+  detail::DeviceBuffer<char> temp_;
+  AttentionPlan<T> plan_;
+};
 
 }  // namespace ansan::cuda
