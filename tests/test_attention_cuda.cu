@@ -389,6 +389,23 @@ AttentionArgs<bf16> sharing_metadata(AttentionArgs<bf16> a, const AttentionArgs<
   return a;
 }
 
+// Two layers of one batch: random tensors of their own on one set of metadata arrays, each
+// with its float64 reference. (Built in place: the layers refer to `pr`.)
+struct TwoLayers {
+  Problem pr;
+  DeviceProblem<bf16> layer0, layer1;
+  test::Reference ref0, ref1;
+  AttentionArgs<bf16> args0, args1;
+  TwoLayers(std::mt19937& rng, Problem problem)
+      : pr(std::move(problem)),
+        layer0(rng, pr),
+        layer1(rng, pr),
+        ref0(layer0.reference()),
+        ref1(layer1.reference()),
+        args0(layer0.args()),
+        args1(sharing_metadata(layer1.args(), args0)) {}
+};
+
 // An inference engine plans once per batch and runs every layer on that plan (FlashInfer's
 // plan / run): each run equals its own layer's reference, the plan survives any number of runs,
 // and a call it was not built for is refused, naming the argument, before anything is written.
@@ -396,11 +413,12 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
   std::mt19937 rng(2402);
   const AnchorLayout L = test::random_layout(rng, 3, scaled(200, 120), 8.0);
   for (const MaskPolicy& policy : {MaskPolicy::anllm(), MaskPolicy::sepllm(2, 24)}) {
-    const Problem pr = prefill_problem(L, policy, shape(4, 2, 128), "plan / run");
-    DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
-    const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
-    const AttentionArgs<bf16> args0 = layer0.args();
-    const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
+    TwoLayers two(rng, prefill_problem(L, policy, shape(4, 2, 128), "plan / run"));
+    const Problem& pr = two.pr;
+    DeviceProblem<bf16>& layer0 = two.layer0;
+    DeviceProblem<bf16>& layer1 = two.layer1;
+    const AttentionArgs<bf16>& args0 = two.args0;
+    const AttentionArgs<bf16>& args1 = two.args1;
     const auto untouched = [&] {
       for (const bf16 x : test::to_host(layer1.d_out))
         if (!std::isnan(to_float(x))) return false;
@@ -425,8 +443,8 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
         layer1.poison_outputs();
         REQUIRE(ansan::cuda::attention_run(plan, args1, 0) == cudaSuccess);
         REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-        check_kernel(layer0, ref0, k, false);
-        check_kernel(layer1, ref1, k, false);
+        check_kernel(layer0, two.ref0, k, false);
+        check_kernel(layer1, two.ref1, k, false);
       }
 
       const auto expect_refused = [&](const AttentionArgs<bf16>& a, const std::string& name) {
@@ -467,11 +485,12 @@ TEST_CASE("attention_plan once, attention_run per layer, and a call the plan doe
 TEST_CASE("PlannedAttention validates once, then checks each call against its plan") {
   std::mt19937 rng(2404);
   const AnchorLayout L = test::random_layout(rng, 2, scaled(150, 90), 6.0);
-  const Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "planned");
-  DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
-  const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
-  const AttentionArgs<bf16> args0 = layer0.args();
-  const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
+  TwoLayers two(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 64), "planned"));
+  const Problem& pr = two.pr;
+  DeviceProblem<bf16>& layer0 = two.layer0;
+  DeviceProblem<bf16>& layer1 = two.layer1;
+  const AttentionArgs<bf16>& args0 = two.args0;
+  const AttentionArgs<bf16>& args1 = two.args1;
   const auto expect_refused = [&](auto&& call, const char* needle) {
     test::poison(layer1.d_out);
     try {
@@ -493,8 +512,8 @@ TEST_CASE("PlannedAttention validates once, then checks each call against its pl
     attend(args0);
     attend(args1);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    check_kernel(layer0, ref0, attend.plan().kernel, false);
-    check_kernel(layer1, ref1, attend.plan().kernel, false);
+    check_kernel(layer0, two.ref0, attend.plan().kernel, false);
+    check_kernel(layer1, two.ref1, attend.plan().kernel, false);
   }
   // Each call: the tensors, and the plan's fit.
   expect_refused([&] { attend(layer1.args()); }, "cu_seqlens_q");  // its own copy of the metadata
@@ -522,11 +541,11 @@ TEST_CASE("PlannedAttention validates once, then checks each call against its pl
 TEST_CASE("attention_run captured in a CUDA graph, replayed") {
   std::mt19937 rng(2403);
   const AnchorLayout L = test::random_layout(rng, 3, scaled(200, 120), 8.0);
-  const Problem pr = prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "graph capture");
-  DeviceProblem<bf16> layer0(rng, pr), layer1(rng, pr);
-  const test::Reference ref0 = layer0.reference(), ref1 = layer1.reference();
-  const AttentionArgs<bf16> args0 = layer0.args();
-  const AttentionArgs<bf16> args1 = sharing_metadata(layer1.args(), args0);
+  TwoLayers two(rng, prefill_problem(L, MaskPolicy::anllm(), shape(4, 2, 128), "graph capture"));
+  DeviceProblem<bf16>& layer0 = two.layer0;
+  DeviceProblem<bf16>& layer1 = two.layer1;
+  const AttentionArgs<bf16>& args0 = two.args0;
+  const AttentionArgs<bf16>& args1 = two.args1;
   cudaStream_t stream = nullptr;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
   for (AttentionKernel k : kEveryKernel) {
@@ -567,8 +586,8 @@ TEST_CASE("attention_run captured in a CUDA graph, replayed") {
       layer1.poison_outputs();
       REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
       REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
-      check_kernel(layer0, ref0, k, false);
-      check_kernel(layer1, ref1, k, false);
+      check_kernel(layer0, two.ref0, k, false);
+      check_kernel(layer1, two.ref1, k, false);
     }
     CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph) == cudaSuccess);

@@ -391,11 +391,15 @@ void validate_metadata(const AttentionArgs<T>& args, cudaStream_t stream, const 
   validate_attention_metadata(host, fn);
 }
 
+// Everything attention() checks: the tensors, that `kernel` takes them, the metadata.
 template <class T>
-void require_kernel_supports(const AttentionArgs<T>& args, AttentionKernel kernel, const char* fn) {
+void validate_call(const AttentionArgs<T>& args, AttentionKernel kernel, cudaStream_t stream,
+                   const char* fn) {
+  validate_tensors(args, fn);
   require(supports(choose_kernel(args, kernel), args), fn, "kernel", kernel_name(kernel),
           "a kernel that supports this dtype, head_dim and alignment, and whose shared memory the "
           "device allows (docs/cuda_attention.md, Which kernel runs)");
+  validate_metadata(args, stream, fn);
 }
 
 }  // namespace detail
@@ -409,10 +413,7 @@ void require_kernel_supports(const AttentionArgs<T>& args, AttentionKernel kerne
 template <class T>
 void attention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
                AttentionKernel kernel = AttentionKernel::automatic) {
-  const char* fn = "cuda::attention";
-  detail::validate_tensors(args, fn);
-  detail::require_kernel_supports(args, kernel, fn);
-  detail::validate_metadata(args, stream, fn);
+  detail::validate_call(args, kernel, stream, "cuda::attention");
   std::size_t bytes = 0;
   ANSAN_CUDA_THROW(attention_forward<T>(nullptr, bytes, args, stream, kernel));
   const detail::DeviceBuffer<char> temp(bytes);
@@ -432,10 +433,7 @@ class PlannedAttention {
  public:
   explicit PlannedAttention(const AttentionArgs<T>& args, cudaStream_t stream = 0,
                             AttentionKernel kernel = AttentionKernel::automatic) {
-    const char* fn = "cuda::PlannedAttention";
-    detail::validate_tensors(args, fn);
-    detail::require_kernel_supports(args, kernel, fn);
-    detail::validate_metadata(args, stream, fn);
+    detail::validate_call(args, kernel, stream, "cuda::PlannedAttention");
     std::size_t bytes = 0;
     ANSAN_CUDA_THROW(attention_plan(nullptr, bytes, args, plan_, stream, kernel));
     temp_ = detail::DeviceBuffer<char>(bytes);
