@@ -189,7 +189,8 @@ AttentionKernel choose_kernel(const AttentionArgs<T>& a,
 // split count and the partial results' buffers). A plain value: it stays valid while that temp
 // storage and the metadata arrays it was built from are unchanged, and serves every call whose
 // arguments share that metadata (same pointers, sizes, heads, head_dim and policy), whatever
-// their Q, K, V, outputs and strides.
+// their Q, K, V, outputs and strides. A prefill's runs only read its tables; a split decode's
+// runs write their partial results into its temp storage, so they must not overlap (one stream).
 template <class T>
 struct AttentionPlan {
   AttentionKernel kernel = AttentionKernel::automatic;  // the kernel run; automatic: not built
