@@ -12,6 +12,9 @@
 //   for (layer ...) ansan::cuda::attention_run(plan, args_of(layer), stream);  // one launch each
 // or, allocating and validating everything on the host:
 //   ansan::cuda::attention(args, stream);
+// or the plan / run pair with that validation, once per batch, and owning its temp storage:
+//   const ansan::cuda::PlannedAttention<bf16> attend(args, stream);
+//   for (layer ...) attend(args_of(layer), stream);
 //
 // All pointers in `args` are device pointers; their meaning is attention_args.hpp's (sequence-
 // local positions, keys sorted by position, maybe_k_seq_start for a cache with slack, lse
