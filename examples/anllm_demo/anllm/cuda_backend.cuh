@@ -8,7 +8,7 @@
 // ansan::cuda::attention. The whole text's layers share its metadata: the first layer uploads
 // it and plans (ansan::cuda::attention_plan), the others only run the kernel on that plan
 // (attention_run). A chunk attends to each layer's own cache, whose metadata arrays differ
-// from layer to layer, so each of those calls plans and runs (attention_forward). The model's
+// from layer to layer, so each of those calls plans, then runs. The model's
 // matmuls, norms and RoPE stay on the CPU (model.hpp), so every layer call copies its rotated
 // q, k, v to the device and the attention output back: a readable split, not a fast one.
 //
@@ -76,13 +76,7 @@ class CudaAttention {
     args.q_pos = args.k_pos = d_pos;
     args.q_seg_start = d_pos + tokens;
     args.q_is_anchor = args.k_is_anchor = d_anchor_.data();
-    if (plan_.mismatch(args)) {  // a new text, policy or shape: plan it
-      std::size_t bytes = 0;
-      ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args, plan_));
-      reserve(d_temp_, bytes);
-      bytes = d_temp_.size();
-      ANSAN_CUDA_THROW(ansan::cuda::attention_plan(d_temp_.data(), bytes, args, plan_));
-    }
+    if (plan_.mismatch(args)) plan(args, 0);  // a new text, policy or shape
     ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan_, args));
     download(out.data(), d_out_.data(), std::size_t(out.size()));
   }
@@ -105,31 +99,28 @@ class CudaAttention {
     meta.insert(meta.end(), chunk.seg_start.begin(), chunk.seg_start.end());
     upload(d_meta_, meta.data(), meta.size());
     upload(d_anchor_, chunk.is_anchor.data(), chunk.is_anchor.size());
-    forget_plan();  // the metadata and temp storage it named are overwritten here
+    planned_meta_.clear();  // d_meta_ and d_anchor_ no longer hold the text's
+    planned_anchor_.clear();
     ansan::AttentionArgs<float> args;
     cache.bind_keys(args);
     bind_queries(args, c, d_q_.data(), d_out_.data(), tokens, d_meta_.data(), d_meta_.data() + 2,
                  d_meta_.data() + 2 + tokens, d_anchor_.data(), policy);
-    forward(args, cache.stream());
+    plan(args, cache.stream());
+    ANSAN_CUDA_THROW(ansan::cuda::attention_run(plan_, args, cache.stream()));
     download(out.data(), d_out_.data(), std::size_t(out.size()));
   }
 
   std::int64_t reduce(Cache& cache) const { return cache.reduce(); }
 
  private:
-  void forget_plan() {
-    plan_ = {};
-    planned_meta_.clear();
-    planned_anchor_.clear();
-  }
-  // Attention into d_out_, temp storage grown to the largest call; ordered before download()
-  // (the default stream, which the caches use too).
-  void forward(const ansan::AttentionArgs<float>& args, cudaStream_t stream) {
+  // plan_ for `args`, temp storage grown to the largest plan; the runs on it are ordered
+  // before download() (the default stream, which the caches use too).
+  void plan(const ansan::AttentionArgs<float>& args, cudaStream_t stream) {
     std::size_t bytes = 0;
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(nullptr, bytes, args, stream));
+    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(nullptr, bytes, args, plan_, stream));
     reserve(d_temp_, bytes);
     bytes = d_temp_.size();
-    ANSAN_CUDA_THROW(ansan::cuda::attention_forward(d_temp_.data(), bytes, args, stream));
+    ANSAN_CUDA_THROW(ansan::cuda::attention_plan(d_temp_.data(), bytes, args, plan_, stream));
   }
   template <class E>
   static void reserve(ansan::cuda::detail::DeviceBuffer<E>& buffer, std::size_t count) {
@@ -157,8 +148,8 @@ class CudaAttention {
   ansan::cuda::detail::DeviceBuffer<std::int32_t> d_meta_;   // (2 + 2*tokens)
   ansan::cuda::detail::DeviceBuffer<std::uint8_t> d_anchor_; // (tokens)
   ansan::cuda::detail::DeviceBuffer<char> d_temp_;           // attention's temp storage
-  // The whole text's plan, for its next layers: the host copy of the metadata it was built
-  // from (in d_meta_, d_anchor_; its tables in d_temp_).
+  // The latest call's plan (its tables in d_temp_), and the host copy of the text's metadata
+  // while d_meta_ and d_anchor_ hold it: the next layers of that text reuse the plan.
   ansan::cuda::AttentionPlan<float> plan_;
   std::vector<std::int32_t> planned_meta_;
   std::vector<std::uint8_t> planned_anchor_;
