@@ -25,6 +25,14 @@ void poison(const ansan::cuda::detail::DeviceBuffer<E>& d) {
   if (d.size() > 0) ANSAN_CUDA_THROW(cudaMemset(d.data(), 0xff, d.bytes()));
 }
 
+// Whether `d` still holds poison()'s bytes, every one: nothing wrote to it.
+template <class E>
+bool still_poisoned(const ansan::cuda::detail::DeviceBuffer<E>& d) {
+  const std::vector<E> host = to_host(d);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(host.data());
+  return std::all_of(bytes, bytes + d.bytes(), [](unsigned char b) { return b == 0xff; });
+}
+
 template <class T>
 struct DeviceProblem {
   template <class E>
