@@ -6,7 +6,8 @@
 // keys that some future query can see, found by brute force with the SPEC predicate over every
 // anchor pattern of the next tokens; in between it holds a superset; order, positions, flags and
 // K/V data always match what was appended. Also: growth keeps data, bad input leaves the cache
-// unchanged, and attention over the reduced cache equals attention over the whole text.
+// unchanged, attention over the reduced cache equals attention over the whole text, and a cache
+// of several layers equals one cache per layer, refusing calls out of order.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -291,6 +292,158 @@ TEST_CASE("bad input throws, names the argument and leaves the cache unchanged")
     CHECK_THROWS_WITH_AS(cache.positions(2), doctest::Contains("sequence index b"),
                          std::invalid_argument);
   }
+}
+
+// A cache of L layers, fed rows once and each layer's K/V in a random order, against L
+// one-layer caches fed the same rows with append(); the one-layer caches are checked against
+// the SPEC predicate above. L = 1 compares append_rows() + write(0) with append().
+TEST_CASE("a cache of several layers equals one cache per layer, step by step") {
+  std::mt19937 rng(24);
+  for (const MaskPolicy& policy : test::all_policies())
+    for (const KVStorage storage : storages)
+      for (const std::int32_t layers : {1, 3}) {
+        std::vector<std::vector<std::uint8_t>> text = test::edge_flags();
+        text.push_back(test::random_flags(rng, 50, 4));
+        const auto B = std::int32_t(text.size());
+        const std::int32_t heads = 1 + std::int32_t(rng() % 3), dim = 1 + std::int32_t(rng() % 5);
+        INFO(std::string(policy_name(policy)), " ", std::string(storage_name(storage)), " layers ",
+             layers);
+        KVCache<float> layered(LayerCount{layers}, B, heads, dim, policy, 0, storage);
+        std::vector<KVCache<float>> single;
+        for (std::int32_t l = 0; l < layers; ++l)
+          single.emplace_back(B, heads, dim, policy, 0, storage);
+        CHECK(layered.layers() == layers);
+        const auto check_same = [&] {
+          REQUIRE(layered.entries() == single[0].entries());
+          CHECK(layered.capacity_per_seq() == single[0].capacity_per_seq());
+          CHECK(layered.bytes() == std::size_t(layers) * single[0].bytes());
+          CHECK(layered.full_cache_bytes() == std::size_t(layers) * single[0].full_cache_bytes());
+          CHECK(layered.allocated_bytes() == std::size_t(layers) * single[0].allocated_bytes());
+          for (std::int32_t b = 0; b < B; ++b) {
+            CHECK(layered.positions(b) == single[0].positions(b));
+            CHECK(layered.anchor_flags(b) == single[0].anchor_flags(b));
+            CHECK(layered.next_pos(b) == single[0].next_pos(b));
+            CHECK(layered.open_seg_start(b) == single[0].open_seg_start(b));
+            for (std::int32_t l = 0; l < layers; ++l) {
+              CHECK(layered.keys(b, l) == single[l].keys(b));
+              CHECK(layered.values(b, l) == single[l].values(b));
+            }
+          }
+        };
+        std::vector<std::int32_t> fed(text.size(), 0);
+        for (bool more = true; more;) {
+          std::vector<std::int32_t> cu{0}, pos;
+          std::vector<std::uint8_t> anchor;
+          bool any_anchor = false;
+          more = false;
+          for (std::int32_t b = 0; b < B; ++b) {
+            const auto left = std::int32_t(text[b].size()) - fed[b];
+            const std::int32_t m = std::min<std::int32_t>(left, std::int32_t(rng() % 4));
+            for (std::int32_t i = 0; i < m; ++i) {
+              pos.push_back(fed[b] + i);
+              anchor.push_back(text[b][std::size_t(fed[b] + i)]);
+              any_anchor |= anchor.back() != 0;
+            }
+            fed[b] += m;
+            more |= fed[b] < std::int32_t(text[b].size());
+            cu.push_back(std::int32_t(pos.size()));
+          }
+          const auto m = index_t(pos.size());
+          layered.append_rows(cu, pos, anchor);
+          CHECK(layered.chunk_rows() == m);
+          std::vector<std::int32_t> order(static_cast<std::size_t>(layers));
+          for (std::int32_t l = 0; l < layers; ++l) order[l] = l;
+          std::shuffle(order.begin(), order.end(), rng);
+          for (const std::int32_t l : order) {
+            CHECK(layered.written(l) == (m == 0));
+            std::vector<float> k(std::size_t(m * heads * dim)), v(k.size());
+            test::fill_standard_normal(rng, {&k, &v});
+            const auto kv = make_view<const float>(k.data(), m, heads, dim);
+            const auto vv = make_view<const float>(v.data(), m, heads, dim);
+            layered.write(l, kv, vv);
+            CHECK(layered.written(l));
+            single[l].append(kv, vv, cu, pos, anchor);
+          }
+          check_same();
+          if (any_anchor || rng() % 4 == 0) {
+            const std::int64_t dropped = layered.reduce(int(1 + rng() % 2));
+            for (auto& cache : single) CHECK(cache.reduce() == dropped);
+            CHECK(layered.chunk_rows() == 0);
+            check_same();
+          }
+        }
+        // Layers share every metadata pointer and differ in K and V only.
+        AttentionArgs<float> first, last;
+        layered.bind_keys(first, 0);
+        layered.bind_keys(last, layers - 1);
+        CHECK(first.cu_seqlens_k == last.cu_seqlens_k);
+        CHECK(first.k_pos == last.k_pos);
+        CHECK(first.k_is_anchor == last.k_is_anchor);
+        CHECK(first.maybe_k_seq_start == last.maybe_k_seq_start);
+        CHECK((first.k.data == last.k.data) == (layers == 1));
+        CHECK((first.v.data == last.v.data) == (layers == 1));
+      }
+}
+
+TEST_CASE("a cache of several layers refuses calls out of order or without a layer") {
+  KVCache<float> cache(LayerCount{2}, 2, 2, 3, MaskPolicy::anllm(), 1, KVStorage::hnd);
+  std::vector<float> k(3 * 2 * 3, 1.f), v(k.size(), 2.f);
+  const auto kv = make_view<const float>(k.data(), 3, 2, 3);
+  const auto vv = make_view<const float>(v.data(), 3, 2, 3);
+  const std::vector<std::int32_t> cu{0, 2, 3}, pos{0, 1, 0}, later{2, 3, 1};
+  const std::vector<std::uint8_t> anchor{0, 1, 0};
+  cache.append_rows(cu, pos, anchor);
+  cache.write(0, kv, vv);
+  const auto snapshot = [&] {
+    std::vector<std::vector<float>> s;
+    for (std::int32_t b = 0; b < 2; ++b) {
+      const auto p = cache.positions(b);
+      s.emplace_back(p.begin(), p.end());
+      for (std::int32_t l = 0; l < 2; ++l)
+        s.push_back(cache.keys(b, l)), s.push_back(cache.values(b, l));
+      s.push_back({float(cache.next_pos(b)), float(cache.open_seg_start(b))});
+    }
+    s.push_back({float(cache.entries()), float(cache.capacity_per_seq()),
+                 float(cache.chunk_rows()), float(cache.written(0)), float(cache.written(1))});
+    return s;
+  };
+  const auto before = snapshot();
+  const auto refuses = [&](const auto& call, const std::string& argument) {
+    try {
+      call();
+      FAIL("no exception for ", argument);
+    } catch (const std::invalid_argument& e) {
+      CAPTURE(e.what());
+      CHECK(std::string(e.what()).find(argument) != std::string::npos);
+    }
+    CHECK(snapshot() == before);
+  };
+  refuses([&] { cache.append_rows(cu, later, anchor); }, "layer 1");
+  refuses([&] { cache.reduce(); }, "layer 1");
+  refuses([&] { cache.write(2, kv, vv); }, "layer");
+  refuses([&] { cache.write(-1, kv, vv); }, "layer");
+  const auto two_rows = make_view<const float>(k.data(), 2, 2, 3);
+  refuses([&] { cache.write(1, two_rows, two_rows); }, "k.shape");
+  refuses([&] { cache.append(kv, vv, cu, later, anchor); }, "layers()");
+  AttentionArgs<float> args;
+  refuses([&] { cache.bind_keys(args); }, "layers()");
+  refuses([&] { cache.bind_keys(args, 2); }, "layer");
+  refuses([&] { cache.keys(0); }, "layers()");
+  refuses([&] { cache.values(1, 5); }, "layer");
+  CHECK_THROWS_WITH_AS(KVCache<float>(LayerCount{0}, 1, 1, 4, MaskPolicy::anllm()),
+                       doctest::Contains("layers"), std::invalid_argument);
+  // Once layer 1 is written, the next step and a reduction go through; an empty chunk needs
+  // no write.
+  cache.write(1, kv, vv);
+  cache.append_rows(std::vector<std::int32_t>{0, 0, 0}, {}, {});
+  CHECK(cache.written(0));
+  CHECK(cache.written(1));
+  cache.append_rows(cu, later, anchor);
+  cache.write(1, kv, vv);
+  cache.write(0, kv, vv);
+  CHECK(cache.reduce() == 2);  // sequence 0 keeps its anchors 1 and 3; sequence 1 has none
+  CHECK(cache.positions(0) == std::vector<std::int32_t>{1, 3});
+  CHECK(cache.positions(1) == std::vector<std::int32_t>{0, 1});
 }
 
 // Anchor-based inference in miniature (SPEC section 3's exactness invariant): prefill a prompt,

@@ -1,4 +1,5 @@
-// ansan/kv_cache.hpp - the anchor KV cache of one layer, for a batch of B sequences, on the host.
+// ansan/kv_cache.hpp - the anchor KV cache of a batch of B sequences, one layer or all of a
+// model's layers, on the host.
 //
 // Anchor-based inference (SPEC.md section 3, the authors' Algorithm 1): prefill the prompt,
 // reduce(), then decode token by token, calling reduce() after every generated anchor. A
@@ -14,13 +15,26 @@
 // doubling, data kept) unless set_growth(false), in which case append() throws.
 // K and V are (rows, heads_kv, head_dim) in NHD or HND order (KVStorage).
 //
+// Layers: every layer of a model caches the same tokens, so a cache built with LayerCount{L}
+// holds L layers' K and V over one set of rows, positions, flags and offsets. A step appends
+// the rows once, then writes each layer's K and V as the forward pass computes them:
+//
+//   cache.append_rows(cu_new, pos, is_anchor);   // the step's rows, for every layer
+//   for each layer l:  cache.write(l, k_l, v_l);  cache.bind_keys(args, l);  attention(args)
+//   cache.reduce();                              // every layer, one keep rule
+//
+// bind_keys(args, l) differs between layers only in args.k and args.v, so whatever attention
+// derives from the metadata (ansan::cuda::attention_plan) is built once per step, not per
+// layer. A one-layer cache (the plain constructor) also takes append(k, v, ...), both at once.
+//
 // Kept keys keep their original positions and new rows bring their true positions. The
 // authors' released code rotates new tokens at the compacted cache length instead; that is the
 // caller's choice of RoPE position (seq_len(b) instead of next_pos(b)), not a cache mode: the
 // cache uses positions only for order and the mask, and still takes true positions.
 //
 // Every member validates its arguments before changing anything: on bad input it throws
-// std::invalid_argument and the cache is left as it was. ansan::cuda::KVCache
+// std::invalid_argument and the cache is left as it was. That includes order: append_rows()
+// and reduce() refuse while a layer of the last append_rows() is unwritten. ansan::cuda::KVCache
 // (ansan/cuda/kv_cache.cuh) has the same members over device memory.
 #pragma once
 
@@ -41,6 +55,12 @@
 
 namespace ansan {
 
+// How many layers a KVCache holds: a type of its own so it cannot be mistaken for the batch or
+// head counts beside it.
+struct LayerCount {
+  std::int32_t value = 1;
+};
+
 namespace detail {
 
 // The bookkeeping both caches share: lengths, capacity, positions and anchor flags of every
@@ -48,10 +68,16 @@ namespace detail {
 // appends and the keep rule of reductions. Element storage is the derived class's.
 class KVCacheBook {
  public:
-  KVCacheBook(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim,
-              const MaskPolicy& policy, std::int32_t initial_capacity_per_seq, KVStorage storage,
-              const char* fn)
-      : batch_(batch), heads_(heads_kv), dim_(head_dim), policy_(policy), storage_(storage) {
+  KVCacheBook(LayerCount layers, std::int32_t batch, std::int32_t heads_kv,
+              std::int32_t head_dim, const MaskPolicy& policy,
+              std::int32_t initial_capacity_per_seq, KVStorage storage, const char* fn)
+      : layers_(layers.value),
+        batch_(batch),
+        heads_(heads_kv),
+        dim_(head_dim),
+        policy_(policy),
+        storage_(storage) {
+    require(layers.value >= 1, fn, "layers", layers.value, ">= 1");
     require(batch >= 0, fn, "batch", batch, ">= 0");
     require(heads_kv >= 1, fn, "heads_kv", heads_kv, ">= 1");
     require(head_dim >= 1, fn, "head_dim", head_dim, ">= 1");
@@ -64,10 +90,12 @@ class KVCacheBook {
     const auto B = std::size_t(batch);
     len_.assign(B, 0), row_start_.assign(B, 0), cu_.assign(B + 1, 0);
     next_pos_.assign(B, 0), open_seg_start_.assign(B, 0);
+    chunk_cu_.assign(B + 1, 0), chunk_row_.assign(B, 0), unwritten_.assign(std::size_t(layers_), 0);
     commit_growth(initial_capacity_per_seq, std::vector<std::int32_t>(B * initial_capacity_per_seq),
                   std::vector<std::uint8_t>(B * initial_capacity_per_seq));
   }
 
+  std::int32_t layers() const { return layers_; }
   std::int32_t batch() const { return batch_; }
   std::int32_t heads_kv() const { return heads_; }
   std::int32_t head_dim() const { return dim_; }
@@ -87,6 +115,10 @@ class KVCacheBook {
   // Host offsets of the held rows (B+1), as attention's cu_seqlens_k.
   span<const std::int32_t> cu_seqlens() const { return cu_; }
   std::int64_t rows_appended() const { return appended_; }
+  // Rows of the last append_rows() (or append()), which write() fills; 0 after a reduce().
+  std::int64_t chunk_rows() const { return chunk_cu_[std::size_t(batch_)]; }
+  // Has `layer` received write() for those rows?
+  bool written(std::int32_t layer) const { return !unwritten_[check_layer(layer, "KVCache")]; }
 
  protected:
   std::size_t check_seq(std::int32_t b) const {
@@ -96,21 +128,44 @@ class KVCacheBook {
   }
   RaggedRows held_rows() const { return {batch_, cu_.data(), row_start_.data()}; }
 
-  // Checks a chunk (see KVCache::append) and returns the capacity per sequence it needs:
-  // capacity_per_seq() when it fits. Throws if it does not fit and growth is off.
+  std::size_t check_layer(std::int32_t layer, const char* fn) const {
+    if (layer < 0 || layer >= layers_) fail(fn, "layer", layer, concat("in [0, ", layers_, ")"));
+    return std::size_t(layer);
+  }
+  // The layer of a call that names none: only a one-layer cache has an obvious one.
+  std::int32_t only_layer(const char* fn) const {
+    if (layers_ != 1)
+      fail(fn, "layers()", layers_, "1 (a cache of several layers needs the layer named)");
+    return 0;
+  }
+  // append_rows() and reduce() wait for every layer of the last append_rows().
+  void check_written(const char* fn) const {
+    for (std::int32_t l = 0; l < layers_; ++l)
+      if (unwritten_[std::size_t(l)])
+        fail(fn, concat("layer ", l), "not written",
+             concat("write(", l, ", k, v) for the last append_rows()' ", chunk_rows(), " rows"));
+  }
+
+  // Checks one layer's K and V of `rows` rows (see KVCache::write).
   template <class T>
-  std::int32_t plan_append(const TensorView<const T, 3>& k, const TensorView<const T, 3>& v,
-                           span<const std::int32_t> cu_new, span<const std::int32_t> pos,
-                           span<const std::uint8_t> is_anchor, const char* fn) const {
-    const index_t m = k.shape[0];
-    if (!(k.shape[1] == heads_ && k.shape[2] == dim_))
-      fail(fn, "k.shape", shape_string(k), concat("(rows, ", heads_, ", ", dim_, ")"));
+  void check_kv(const TensorView<const T, 3>& k, const TensorView<const T, 3>& v, index_t rows,
+                const char* fn, const char* rows_are) const {
+    if (!(k.shape[0] == rows && k.shape[1] == heads_ && k.shape[2] == dim_))
+      fail(fn, "k.shape", shape_string(k),
+           concat("(", rows, ", ", heads_, ", ", dim_, "): ", rows_are));
     for (int d = 0; d < 3; ++d)
       if (v.shape[d] != k.shape[d]) fail(fn, "v.shape", shape_string(v), shape_string(k));
     if (!(k.stride[2] == 1 && v.stride[2] == 1))
       fail(fn, "innermost stride of k/v", concat(k.stride[2], "/", v.stride[2]),
            "1 (head_dim contiguous)");
-    require((k.data && v.data) || m == 0, fn, "k.data/v.data", "null", "buffers");
+    require((k.data && v.data) || rows == 0, fn, "k.data/v.data", "null", "buffers");
+  }
+
+  // Checks a chunk's rows (see KVCache::append_rows) and returns the capacity per sequence it
+  // needs: capacity_per_seq() when it fits. Throws if it does not fit and growth is off.
+  std::int32_t plan_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                         span<const std::uint8_t> is_anchor, index_t m, const char* fn) const {
+    check_written(fn);
     if (cu_new.size() != std::size_t(batch_) + 1)
       fail(fn, "cu_new.size()", cu_new.size(), concat("B+1 = ", batch_ + 1));
     validate_offsets(cu_new, m, fn, "", "cu_new");
@@ -159,12 +214,15 @@ class KVCacheBook {
     for (std::int32_t b = 0; b < batch_; ++b) row_start_[b] = b * capacity;
   }
 
-  // Records a chunk whose K/V rows the derived class has written after each sequence's rows.
-  void commit_append(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
-                     span<const std::uint8_t> is_anchor) noexcept {
+  // Records a chunk's rows after each sequence's rows; no layer's K/V of them is written yet.
+  void commit_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                   span<const std::uint8_t> is_anchor) noexcept {
+    std::copy(cu_new.begin(), cu_new.end(), chunk_cu_.begin());
+    std::fill(unwritten_.begin(), unwritten_.end(), std::uint8_t(chunk_rows() > 0));
     for (std::int32_t b = 0; b < batch_; ++b) {
+      chunk_row_[b] = row_start_[b] + len_[b];
       for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
-        const std::size_t row = std::size_t(row_start_[b] + len_[b] + t - cu_new[b]);
+        const std::size_t row = std::size_t(chunk_row_[b] + t - cu_new[b]);
         pos_[row] = pos[t];
         anchor_[row] = is_anchor[t] != 0;
         next_pos_[b] = pos[t] + 1;
@@ -197,13 +255,15 @@ class KVCacheBook {
     }
     return cu_out;
   }
-  // New lengths after a reduction (cu_out: kept rows as offsets).
+  void commit_write(std::int32_t layer) noexcept { unwritten_[std::size_t(layer)] = 0; }
+  // New lengths after a reduction (cu_out: kept rows as offsets); the chunk's rows have moved.
   void commit_lengths(const std::vector<std::int32_t>& cu_out) noexcept {
     for (std::int32_t b = 0; b < batch_; ++b) len_[b] = cu_out[b + 1] - cu_out[b];
     cu_ = cu_out;
+    std::fill(chunk_cu_.begin(), chunk_cu_.end(), 0);
   }
 
-  std::int32_t batch_, heads_, dim_;
+  std::int32_t layers_, batch_, heads_, dim_;
   MaskPolicy policy_;
   KVStorage storage_;
   bool growth_ = true;
@@ -216,6 +276,9 @@ class KVCacheBook {
   std::vector<std::int32_t> pos_;             // (B * capacity) position of every row
   std::vector<std::uint8_t> anchor_;          // (B * capacity)
   std::int64_t appended_ = 0;                 // rows ever appended: what a full cache holds
+  std::vector<std::int32_t> chunk_cu_;        // (B+1) the last append_rows()' cu_new
+  std::vector<std::int32_t> chunk_row_;       // (B) the first row it added to each sequence
+  std::vector<std::uint8_t> unwritten_;       // (layers) 1: write() of those rows still due
 };
 
 }  // namespace detail
@@ -223,55 +286,88 @@ class KVCacheBook {
 template <class T>
 class KVCache : public detail::KVCacheBook {
  public:
+  // One layer.
   KVCache(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim, MaskPolicy policy,
           std::int32_t initial_capacity_per_seq = 0, KVStorage storage = KVStorage::nhd)
-      : KVCacheBook(batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
+      : KVCache(LayerCount{1}, batch, heads_kv, head_dim, policy, initial_capacity_per_seq,
+                storage) {}
+  // `layers` layers over the same rows.
+  KVCache(LayerCount layers, std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim,
+          MaskPolicy policy, std::int32_t initial_capacity_per_seq = 0,
+          KVStorage storage = KVStorage::nhd)
+      : KVCacheBook(layers, batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
                     "KVCache"),
-        k_(std::size_t(rows_allocated()) * heads_kv * head_dim),
+        k_(layer_elements() * std::size_t(layers_)),
         v_(k_.size()) {}
 
-  // Appends m_b rows to sequence b (rows already rotated). k, v: (sum m_b, heads_kv, head_dim),
-  // any strides with head_dim contiguous; cu_new: (B+1); pos: (sum m_b) true positions, above
-  // next_pos(b) - 1 and ascending; is_anchor: (sum m_b).
+  // One-layer caches: appends m_b rows to sequence b (rows already rotated) with their K and V.
+  // k, v: (sum m_b, heads_kv, head_dim), any strides with head_dim contiguous; cu_new: (B+1);
+  // pos: (sum m_b) true positions, above next_pos(b) - 1 and ascending; is_anchor: (sum m_b).
   void append(TensorView<const T, 3> k, TensorView<const T, 3> v, span<const std::int32_t> cu_new,
               span<const std::int32_t> pos, span<const std::uint8_t> is_anchor) {
-    const std::int32_t capacity = plan_append(k, v, cu_new, pos, is_anchor, "KVCache::append");
+    const char* fn = "KVCache::append";
+    only_layer(fn);
+    check_kv(k, v, k.shape[0], fn, "any rows, the cache's heads and head_dim");
+    const std::int32_t capacity = plan_rows(cu_new, pos, is_anchor, k.shape[0], fn);
     if (capacity != capacity_) grow(capacity);
-    const auto keys = storage_view(k_.data()), values = storage_view(v_.data());
-    for (std::int32_t b = 0; b < batch_; ++b)
-      for (std::int32_t t = cu_new[b]; t < cu_new[b + 1]; ++t) {
-        const index_t row = row_start_[b] + len_[b] + t - cu_new[b];
-        copy_row(k, t, keys, row);
-        copy_row(v, t, values, row);
-      }
-    commit_append(cu_new, pos, is_anchor);
+    commit_rows(cu_new, pos, is_anchor);
+    copy_chunk(0, k, v);
   }
 
-  // Drops every row no future query can see; returns the number of rows dropped.
+  // Appends m_b rows to sequence b for every layer (arguments as append()'s); their K and V
+  // come from write(), one call per layer, before the next append_rows() or reduce().
+  void append_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                   span<const std::uint8_t> is_anchor) {
+    const std::int32_t capacity =
+        plan_rows(cu_new, pos, is_anchor, index_t(pos.size()), "KVCache::append_rows");
+    if (capacity != capacity_) grow(capacity);
+    commit_rows(cu_new, pos, is_anchor);
+  }
+
+  // Layer `layer`'s K and V of the last append_rows()' rows: (chunk_rows(), heads_kv, head_dim),
+  // any strides with head_dim contiguous. Writing a layer again overwrites it.
+  void write(std::int32_t layer, TensorView<const T, 3> k, TensorView<const T, 3> v) {
+    const char* fn = "KVCache::write";
+    check_layer(layer, fn);
+    check_kv(k, v, chunk_rows(), fn, "the rows of the last append_rows()");
+    copy_chunk(layer, k, v);
+  }
+
+  // Drops every row no future query can see from every layer; returns the rows dropped.
   std::int64_t reduce(int num_threads = 0) {
+    check_written("KVCache::reduce");
     const std::vector<std::uint8_t> keep = reduce_flags();
     std::vector<std::int32_t> cu_out(cu_.size());
-    const KVRows<T> rows{storage_view(k_.data()), storage_view(v_.data()), pos_.data(),
-                         anchor_.data()};
-    compact_kv_inplace(rows, held_rows(), keep, cu_out, num_threads);
+    for (std::int32_t l = 0; l < layers_; ++l) {  // positions and flags move once, with layer 0
+      const KVRows<T> rows{layer_view(k_, l), layer_view(v_, l), l == 0 ? pos_.data() : nullptr,
+                           l == 0 ? anchor_.data() : nullptr};
+      compact_kv_inplace(rows, held_rows(), keep, cu_out, num_threads);
+    }
     const std::int64_t dropped = entries() - cu_out.back();
     commit_lengths(cu_out);
     return dropped;
   }
 
   // Fills the key side of attention: k, v, cu_seqlens_k, k_pos, k_is_anchor, maybe_k_seq_start.
-  // The pointers stay valid until the next append() that grows the cache.
+  // The pointers stay valid until the next append that grows the cache; only k and v depend
+  // on the layer. The one-argument form is for one-layer caches.
   template <class U>
   void bind_keys(AttentionArgs<U>& args) const {
+    bind_keys(args, only_layer("KVCache::bind_keys"));
+  }
+  template <class U>
+  void bind_keys(AttentionArgs<U>& args, std::int32_t layer) const {
     static_assert(std::is_same_v<U, T>, "attention must read the cache's element type");
-    args.k = storage_view(k_.data());
-    args.v = storage_view(v_.data());
+    check_layer(layer, "KVCache::bind_keys");
+    args.k = layer_view(k_, layer);
+    args.v = layer_view(v_, layer);
     args.cu_seqlens_k = cu_.data();
     args.k_pos = pos_.data();
     args.k_is_anchor = anchor_.data();
     args.maybe_k_seq_start = row_start_.data();
   }
 
+  // Bytes of K and V over all layers: held, ever appended, allocated.
   std::size_t bytes() const { return std::size_t(entries()) * row_bytes(); }
   std::size_t full_cache_bytes() const { return std::size_t(rows_appended()) * row_bytes(); }
   std::size_t allocated_bytes() const { return std::size_t(rows_allocated()) * row_bytes(); }
@@ -285,14 +381,26 @@ class KVCache : public detail::KVCacheBook {
     const auto first = anchor_.begin() + row_start_[check_seq(b)];
     return {first, first + len_[b]};
   }
-  std::vector<T> keys(std::int32_t b) const { return copy_rows(k_, b); }    // (len, heads, dim)
-  std::vector<T> values(std::int32_t b) const { return copy_rows(v_, b); }  // (len, heads, dim)
+  // (len, heads, dim) of one layer; the one-argument forms are for one-layer caches.
+  std::vector<T> keys(std::int32_t b) const { return keys(b, only_layer("KVCache::keys")); }
+  std::vector<T> values(std::int32_t b) const { return values(b, only_layer("KVCache::values")); }
+  std::vector<T> keys(std::int32_t b, std::int32_t layer) const {
+    return copy_rows(k_, b, layer, "KVCache::keys");
+  }
+  std::vector<T> values(std::int32_t b, std::int32_t layer) const {
+    return copy_rows(v_, b, layer, "KVCache::values");
+  }
 
  private:
-  std::size_t row_bytes() const { return 2 * std::size_t(heads_) * dim_ * sizeof(T); }
-  template <class E>
-  TensorView<E, 3> storage_view(E* data) const {
-    return kv_view(data, storage_, rows_allocated(), heads_, dim_);
+  std::size_t row_bytes() const {
+    return 2 * std::size_t(layers_) * std::size_t(heads_) * std::size_t(dim_) * sizeof(T);
+  }
+  std::size_t layer_elements() const { return std::size_t(rows_allocated()) * heads_ * dim_; }
+  // Layer l of `store`, (layers, rows_allocated, heads, dim) with each layer in storage_ order.
+  template <class Store>
+  auto layer_view(Store& store, std::int32_t layer) const {
+    return kv_view(store.data() + std::size_t(layer) * layer_elements(), storage_,
+                   rows_allocated(), heads_, dim_);
   }
   // Row `from_row` of `from` to row `to_row` of `to`: one copy when both keep a row's heads
   // together (NHD), one per head otherwise.
@@ -304,8 +412,21 @@ class KVCache : public detail::KVCacheBook {
       std::memcpy(&to(to_row, h, 0), &from(from_row, h, 0),
                   std::size_t((together ? heads : 1) * dim) * sizeof(T));
   }
-  std::vector<T> copy_rows(const std::vector<T>& store, std::int32_t b) const {
-    const auto from = storage_view(store.data());
+  // The chunk's K and V into their rows of `layer`.
+  void copy_chunk(std::int32_t layer, const TensorView<const T, 3>& k,
+                  const TensorView<const T, 3>& v) {
+    const auto keys = layer_view(k_, layer), values = layer_view(v_, layer);
+    for (std::int32_t b = 0; b < batch_; ++b)
+      for (std::int32_t t = chunk_cu_[b]; t < chunk_cu_[b + 1]; ++t) {
+        const index_t row = chunk_row_[b] + t - chunk_cu_[b];
+        copy_row(k, t, keys, row);
+        copy_row(v, t, values, row);
+      }
+    commit_write(layer);
+  }
+  std::vector<T> copy_rows(const std::vector<T>& store, std::int32_t b, std::int32_t layer,
+                           const char* fn) const {
+    const auto from = layer_view(store, std::int32_t(check_layer(layer, fn)));
     const std::int32_t n = len_[check_seq(b)];
     std::vector<T> rows(std::size_t(n) * heads_ * dim_);
     const auto to = make_view(rows.data(), n, heads_, dim_);
@@ -315,25 +436,28 @@ class KVCache : public detail::KVCacheBook {
   // Re-lays every sequence out with `capacity` rows; all allocation happens before any commit.
   void grow(std::int32_t capacity) {
     const index_t rows = index_t(batch_) * capacity;
-    std::vector<T> k(std::size_t(rows) * heads_ * dim_), v(k.size());
+    const std::size_t per_layer = std::size_t(rows) * heads_ * dim_;
+    std::vector<T> k(per_layer * std::size_t(layers_)), v(k.size());
     std::vector<std::int32_t> pos;
     std::vector<std::uint8_t> is_anchor;
     grown_metadata(capacity, pos, is_anchor);
-    const auto from_k = storage_view(k_.data()), from_v = storage_view(v_.data());
-    const auto to_k = kv_view(k.data(), storage_, rows, heads_, dim_);
-    const auto to_v = kv_view(v.data(), storage_, rows, heads_, dim_);
-    for (std::int32_t b = 0; b < batch_; ++b)
-      for (std::int32_t i = 0; i < len_[b]; ++i) {
-        const index_t to_row = index_t(b) * capacity + i, from_row = row_start_[b] + i;
-        copy_row(from_k, from_row, to_k, to_row);
-        copy_row(from_v, from_row, to_v, to_row);
-      }
+    for (std::int32_t l = 0; l < layers_; ++l) {
+      const auto from_k = layer_view(k_, l), from_v = layer_view(v_, l);
+      const auto to_k = kv_view(k.data() + l * per_layer, storage_, rows, heads_, dim_);
+      const auto to_v = kv_view(v.data() + l * per_layer, storage_, rows, heads_, dim_);
+      for (std::int32_t b = 0; b < batch_; ++b)
+        for (std::int32_t i = 0; i < len_[b]; ++i) {
+          const index_t to_row = index_t(b) * capacity + i, from_row = row_start_[b] + i;
+          copy_row(from_k, from_row, to_k, to_row);
+          copy_row(from_v, from_row, to_v, to_row);
+        }
+    }
     k_ = std::move(k), v_ = std::move(v);
     commit_growth(capacity, std::move(pos), std::move(is_anchor));
   }
 
-  std::vector<T> k_;  // (rows_allocated, heads_kv, head_dim) in storage_ order
-  std::vector<T> v_;  // (rows_allocated, heads_kv, head_dim) in storage_ order
+  std::vector<T> k_;  // (layers, rows_allocated, heads_kv, head_dim), each layer in storage_ order
+  std::vector<T> v_;  // (layers, rows_allocated, heads_kv, head_dim), each layer in storage_ order
 };
 
 }  // namespace ansan

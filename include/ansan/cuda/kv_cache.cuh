@@ -1,9 +1,14 @@
-// ansan/cuda/kv_cache.cuh - the anchor KV cache of one layer on the GPU.
+// ansan/cuda/kv_cache.cuh - the anchor KV cache on the GPU, one layer or all of a model's.
 //
 // Same members and semantics as ansan::KVCache (ansan/kv_cache.hpp; the shared bookkeeping and
 // validation live in ansan::detail::KVCacheBook): K and V rows, positions and anchor flags live
 // in device memory; each sequence owns capacity_per_seq() rows; reduce() drops what no future
-// query can see (SPEC.md section 3) with ansan::cuda::compact_kv_inplace.
+// query can see (SPEC.md section 3) with ansan::cuda::compact_kv_inplace, layer by layer.
+// Layers share the rows' metadata, so bind_keys(args, l) gives every layer the same metadata
+// pointers and one ansan::cuda::attention_plan serves all layers of a step.
+//
+// Launches: append() one gather (K, V and metadata); append_rows() one (metadata); write() one
+// per layer (K and V); reduce() a keep-flag upload and one compaction per layer.
 //
 // Where the arguments live: append() takes K and V as device views and the small per-row
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
@@ -35,85 +40,117 @@ namespace ansan::cuda {
 template <class T>
 class KVCache : public ansan::detail::KVCacheBook {
  public:
+  // One layer.
   KVCache(std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim, MaskPolicy policy,
           std::int32_t initial_capacity_per_seq = 0, KVStorage storage = KVStorage::nhd,
           cudaStream_t stream = 0)
-      : KVCacheBook(batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
+      : KVCache(LayerCount{1}, batch, heads_kv, head_dim, policy, initial_capacity_per_seq,
+                storage, stream) {}
+  // `layers` layers over the same rows.
+  KVCache(LayerCount layers, std::int32_t batch, std::int32_t heads_kv, std::int32_t head_dim,
+          MaskPolicy policy, std::int32_t initial_capacity_per_seq = 0,
+          KVStorage storage = KVStorage::nhd, cudaStream_t stream = 0)
+      : KVCacheBook(layers, batch, heads_kv, head_dim, policy, initial_capacity_per_seq, storage,
                     "cuda::KVCache"),
         stream_(stream),
-        d_k_(std::size_t(rows_allocated()) * heads_kv * head_dim),
+        d_k_(layer_elements() * std::size_t(layers_)),
         d_v_(d_k_.size()),
         d_pos_(std::size_t(rows_allocated())),
         d_anchor_(d_pos_.size()),
         d_cu_(std::size_t(batch) + 1),
+        d_cu_kept_(d_cu_.size()),
         d_row_start_(std::size_t(batch)) {
     upload(d_cu_.data(), cu_);
     upload(d_row_start_.data(), KVCacheBook::row_start_);
   }
 
-  // Appends m_b rows to sequence b. k, v: device (sum m_b, heads_kv, head_dim) views, any strides
-  // with head_dim contiguous; cu_new (B+1), pos and is_anchor (sum m_b): host memory.
+  // One-layer caches: appends m_b rows to sequence b with their K and V. k, v: device
+  // (sum m_b, heads_kv, head_dim) views, any strides with head_dim contiguous; cu_new (B+1),
+  // pos and is_anchor (sum m_b): host memory.
   void append(TensorView<const T, 3> k, TensorView<const T, 3> v, span<const std::int32_t> cu_new,
               span<const std::int32_t> pos, span<const std::uint8_t> is_anchor) {
-    const std::int32_t capacity =
-        plan_append(k, v, cu_new, pos, is_anchor, "cuda::KVCache::append");
+    const char* fn = "cuda::KVCache::append";
+    only_layer(fn);
+    check_kv(k, v, k.shape[0], fn, "any rows, the cache's heads and head_dim");
+    const std::int32_t capacity = plan_rows(cu_new, pos, is_anchor, k.shape[0], fn);
     if (capacity != capacity_) grow(capacity);
-    const index_t m = k.shape[0];
-    if (m > 0) {
-      // One upload: cu_new (B+1), each sequence's first free row (B), positions (m); flags (m).
-      std::vector<std::int32_t> stage(cu_new.begin(), cu_new.end());
-      for (std::int32_t b = 0; b < batch_; ++b) stage.push_back(row_start_host(b) + len_[b]);
-      stage.insert(stage.end(), pos.begin(), pos.end());
-      std::vector<std::uint8_t> flags(is_anchor.size());
-      for (std::size_t t = 0; t < flags.size(); ++t) flags[t] = is_anchor[t] != 0;
-      reserve(d_stage_i32_, stage.size());
-      reserve(d_stage_u8_, flags.size());
-      upload(d_stage_i32_.data(), stage);
-      upload(d_stage_u8_.data(), flags);
-      const std::int32_t* d_cu_new = d_stage_i32_.data();
-      const std::int32_t* d_first_free = d_cu_new + batch_ + 1;
-      const KVRows<const T> chunk{k, v, d_first_free + batch_, d_stage_u8_.data()};
-      const detail::GatherParams<T> p{
-          chunk,   rows(), RaggedRows{batch_, d_cu_new, nullptr}, d_cu_new, d_first_free, nullptr,
-          nullptr, m,      detail::SourceIndex::identity};
-      ANSAN_CUDA_THROW(detail::launch_gather(p, stream_));
-    }
-    commit_append(cu_new, pos, is_anchor);
+    stage_rows(cu_new, pos, is_anchor);
+    launch_chunk_gather(KVRows<const T>{k, v, staged_pos(), d_stage_u8_.data()}, 0);
+    commit_rows(cu_new, pos, is_anchor);
+    commit_write(0);
     upload(d_cu_.data(), cu_);
   }
 
-  // Drops every row no future query can see; returns the number of rows dropped.
+  // Appends m_b rows to sequence b for every layer (arguments as append()'s); their K and V
+  // come from write(), one call per layer, before the next append_rows() or reduce().
+  void append_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                   span<const std::uint8_t> is_anchor) {
+    const std::int32_t capacity =
+        plan_rows(cu_new, pos, is_anchor, index_t(pos.size()), "cuda::KVCache::append_rows");
+    if (capacity != capacity_) grow(capacity);
+    stage_rows(cu_new, pos, is_anchor);
+    // No heads: the gather moves only positions and flags.
+    const auto no_heads = make_view<const T>(nullptr, index_t(pos.size()), 0, dim_);
+    launch_chunk_gather(KVRows<const T>{no_heads, no_heads, staged_pos(), d_stage_u8_.data()}, 0);
+    commit_rows(cu_new, pos, is_anchor);
+    upload(d_cu_.data(), cu_);
+  }
+
+  // Layer `layer`'s K and V of the last append_rows()' rows: device (chunk_rows(), heads_kv,
+  // head_dim) views, any strides with head_dim contiguous. Writing a layer again overwrites it.
+  void write(std::int32_t layer, TensorView<const T, 3> k, TensorView<const T, 3> v) {
+    const char* fn = "cuda::KVCache::write";
+    check_layer(layer, fn);
+    check_kv(k, v, chunk_rows(), fn, "the rows of the last append_rows()");
+    launch_chunk_gather(KVRows<const T>{k, v}, layer);
+    commit_write(layer);
+  }
+
+  // Drops every row no future query can see from every layer; returns the rows dropped.
   std::int64_t reduce() {
+    check_written("cuda::KVCache::reduce");
     const std::int64_t total = entries();
     if (total == 0) return 0;
     const std::vector<std::uint8_t> keep = reduce_flags();
     reserve(d_stage_u8_, keep.size());
     upload(d_stage_u8_.data(), keep);
+    // Every layer compacts against the old offsets (d_cu_) and writes the new ones aside.
     const RaggedRows held{batch_, d_cu_.data(), d_row_start_.data()};
     std::size_t bytes = 0;
-    ANSAN_CUDA_THROW(compact_kv_inplace(nullptr, bytes, rows(), held, total, d_stage_u8_.data(),
-                                        d_cu_.data(), stream_));
+    ANSAN_CUDA_THROW(compact_kv_inplace(nullptr, bytes, layer_rows(0), held, total,
+                                        d_stage_u8_.data(), d_cu_kept_.data(), stream_));
     reserve(d_temp_, bytes);
-    ANSAN_CUDA_THROW(compact_kv_inplace(d_temp_.data(), bytes, rows(), held, total,
-                                        d_stage_u8_.data(), d_cu_.data(), stream_));
+    for (std::int32_t l = 0; l < layers_; ++l)
+      ANSAN_CUDA_THROW(compact_kv_inplace(d_temp_.data(), bytes, layer_rows(l), held, total,
+                                          d_stage_u8_.data(), d_cu_kept_.data(), stream_));
+    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_cu_kept_.data(),
+                                     d_cu_.size() * sizeof(std::int32_t),
+                                     cudaMemcpyDeviceToDevice, stream_));
     const std::vector<std::int32_t> cu_out = compact_metadata(keep);
     commit_lengths(cu_out);
     return total - cu_out.back();
   }
 
   // Fills the key side of attention with device pointers: k, v, cu_seqlens_k, k_pos,
-  // k_is_anchor, maybe_k_seq_start. Valid until the next append() that grows the cache.
+  // k_is_anchor, maybe_k_seq_start. Valid until the next append that grows the cache; only k
+  // and v depend on the layer. The one-argument form is for one-layer caches.
   template <class U>
   void bind_keys(AttentionArgs<U>& args) const {
+    bind_keys(args, only_layer("cuda::KVCache::bind_keys"));
+  }
+  template <class U>
+  void bind_keys(AttentionArgs<U>& args, std::int32_t layer) const {
     static_assert(std::is_same_v<U, T>, "attention must read the cache's element type");
-    args.k = storage_view<const T>(d_k_.data());
-    args.v = storage_view<const T>(d_v_.data());
+    check_layer(layer, "cuda::KVCache::bind_keys");
+    args.k = layer_view<const T>(d_k_.data(), layer);
+    args.v = layer_view<const T>(d_v_.data(), layer);
     args.cu_seqlens_k = d_cu_.data();
     args.k_pos = d_pos_.data();
     args.k_is_anchor = d_anchor_.data();
     args.maybe_k_seq_start = d_row_start_.data();
   }
 
+  // Bytes of K and V over all layers: held, ever appended, allocated.
   std::size_t bytes() const { return std::size_t(entries()) * row_bytes(); }
   std::size_t full_cache_bytes() const { return std::size_t(rows_appended()) * row_bytes(); }
   std::size_t allocated_bytes() const { return std::size_t(rows_allocated()) * row_bytes(); }
@@ -126,23 +163,65 @@ class KVCache : public ansan::detail::KVCacheBook {
   std::vector<std::uint8_t> anchor_flags(std::int32_t b) const {
     return download(d_anchor_.data() + row_start_host(b), std::size_t(seq_len(b)));
   }
-  // (len, heads_kv, head_dim) whatever the storage order.
-  std::vector<T> keys(std::int32_t b) const { return download_rows(d_k_.data(), b); }
-  std::vector<T> values(std::int32_t b) const { return download_rows(d_v_.data(), b); }
+  // (len, heads_kv, head_dim) of one layer whatever the storage order; the one-argument forms
+  // are for one-layer caches.
+  std::vector<T> keys(std::int32_t b) const { return keys(b, only_layer("cuda::KVCache::keys")); }
+  std::vector<T> values(std::int32_t b) const {
+    return values(b, only_layer("cuda::KVCache::values"));
+  }
+  std::vector<T> keys(std::int32_t b, std::int32_t layer) const {
+    return download_rows(d_k_.data(), b, layer, "cuda::KVCache::keys");
+  }
+  std::vector<T> values(std::int32_t b, std::int32_t layer) const {
+    return download_rows(d_v_.data(), b, layer, "cuda::KVCache::values");
+  }
 
  private:
-  std::size_t row_bytes() const { return 2 * std::size_t(heads_) * dim_ * sizeof(T); }
+  std::size_t row_bytes() const {
+    return 2 * std::size_t(layers_) * std::size_t(heads_) * std::size_t(dim_) * sizeof(T);
+  }
+  std::size_t layer_elements() const { return std::size_t(rows_allocated()) * heads_ * dim_; }
   std::int32_t row_start_host(std::int32_t b) const { return row_start_[check_seq(b)]; }
+  // Layer l of a (layers, rows_allocated, heads, dim) store, each layer in storage_ order.
   template <class E>
-  TensorView<E, 3> storage_view(E* data, index_t rows_allocated) const {
-    return kv_view(data, storage_, rows_allocated, heads_, dim_);
+  TensorView<E, 3> layer_view(E* data, std::int32_t layer) const {
+    return kv_view(data + std::size_t(layer) * layer_elements(), storage_, rows_allocated(),
+                   heads_, dim_);
   }
-  template <class E>
-  TensorView<E, 3> storage_view(E* data) const {
-    return storage_view(data, rows_allocated());
+  // Layer l's rows; positions and flags ride with layer 0 so a reduction moves them once.
+  KVRows<T> layer_rows(std::int32_t layer) const {
+    return {layer_view(d_k_.data(), layer), layer_view(d_v_.data(), layer),
+            layer == 0 ? d_pos_.data() : nullptr, layer == 0 ? d_anchor_.data() : nullptr};
   }
-  KVRows<T> rows() const {
-    return {storage_view(d_k_.data()), storage_view(d_v_.data()), d_pos_.data(), d_anchor_.data()};
+
+  // Uploads a chunk's cu_new (B+1), each sequence's first free row (B) and positions (m) as
+  // one array, and its flags (m): what the chunk's gathers read, until the next chunk.
+  void stage_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                  span<const std::uint8_t> is_anchor) {
+    std::vector<std::int32_t> stage(cu_new.begin(), cu_new.end());
+    for (std::int32_t b = 0; b < batch_; ++b) stage.push_back(row_start_host(b) + len_[b]);
+    stage.insert(stage.end(), pos.begin(), pos.end());
+    std::vector<std::uint8_t> flags(is_anchor.size());
+    for (std::size_t t = 0; t < flags.size(); ++t) flags[t] = is_anchor[t] != 0;
+    reserve(d_stage_i32_, stage.size());
+    reserve(d_stage_u8_, flags.size());
+    upload(d_stage_i32_.data(), stage);
+    upload(d_stage_u8_.data(), flags);
+  }
+  const std::int32_t* staged_pos() const { return d_stage_i32_.data() + 2 * batch_ + 1; }
+  // Copies the staged chunk's rows into `layer` after each sequence's rows as they stood when
+  // the chunk was staged: K and V, and positions and flags where `chunk` has them.
+  void launch_chunk_gather(const KVRows<const T>& chunk, std::int32_t layer) {
+    const index_t m = chunk.k.shape[0];
+    if (m == 0) return;
+    const std::int32_t* d_cu_new = d_stage_i32_.data();
+    const std::int32_t* d_first_free = d_cu_new + batch_ + 1;
+    const KVRows<T> into{layer_view(d_k_.data(), layer), layer_view(d_v_.data(), layer),
+                         d_pos_.data(), d_anchor_.data()};
+    const detail::GatherParams<T> p{
+        chunk,   into, RaggedRows{batch_, d_cu_new, nullptr}, d_cu_new, d_first_free, nullptr,
+        nullptr, m,    detail::SourceIndex::identity};
+    ANSAN_CUDA_THROW(detail::launch_gather(p, stream_));
   }
 
   template <class E>
@@ -161,11 +240,12 @@ class KVCache : public ansan::detail::KVCacheBook {
     }
     return host;
   }
-  // Sequence b's rows as (len, heads, dim): one strided 2D copy per head.
-  std::vector<T> download_rows(const T* d_store, std::int32_t b) const {
+  // Sequence b's rows of one layer as (len, heads, dim): one strided 2D copy per head.
+  std::vector<T> download_rows(const T* d_store, std::int32_t b, std::int32_t layer,
+                               const char* fn) const {
+    const auto view = layer_view(d_store, std::int32_t(check_layer(layer, fn)));
     const std::int32_t n = seq_len(b);
     std::vector<T> host(std::size_t(n) * heads_ * dim_);
-    const auto view = storage_view(d_store);
     for (index_t h = 0; h < heads_ && n > 0; ++h)
       ANSAN_CUDA_THROW(cudaMemcpy2DAsync(
           host.data() + h * dim_, std::size_t(heads_) * dim_ * sizeof(T),
@@ -179,21 +259,24 @@ class KVCache : public ansan::detail::KVCacheBook {
     if (buffer.size() < count) buffer = detail::DeviceBuffer<E>(count + count / 2);
   }
 
-  // Re-lays every sequence out with `capacity` rows. Each (sequence[, head]) block of the old
-  // capacity moves with one strided 2D copy; nothing is committed before every call succeeded.
+  // Re-lays every sequence out with `capacity` rows. Each (layer, sequence[, head]) block of the
+  // old capacity moves with one strided 2D copy; nothing is committed before every call
+  // succeeded.
   void grow(std::int32_t capacity) {
     const index_t rows = index_t(batch_) * capacity;
-    detail::DeviceBuffer<T> k{std::size_t(rows) * heads_ * dim_}, v{k.size()};
+    detail::DeviceBuffer<T> k{std::size_t(rows) * heads_ * dim_ * std::size_t(layers_)},
+        v{k.size()};
     detail::DeviceBuffer<std::int32_t> pos{std::size_t(rows)};
     detail::DeviceBuffer<std::uint8_t> anchor{std::size_t(rows)};
     std::vector<std::int32_t> host_pos;
     std::vector<std::uint8_t> host_anchor;
     grown_metadata(capacity, host_pos, host_anchor);
     if (capacity_ > 0) {
-      // NHD: one block of capacity*H*D per sequence; HND: one of capacity*D per (head, sequence).
+      // NHD: one block of capacity*H*D per (layer, sequence); HND: one of capacity*D per
+      // (layer, head, sequence). Layers follow one another, so the pitch is uniform.
       const bool nhd = storage_ == KVStorage::nhd;
       const std::size_t block = std::size_t(nhd ? heads_ : 1) * dim_ * sizeof(T);
-      const std::size_t blocks = std::size_t(batch_) * (nhd ? 1 : heads_);
+      const std::size_t blocks = std::size_t(layers_) * batch_ * (nhd ? 1 : heads_);
       for (auto [to, from] :
            {std::pair<T*, const T*>{k.data(), d_k_.data()}, {v.data(), d_v_.data()}})
         ANSAN_CUDA_THROW(cudaMemcpy2DAsync(to, capacity * block, from, capacity_ * block,
@@ -211,14 +294,15 @@ class KVCache : public ansan::detail::KVCacheBook {
   }
 
   cudaStream_t stream_;
-  detail::DeviceBuffer<T> d_k_;  // (rows_allocated, heads_kv, head_dim), storage_ order
-  detail::DeviceBuffer<T> d_v_;  // (rows_allocated, heads_kv, head_dim), storage_ order
+  detail::DeviceBuffer<T> d_k_;  // (layers, rows_allocated, heads_kv, head_dim), storage_ order
+  detail::DeviceBuffer<T> d_v_;  // (layers, rows_allocated, heads_kv, head_dim), storage_ order
   detail::DeviceBuffer<std::int32_t> d_pos_;        // (rows_allocated)
   detail::DeviceBuffer<std::uint8_t> d_anchor_;     // (rows_allocated)
   detail::DeviceBuffer<std::int32_t> d_cu_;         // (B+1) rows held, as offsets
+  detail::DeviceBuffer<std::int32_t> d_cu_kept_;    // (B+1) reduce()'s new offsets, aside
   detail::DeviceBuffer<std::int32_t> d_row_start_;  // (B)
-  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // append's offsets and positions
-  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // append's flags, reduce's keep flags
+  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // the chunk's offsets, first rows, positions
+  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // the chunk's flags, reduce's keep flags
   detail::DeviceBuffer<unsigned char> d_temp_;      // compact_kv_inplace's temporary storage
 };
 
