@@ -263,13 +263,14 @@ static int check_anchor_inference(const anllm::Weights& w, const Tokenizer& tok,
 
   const Matrix whole = anllm::forward_masked(w, ids, layout, ansan::MaskPolicy::anllm(), 2);
 
-  // (c) driven step by step here, so the caches can be inspected after every reduction.
+  // (c) driven step by step here, so the cache can be inspected after every reduction.
   anllm::IncrementalDecoder decoder(w, ansan::MaskPolicy::anllm(), 2);
   Matrix incremental = Matrix::Constant(Eigen::Index(ids.size()), c.vocab, NAN);
   int reductions = 0;
   const auto check_cache = [&](std::int32_t next_pos) {
     const auto expected = expected_cache(layout, next_pos);
-    for (int l = 0; l < c.layers; ++l) CHECK(decoder.cache(l).positions(0) == expected);
+    CHECK(decoder.cache().layers() == c.layers);
+    CHECK(decoder.cache().positions(0) == expected);
     CHECK(decoder.entries() == std::int64_t(expected.size()) * c.layers);
     CHECK(decoder.bytes() ==
           std::int64_t(expected.size()) * c.layers * 2 * c.kv_heads * c.head_dim * 4);
@@ -408,9 +409,9 @@ TEST_CASE("exactness: every policy of the family, reducing after every token") {
         std::vector<std::int32_t> expected;
         for (std::int32_t j = 0; j <= std::int32_t(i); ++j)
           if (ansan::still_visible(policy, layout.key(0, j), std::int32_t(i) + 1,
-                                   decoder.cache(0).open_seg_start(0)))
+                                   decoder.cache().open_seg_start(0)))
             expected.push_back(j);
-        CHECK(decoder.cache(c.layers - 1).positions(0) == expected);
+        CHECK(decoder.cache().positions(0) == expected);
       }
       CHECK(relative_error(whole, incremental) < 1e-5);
     }

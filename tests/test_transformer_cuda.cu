@@ -4,10 +4,11 @@
 // For random small models and texts in both anchor modes: (b) the whole text under the AnLLM
 // mask and (c) anchor-based inference (prefill, reduce, token by token with a reduction after
 // every anchor, by hand and through run_text) give the same logits on CudaAttention as on
-// CpuAttention within 1e-4 relative, and after every reduction each layer's device cache holds
-// the same positions, anchor flags and keys/values as the host cache, which holds exactly the
-// earlier anchors plus the open segment; and one backend kept across texts and policies (it
-// plans a text once for all its layers) plans each new one anew. Without a device the binary
+// CpuAttention within 1e-4 relative, and after every reduction the device cache holds the same
+// positions, anchor flags and every layer's keys/values as the host cache, which holds exactly
+// the earlier anchors plus the open segment (each chunk planned once, at its first layer); and
+// one backend kept across texts and policies (it plans a text once for all its layers) plans
+// each new one anew. Without a device the binary
 // exits 77 (SKIP).
 #include <cmath>
 #include <cstdint>
@@ -76,12 +77,12 @@ int compare_backends(const anllm::Weights& w, const Tokenizer& tok,
   const auto reduce_and_compare = [&](std::int32_t next_pos) {
     CHECK(on_gpu.reduce() == on_cpu.reduce());
     const auto expected = expected_cache(layout, next_pos);
+    CHECK(on_cpu.cache().positions(0) == expected);
+    CHECK(on_gpu.cache().positions(0) == expected);
+    CHECK(on_gpu.cache().anchor_flags(0) == on_cpu.cache().anchor_flags(0));
     for (int l = 0; l < c.layers; ++l) {
-      CHECK(on_cpu.cache(l).positions(0) == expected);
-      CHECK(on_gpu.cache(l).positions(0) == expected);
-      CHECK(on_gpu.cache(l).anchor_flags(0) == on_cpu.cache(l).anchor_flags(0));
-      CHECK(relative_error(on_cpu.cache(l).keys(0), on_gpu.cache(l).keys(0)) < 1e-4);
-      CHECK(relative_error(on_cpu.cache(l).values(0), on_gpu.cache(l).values(0)) < 1e-4);
+      CHECK(relative_error(on_cpu.cache().keys(0, l), on_gpu.cache().keys(0, l)) < 1e-4);
+      CHECK(relative_error(on_cpu.cache().values(0, l), on_gpu.cache().values(0, l)) < 1e-4);
     }
     CHECK(on_gpu.entries() == on_cpu.entries());
     CHECK(on_gpu.bytes() == on_cpu.bytes());
@@ -148,8 +149,8 @@ TEST_CASE("gpu backend: edge texts (no anchor, all anchors, a lone token)") {
 
 // One backend for several texts, as a server keeps one: the plan a text's first layer made
 // serves that text's other layers only. Another text (also one of the same length whose anchors
-// differ, whose metadata lands at the same device addresses), another policy, or a chunk's call
-// in between (it overwrites the metadata and temp storage the plan named) plans again.
+// differ, whose metadata lands at the same device addresses) or another policy plans again; a
+// chunk's call in between has a plan of its own and leaves the text's intact.
 TEST_CASE("gpu backend: one backend for several texts and policies plans each anew") {
   std::mt19937 rng(71);
   for (int trial = 0; trial < 4; ++trial) {
@@ -194,7 +195,8 @@ TEST_CASE("gpu backend: one backend for several texts and policies plans each an
       const Matrix k = Matrix::Random(tokens, c.kv_heads * c.head_dim);
       const Matrix v = Matrix::Random(tokens, c.kv_heads * c.head_dim);
       Matrix out(tokens, c.heads * c.head_dim);
-      gpu.cached(cache, c, chunk, anllm_mask, q, k, v, out);
+      gpu.append_rows(cache, chunk);
+      gpu.cached(cache, 0, c, chunk, anllm_mask, q, k, v, out);
     }
     same_on_both(whole, other_layout, ansan::MaskPolicy::anllm_legacy());
     same_on_both(whole, whole_layout, anllm_mask);

@@ -3,15 +3,15 @@
 // Runs one text three ways, all through ansan:
 //   (a) full causal attention over a cache that keeps every token (today's baseline);
 //   (b) the whole text at once under the AnLLM mask (forward_masked);
-//   (c) AnLLM inference: prefill the prompt, reduce the caches, generate token by token and
+//   (c) AnLLM inference: prefill the prompt, reduce the cache, generate token by token and
 //       reduce after every anchor (SPEC section 3, the paper's Algorithm 1);
-// and prints the anchors, the caches at each reduction next to the full cache, the decode
+// and prints the anchors, the cache at each reduction next to the full cache, the decode
 // speed of (a) and (c), and the largest logit difference between (b) and (c), which the
 // exactness invariant says is rounding. Weights are seeded random unless --load is given,
 // so the generated text is noise; the cache and exactness figures hold for any weights.
 //
 // --device picks the attention backend (anllm/model.hpp): cpu, or gpu (attention and the KV
-// caches on the GPU, matmuls, norms and RoPE still on the CPU; needs a CUDA build and a
+// cache on the GPU, matmuls, norms and RoPE still on the CPU; needs a CUDA build and a
 // device); auto, the default, is gpu exactly when both are there. (a), (b) and (c) all run on
 // the chosen backend, and the output says which ran.
 //
@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
     if (!opt.save.empty()) std::printf("weights saved to %s\n", opt.save.c_str());
     if (gpu)
       std::printf(
-          "device: gpu (--device %s): attention and the KV caches on the GPU "
+          "device: gpu (--device %s): attention and the KV cache on the GPU "
           "(ansan::cuda attention_plan / attention_run, SIMT kernel for fp32; "
           "ansan::cuda::KVCache); "
           "matmuls, norms and RoPE on the CPU\n",
@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
           static_cast<long long>(s.dropped), static_cast<long long>(s.entries),
           kib(s.bytes).c_str(), kib(s.full_bytes).c_str(),
           100.0 * (1.0 - double(s.bytes) / double(std::max<std::int64_t>(s.full_bytes, 1))));
-      if (show_kept) std::printf("  %14s layer 0 keeps %s\n", "", kept_positions(s).c_str());
+      if (show_kept) std::printf("  %14s every layer keeps %s\n", "", kept_positions(s).c_str());
     };
     const std::size_t reductions = anchored.reductions.size();
     for (std::size_t i = 0; i < reductions; ++i) {

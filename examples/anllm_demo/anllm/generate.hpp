@@ -1,7 +1,7 @@
-// anllm/generate.hpp - run a prompt and a continuation through the caches: Algorithm 1 of the
+// anllm/generate.hpp - run a prompt and a continuation through the cache: Algorithm 1 of the
 // AnLLM paper (prefill, REDUCTION, then token by token with a REDUCTION after every anchor).
 //
-//   prompt ──feed──> caches ──reduce──> [ pick token ──feed──> (anchor? reduce) ] x new tokens
+//   prompt ──feed──> cache ──reduce──> [ pick token ──feed──> (anchor? reduce) ] x new tokens
 //
 // The continuation is either generated (greedy or seeded sampling) or teacher-forced from a
 // given list of ids, so its logits can be compared with the whole text run at once
@@ -28,7 +28,7 @@
 
 namespace anllm {
 
-// The caches after a reduction (or at the end), summed over layers.
+// The cache after a reduction (or at the end), summed over layers.
 struct CacheSnapshot {
   std::int32_t position = 0;            // tokens fed so far
   std::int64_t dropped = 0;             // rows this reduction dropped from each layer
@@ -117,11 +117,11 @@ RunResult run_text(const Weights& w, const Tokenizer& tok, const std::vector<std
 
   BasicIncrementalDecoder<Backend> decoder(w, opt.policy, std::move(backend));
   const auto snapshot = [&](std::int64_t dropped) {
-    const auto& layer0 = decoder.cache(0);
+    const auto& cache = decoder.cache();
     return CacheSnapshot{decoder.next_pos(),         dropped,
                          decoder.entries(),          decoder.bytes(),
-                         decoder.full_cache_bytes(), layer0.open_seg_start(0),
-                         layer0.positions(0)};
+                         decoder.full_cache_bytes(), cache.open_seg_start(0),
+                         cache.positions(0)};
   };
 
   // Prefill the prompt in one chunk, then the first REDUCTION.

@@ -2,7 +2,7 @@
 //
 // Declared here, defined in gpu_path.cu, which CMake compiles only when ansan is built with
 // CUDA (ANSAN_WITH_CUDA; the demo then defines ANLLM_DEMO_WITH_CUDA=1). They are run_text and
-// forward_masked on the CudaAttention backend (cuda_backend.cuh): attention and the KV caches
+// forward_masked on the CudaAttention backend (cuda_backend.cuh): attention and the KV cache
 // on the GPU, everything else on the CPU.
 #pragma once
 

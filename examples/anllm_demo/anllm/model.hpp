@@ -6,16 +6,17 @@
 // Attention goes through an attention backend; this file only decides which keys it gets.
 // decoder_forward() is the one body every way of running a text shares:
 //   forward_masked()      the whole text at once under a mask policy (SPEC section 2);
-//   IncrementalDecoder    chunks of the text over per-layer KV caches (SPEC section 3): with
-//                         MaskPolicy::causal() and no reduction it is today's full cache; with
-//                         MaskPolicy::anllm() and reduce() at anchors it is AnLLM inference.
+//   IncrementalDecoder    chunks of the text over a KV cache of all layers (SPEC section 3):
+//                         with MaskPolicy::causal() and no reduction it is today's full cache;
+//                         with MaskPolicy::anllm() and reduce() at anchors, AnLLM inference.
 // Keys are rotated (RoPE) before they are cached and keep their true positions, so a key that
 // survives a reduction is never touched again.
 //
-// The backend seam: a backend owns the per-layer cache type and runs one layer's attention
-// (masked, or appending to a cache then attending to it) and a cache reduction. CpuAttention
+// The backend seam: a backend owns the cache type (one ansan KVCache holding every layer) and
+// runs one layer's attention (masked, or writing the layer's keys to the cache then attending
+// to it), the once-a-chunk append of the chunk's rows, and a cache reduction. CpuAttention
 // (here) uses ansan::KVCache and ansan::cpu::attention_forward; CudaAttention (cuda_backend.cuh,
-// built only with CUDA) keeps the caches on the GPU. Matmuls, norms and RoPE always run here on
+// built only with CUDA) keeps the cache on the GPU. Matmuls, norms and RoPE always run here on
 // the CPU, whatever the backend.
 //
 // This is a readable reference, not a fast inference engine: batch 1, fp32, Eigen matmuls.
@@ -145,7 +146,7 @@ inline void bind_queries(ansan::AttentionArgs<float>& args, const ModelConfig& c
   args.softmax_scale = 1.f / std::sqrt(float(c.head_dim));
 }
 
-// The CPU attention backend: host caches, ansan::cpu::attention_forward.
+// The CPU attention backend: a host cache, ansan::cpu::attention_forward.
 struct CpuAttention {
   using Cache = ansan::KVCache<float>;
   // attention_forward's num_threads for chunks of several tokens; one-token steps always run
@@ -155,14 +156,15 @@ struct CpuAttention {
   // cache): one thread 5333-5444 / 23561-24566, all threads 2333-3272 / 9579-11311.
   int threads = 0;
 
-  static const char* name() { return "CPU (ansan::cpu::attention_forward, host KV caches)"; }
+  static const char* name() { return "CPU (ansan::cpu::attention_forward, host KV cache)"; }
 
   Cache make_cache(const ModelConfig& c, const ansan::MaskPolicy& policy,
                    std::int32_t initial_rows) const {
-    return Cache(1, c.kv_heads, c.head_dim, policy, initial_rows);
+    return Cache(ansan::LayerCount{c.layers}, 1, c.kv_heads, c.head_dim, policy, initial_rows);
   }
 
-  // The whole text under `policy`. q, out: (tokens, heads*head_dim); k, v: (tokens, kv_heads*head_dim)
+  // The whole text under `policy`.
+  // q, out: (tokens, heads*head_dim); k, v: (tokens, kv_heads*head_dim)
   void masked(const ModelConfig& c, const ansan::AnchorLayout& layout,
               const ansan::MaskPolicy& policy, const Matrix& q, const Matrix& k, const Matrix& v,
               Matrix& out) {
@@ -173,14 +175,20 @@ struct CpuAttention {
     ansan::cpu::attention_forward(args, threads);
   }
 
-  // Appends the chunk's k, v to `cache`, then its queries attend to everything cached.
-  void cached(Cache& cache, const ModelConfig& c, const ChunkQueries& chunk,
+  // The chunk's rows, for every layer; each layer's keys and values come with cached().
+  void append_rows(Cache& cache, const ChunkQueries& chunk) const {
+    cache.append_rows(chunk.cu_new, chunk.pos, chunk.is_anchor);
+  }
+
+  // Writes layer `layer`'s k, v of the chunk to `cache`, then the chunk's queries attend to
+  // everything that layer has cached.
+  void cached(Cache& cache, int layer, const ModelConfig& c, const ChunkQueries& chunk,
               const ansan::MaskPolicy& policy, const Matrix& q, const Matrix& k, const Matrix& v,
               Matrix& out) {
-    cache.append(heads_view(k, c.kv_heads, c.head_dim), heads_view(v, c.kv_heads, c.head_dim),
-                 chunk.cu_new, chunk.pos, chunk.is_anchor);
+    cache.write(layer, heads_view(k, c.kv_heads, c.head_dim),
+                heads_view(v, c.kv_heads, c.head_dim));
     ansan::AttentionArgs<float> args;
-    cache.bind_keys(args);
+    cache.bind_keys(args, layer);
     const auto tokens = std::int32_t(q.rows());
     bind_queries(args, c, q.data(), out.data(), tokens, chunk.cu_new.data(), chunk.pos.data(),
                  chunk.seg_start.data(), chunk.is_anchor.data(), policy);
@@ -221,21 +229,21 @@ inline Matrix forward_masked(const Weights& w, const std::vector<std::int32_t>& 
   return forward_masked(w, ids, layout, policy, cpu);
 }
 
-// Runs a text chunk by chunk over one Backend::Cache per layer (batch 1). Each feed() appends
-// the chunk's rotated keys and values to the caches, then lets the chunk's queries attend to
-// everything cached; reduce() drops what no later query can see (SPEC section 3).
+// Runs a text chunk by chunk over one Backend::Cache of every layer (batch 1). Each feed()
+// appends the chunk's rows to the cache once, then each layer writes its rotated keys and
+// values and lets the chunk's queries attend to everything cached; reduce() drops what no later
+// query can see (SPEC section 3), from every layer at once.
 template <class Backend>
 class BasicIncrementalDecoder {
  public:
   using Cache = typename Backend::Cache;
 
   BasicIncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy, Backend backend)
-      : w_(&w), policy_(policy), backend_(std::move(backend)) {
-    // Room for a few segments up front; an append that does not fit grows the cache.
-    constexpr std::int32_t initial_rows = 256;
-    for (int l = 0; l < w.config.layers; ++l)
-      caches_.push_back(backend_.make_cache(w.config, policy, initial_rows));
-  }
+      : w_(&w),
+        policy_(policy),
+        backend_(std::move(backend)),
+        // Room for a few segments up front; an append that does not fit grows the cache.
+        cache_(backend_.make_cache(w.config, policy, 256)) {}
   // The CPU backend with attention_threads threads for chunks of several tokens.
   BasicIncrementalDecoder(const Weights& w, const ansan::MaskPolicy& policy,
                           int attention_threads = 0)
@@ -255,7 +263,7 @@ class BasicIncrementalDecoder {
     // Query metadata: true positions after the cached ones; each row's segment starts one
     // past the last anchor before it (in the cache or earlier in this chunk).
     std::vector<std::int32_t> pos(ids.size()), seg_start(ids.size());
-    std::int32_t next = caches_[0].next_pos(0), start = caches_[0].open_seg_start(0);
+    std::int32_t next = cache_.next_pos(0), start = cache_.open_seg_start(0);
     for (std::int32_t i = 0; i < tokens; ++i) {
       pos[std::size_t(i)] = next + i;
       seg_start[std::size_t(i)] = start;
@@ -263,48 +271,32 @@ class BasicIncrementalDecoder {
     }
     const std::vector<std::int32_t> cu_new{0, tokens};
     const ChunkQueries chunk{cu_new, pos, seg_start, is_anchor};
+    backend_.append_rows(cache_, chunk);
     const auto attend = [&](int l, const Matrix& q, const Matrix& k, const Matrix& v, Matrix& out) {
-      backend_.cached(caches_[std::size_t(l)], c, chunk, policy_, q, k, v, out);
+      backend_.cached(cache_, l, c, chunk, policy_, q, k, v, out);
     };
     return decoder_forward(*w_, ids, pos, attend);
   }
 
-  // Reduces every layer's cache; returns the rows dropped per layer (the same in each).
-  std::int64_t reduce() {
-    std::int64_t dropped = 0;
-    for (auto& cache : caches_) dropped = backend_.reduce(cache);
-    return dropped;
-  }
+  // Reduces the cache, every layer; returns the rows dropped (from each layer).
+  std::int64_t reduce() { return backend_.reduce(cache_); }
 
   const ansan::MaskPolicy& policy() const { return policy_; }
-  const Cache& cache(int layer) const { return caches_[std::size_t(layer)]; }
-  // Totals over all layers.
-  std::int64_t entries() const {
-    return sum([](const auto& c) { return std::int64_t(c.entries()); });
-  }
-  std::int64_t bytes() const {
-    return sum([](const auto& c) { return std::int64_t(c.bytes()); });
-  }
-  std::int64_t full_cache_bytes() const {
-    return sum([](const auto& c) { return std::int64_t(c.full_cache_bytes()); });
-  }
-  std::int32_t next_pos() const { return caches_[0].next_pos(0); }
+  const Cache& cache() const { return cache_; }
+  // Totals over all layers: a row held in L layers counts L entries.
+  std::int64_t entries() const { return cache_.entries() * cache_.layers(); }
+  std::int64_t bytes() const { return std::int64_t(cache_.bytes()); }
+  std::int64_t full_cache_bytes() const { return std::int64_t(cache_.full_cache_bytes()); }
+  std::int32_t next_pos() const { return cache_.next_pos(0); }
 
  private:
-  template <class Get>
-  std::int64_t sum(const Get& get) const {
-    std::int64_t total = 0;
-    for (const auto& cache : caches_) total += get(cache);
-    return total;
-  }
-
   const Weights* w_;
   ansan::MaskPolicy policy_;
   Backend backend_;
-  std::vector<Cache> caches_;  // one per layer
+  Cache cache_;  // every layer
 };
 
-// The decoder on the CPU backend (host caches, ansan::cpu::attention_forward).
+// The decoder on the CPU backend (a host cache, ansan::cpu::attention_forward).
 using IncrementalDecoder = BasicIncrementalDecoder<CpuAttention>;
 
 }  // namespace anllm
