@@ -332,22 +332,12 @@ TEST_CASE("a cache of several layers equals one cache per layer, step by step") 
         };
         std::vector<std::int32_t> fed(text.size(), 0);
         for (bool more = true; more;) {
-          std::vector<std::int32_t> cu{0}, pos;
-          std::vector<std::uint8_t> anchor;
-          bool any_anchor = false;
+          const test::CacheChunk chunk = test::next_chunk(rng, text, fed, 4);
+          const std::vector<std::int32_t>& cu = chunk.cu;
+          const std::vector<std::int32_t>& pos = chunk.pos;
+          const std::vector<std::uint8_t>& anchor = chunk.is_anchor;
           more = false;
-          for (std::int32_t b = 0; b < B; ++b) {
-            const auto left = std::int32_t(text[b].size()) - fed[b];
-            const std::int32_t m = std::min<std::int32_t>(left, std::int32_t(rng() % 4));
-            for (std::int32_t i = 0; i < m; ++i) {
-              pos.push_back(fed[b] + i);
-              anchor.push_back(text[b][std::size_t(fed[b] + i)]);
-              any_anchor |= anchor.back() != 0;
-            }
-            fed[b] += m;
-            more |= fed[b] < std::int32_t(text[b].size());
-            cu.push_back(std::int32_t(pos.size()));
-          }
+          for (std::int32_t b = 0; b < B; ++b) more |= fed[b] < std::int32_t(text[b].size());
           const auto m = index_t(pos.size());
           layered.append_rows(cu, pos, anchor);
           CHECK(layered.chunk_rows() == m);
@@ -365,7 +355,7 @@ TEST_CASE("a cache of several layers equals one cache per layer, step by step") 
             single[l].append(kv, vv, cu, pos, anchor);
           }
           check_same();
-          if (any_anchor || rng() % 4 == 0) {
+          if (chunk.any_anchor || rng() % 4 == 0) {
             const std::int64_t dropped = layered.reduce(int(1 + rng() % 2));
             for (auto& cache : single) CHECK(cache.reduce() == dropped);
             CHECK(layered.chunk_rows() == 0);

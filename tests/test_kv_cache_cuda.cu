@@ -63,20 +63,10 @@ template <class T>
 bool append_both(std::mt19937& rng, KVCache<T>& host, ansan::cuda::KVCache<T>& device,
                  const std::vector<std::vector<std::uint8_t>>& text,
                  std::vector<std::int32_t>& fed) {
-  std::vector<std::int32_t> cu{0}, pos;
-  std::vector<std::uint8_t> anchor;
-  bool any_anchor = false;
-  for (std::size_t b = 0; b < text.size(); ++b) {
-    const auto left = std::int32_t(text[b].size()) - fed[b];
-    const std::int32_t m = std::min<std::int32_t>(left, std::int32_t(rng() % 4));
-    for (std::int32_t i = 0; i < m; ++i) {
-      pos.push_back(fed[b] + i);
-      anchor.push_back(text[b][std::size_t(fed[b] + i)]);
-      any_anchor |= anchor.back() != 0;
-    }
-    fed[b] += m;
-    cu.push_back(std::int32_t(pos.size()));
-  }
+  const test::CacheChunk chunk = test::next_chunk(rng, text, fed, 4);
+  const std::vector<std::int32_t>& cu = chunk.cu;
+  const std::vector<std::int32_t>& pos = chunk.pos;
+  const std::vector<std::uint8_t>& anchor = chunk.is_anchor;
   const index_t rows = index_t(pos.size()), heads = host.heads_kv(), dim = host.head_dim();
   const index_t row_pitch = heads * dim + 8;  // padding between rows
   std::uniform_real_distribution<float> value(-1.f, 1.f);
@@ -104,7 +94,7 @@ bool append_both(std::mt19937& rng, KVCache<T>& host, ansan::cuda::KVCache<T>& d
     }
     ANSAN_CUDA_THROW(cudaStreamSynchronize(device.stream()));  // d_k, d_v are freed here
   }
-  return any_anchor;
+  return chunk.any_anchor;
 }
 
 }  // namespace

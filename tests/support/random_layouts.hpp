@@ -4,6 +4,7 @@
 // the very end); edge layouts are listed explicitly in edge_layouts().
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -61,6 +62,32 @@ inline std::vector<AnchorLayout> edge_layouts() {
   }
   layouts.push_back(build_layout_from_flags(all_flags, all_cu));
   return layouts;
+}
+
+// The next chunk of texts being fed to a KV cache: up to max_rows - 1 more tokens of each text
+// (a random count, 0 included), as a cache append takes them; `fed` advances.
+struct CacheChunk {
+  std::vector<std::int32_t> cu{0};      // (B+1) offsets
+  std::vector<std::int32_t> pos;        // (rows) positions
+  std::vector<std::uint8_t> is_anchor;  // (rows)
+  bool any_anchor = false;
+};
+inline CacheChunk next_chunk(std::mt19937& rng,
+                             const std::vector<std::vector<std::uint8_t>>& text,
+                             std::vector<std::int32_t>& fed, unsigned max_rows) {
+  CacheChunk chunk;
+  for (std::size_t b = 0; b < text.size(); ++b) {
+    const auto left = std::int32_t(text[b].size()) - fed[b];
+    const std::int32_t m = std::min<std::int32_t>(left, std::int32_t(rng() % max_rows));
+    for (std::int32_t i = 0; i < m; ++i) {
+      chunk.pos.push_back(fed[b] + i);
+      chunk.is_anchor.push_back(text[b][std::size_t(fed[b] + i)]);
+      chunk.any_anchor |= chunk.is_anchor.back() != 0;
+    }
+    fed[b] += m;
+    chunk.cu.push_back(std::int32_t(chunk.pos.size()));
+  }
+  return chunk;
 }
 
 // Every policy of SPEC section 5, with small windows and sinks so they matter.
