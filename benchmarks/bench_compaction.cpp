@@ -8,16 +8,21 @@
 //                every iteration right after the compaction (one thread: the one-core copy rate)
 //   of_memcpy    GBps / memcpy_GBps (the goal is >= 0.6 at >= 4 MiB)
 //
+// BM_cache_steps: a decode loop's cache work over many layers, with the layers in one
+// ansan::KVCache (LayerCount) or in one cache each; see its comment.
+//
 //   ./bench_compaction --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "ansan/compaction.hpp"
 #include "ansan/dtype.hpp"
+#include "ansan/kv_cache.hpp"
 #include "support/compaction_case.hpp"
 
 namespace {
@@ -81,6 +86,95 @@ void compaction_cases(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_compact_kv)->Apply(compaction_cases);
+
+// A decode loop's cache work: 16 sequences gain one token a step, each an anchor with
+// probability 1/20, and the cache reduces after every step that brought one (Algorithm 1), over
+// `layers` layers kept in one KVCache (rows appended once, write() per layer, one reduce()) or
+// in one KVCache per layer (append() and reduce() on each). 256 steps after a 256-token prompt
+// that was reduced; bf16, NHD, 8 KV heads, head_dim 128, room for every row (no growth), one
+// thread. The new rows' K and V are ready beforehand; only the cache calls are timed.
+//   us_per_step  time per step
+//   memcpy_us    std::memcpy of a step's new K/V bytes (16 * layers rows), the least any cache
+//                must do, timed in the same iteration
+void BM_cache_steps(benchmark::State& state) {
+  const bool shared = state.range(0) != 0;
+  const auto layers = std::int32_t(state.range(1));
+  constexpr std::int32_t batch = 16, prompt = 256, steps = 256;
+  using ansan::bf16;
+  std::mt19937 rng(5);
+  std::vector<std::uint8_t> flags(std::size_t(batch) * (prompt + steps));  // [t][b]
+  for (auto& flag : flags) flag = rng() % 20 == 0;
+  std::vector<bf16> prompt_kv(std::size_t(batch) * prompt * kHeads * kDim, ansan::bf16{}),
+      step_kv(std::size_t(batch) * kHeads * kDim, ansan::bf16{});
+  const auto prompt_rows =
+      ansan::make_view<const bf16>(prompt_kv.data(), batch * prompt, kHeads, kDim);
+  const auto step_rows = ansan::make_view<const bf16>(step_kv.data(), batch, kHeads, kDim);
+  // Prompt: sequence b holds tokens [b * prompt, (b + 1) * prompt) of the chunk.
+  std::vector<std::int32_t> prompt_cu, prompt_pos;
+  std::vector<std::uint8_t> prompt_flags;
+  for (std::int32_t b = 0; b <= batch; ++b) prompt_cu.push_back(b * prompt);
+  for (std::int32_t b = 0; b < batch; ++b)
+    for (std::int32_t t = 0; t < prompt; ++t)
+      prompt_pos.push_back(t), prompt_flags.push_back(flags[std::size_t(t) * batch + b]);
+  std::vector<std::int32_t> step_cu;
+  for (std::int32_t b = 0; b <= batch; ++b) step_cu.push_back(b);
+
+  using Cache = ansan::KVCache<bf16>;
+  const std::size_t step_bytes = std::size_t(batch) * layers * 2 * kHeads * kDim * sizeof(bf16);
+  std::vector<unsigned char> copy_from(step_bytes, 1), copy_to(step_bytes, 0);
+  using clock = std::chrono::steady_clock;
+  double seconds = 0, memcpy_seconds = 0;
+  for (auto _ : state) {
+    std::vector<Cache> caches;  // one of `layers` layers, or `layers` of one
+    for (std::int32_t c = 0; c < (shared ? 1 : layers); ++c)
+      caches.emplace_back(ansan::LayerCount{shared ? layers : 1}, batch, kHeads, kDim,
+                          ansan::MaskPolicy::anllm(), prompt + steps);
+    for (Cache& cache : caches) {
+      cache.append_rows(prompt_cu, prompt_pos, prompt_flags);
+      for (std::int32_t l = 0; l < cache.layers(); ++l) cache.write(l, prompt_rows, prompt_rows);
+      cache.reduce(1);
+    }
+    auto start = clock::now();
+    for (std::int32_t s = 0; s < steps; ++s) {
+      const std::int32_t t = prompt + s;
+      const std::vector<std::int32_t> pos(std::size_t(batch), t);
+      const ansan::span<const std::uint8_t> step_flags(&flags[std::size_t(t) * batch],
+                                                       std::size_t(batch));
+      bool anchor = false;
+      for (const std::uint8_t f : step_flags) anchor |= f != 0;
+      for (Cache& cache : caches) {
+        if (shared) {
+          cache.append_rows(step_cu, pos, step_flags);
+          for (std::int32_t l = 0; l < layers; ++l) cache.write(l, step_rows, step_rows);
+        } else {
+          cache.append(step_rows, step_rows, step_cu, pos, step_flags);
+        }
+        if (anchor) cache.reduce(1);
+      }
+    }
+    benchmark::ClobberMemory();
+    const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    state.SetIterationTime(elapsed);
+    seconds += elapsed;
+    start = clock::now();
+    for (std::int32_t s = 0; s < steps; ++s) {
+      std::memcpy(copy_to.data(), copy_from.data(), step_bytes);
+      benchmark::DoNotOptimize(copy_to.data());
+      benchmark::ClobberMemory();
+    }
+    memcpy_seconds += std::chrono::duration<double>(clock::now() - start).count();
+  }
+  const double step_count = double(state.iterations()) * steps;
+  state.counters["us_per_step"] = seconds / step_count * 1e6;
+  state.counters["memcpy_us"] = memcpy_seconds / step_count * 1e6;
+}
+
+BENCHMARK(BM_cache_steps)
+    ->ArgNames({"shared", "layers"})
+    ->ArgsProduct({{0, 1}, {8, 32}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseManualTime()
+    ->Iterations(10);
 
 }  // namespace
 
