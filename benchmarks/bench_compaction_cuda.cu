@@ -1,9 +1,11 @@
 // benchmarks/bench_compaction_cuda.cu - device KV compaction throughput against an in-run
 // cudaMemcpyAsync device-to-device of the same bytes.
 //
-// Out-of-place ansan::cuda::compact_kv (CUB select + 16-byte gather) and the two-phase
-// compact_kv_inplace of a bf16 cache (4 sequences, 8 KV heads, head_dim 128) of 4, 64 or
-// 512 MiB of K+V, keeping ~5% (anchor-like) or ~50% of the rows at random, NHD and HND.
+// Out-of-place ansan::cuda::compact_kv (CUB select + 16-byte gather) and compact_kv_inplace of
+// a bf16 cache (4 sequences, 8 KV heads, head_dim 128) of 4, 64 or 512 MiB of K+V, keeping ~5%
+// (anchor-like) or ~50% of the rows at random, NHD and HND. in_place: 0 out of place, 1 in
+// place repacking the batch (the two phases through scratch), 2 in place within each
+// sequence's rows (maybe_seq_start set, as ansan::cuda::KVCache does: one launch, no scratch).
 // Timed with CUDA events around each call (manual time). Reported:
 //   GBps         kept K+V bytes read + written per second (metadata and the select not counted;
 //                in place counts the scratch round trip as one move, the useful work)
@@ -58,7 +60,7 @@ void BM_compact_kv_cuda(benchmark::State& state) {
   }
   const ansan::bench::CompactionCase c = ansan::bench::compaction_case(state);
   const auto storage = c.storage;
-  const bool in_place = state.range(3) != 0;
+  const bool in_place = state.range(3) != 0, within_sequences = state.range(3) == 2;
   const auto rows = c.rows;
 
   DeviceBuffer<Element> d_k(std::size_t(rows) * kHeads * kDim), d_v(d_k.size()),
@@ -69,6 +71,8 @@ void BM_compact_kv_cuda(benchmark::State& state) {
       d_cu_out(kBatch + 1);
   DeviceBuffer<std::uint8_t> d_anchor(d_pos.size()), d_out_anchor(d_pos.size());
   const auto d_cu = to_device(c.cu_seqlens);
+  const auto d_seq_start =
+      to_device(std::vector<std::int32_t>(c.cu_seqlens.begin(), c.cu_seqlens.end() - 1));
   const auto d_keep = to_device(c.keep);
 
   const ansan::KVRows<Element> in{ansan::kv_view(d_k.data(), storage, rows, kHeads, kDim),
@@ -77,7 +81,8 @@ void BM_compact_kv_cuda(benchmark::State& state) {
   const ansan::KVRows<Element> out{ansan::kv_view(d_out_k.data(), storage, rows, kHeads, kDim),
                                    ansan::kv_view(d_out_v.data(), storage, rows, kHeads, kDim),
                                    d_out_pos.data(), d_out_anchor.data()};
-  const ansan::RaggedRows seqs{kBatch, d_cu.data(), nullptr};
+  const ansan::RaggedRows seqs{kBatch, d_cu.data(),
+                               within_sequences ? d_seq_start.data() : nullptr};
   std::size_t bytes = 0;
   if (in_place)
     ANSAN_CUDA_THROW(ansan::cuda::compact_kv_inplace(nullptr, bytes, in, seqs, rows, d_keep.data(),
@@ -121,7 +126,7 @@ void cuda_cases(benchmark::internal::Benchmark* b) {
   for (const int storage : {0, 1})
     for (const int mib : {4, 64, 512})
       for (const int keep : {5, 50})
-        for (const int in_place : {0, 1}) b->Args({storage, mib, keep, in_place});
+        for (const int in_place : {0, 1, 2}) b->Args({storage, mib, keep, in_place});
   b->Unit(benchmark::kMicrosecond)->UseManualTime();
 }
 

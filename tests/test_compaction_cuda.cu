@@ -142,37 +142,54 @@ TEST_CASE_TEMPLATE("device compact_kv equals host compact_kv", T, float, half) {
         }
 }
 
+namespace {
+
+// One in-place compaction on both sides, compared byte for byte: rows within their sequences
+// (slack: maybe_seq_start set, compact_in_sequences_kernel) or the batch repacked (two phases).
+template <class T>
+void compare_inplace(std::mt19937& rng, KVStorage storage, double rate, index_t dim, int batch,
+                     bool slack) {
+  const Batch seqs = make_batch(rng, batch, dim >= 64 ? 300 : 60, slack);
+  Rows<T> rows = make_rows<T>(rng, storage, seqs.rows, 1 + rng() % 4, dim, false);
+  Rows<T> expect{storage,  rows.rows,   rows.heads, dim, rows.k, rows.v,
+                 rows.pos, rows.anchor, {},         {},  {},     {}};  // host copies only
+  const std::vector<std::uint8_t> keep = random_keep(rng, seqs.cu.back(), rate);
+  const auto B = std::size_t(seqs.cu.size() - 1);
+  std::vector<std::int32_t> cu_expect(B + 1);
+  compact_kv_inplace(expect.host(), seqs.host(), keep, cu_expect, 2);
+  auto d_cu = to_device(seqs.cu);  // also the output: offsets may be rewritten in place
+  const auto d_starts = to_device(seqs.seq_start);
+  const auto d_keep = to_device(keep);
+  const RaggedRows d_seqs{std::int32_t(B), d_cu.data(), slack ? d_starts.data() : nullptr};
+  std::size_t bytes = 0;
+  REQUIRE(ansan::cuda::compact_kv_inplace(nullptr, bytes, rows.device(), d_seqs, seqs.cu.back(),
+                                          d_keep.data(), d_cu.data()) == cudaSuccess);
+  DeviceBuffer<unsigned char> temp(bytes);
+  REQUIRE(ansan::cuda::compact_kv_inplace(temp.data(), bytes, rows.device(), d_seqs,
+                                          seqs.cu.back(), d_keep.data(),
+                                          d_cu.data()) == cudaSuccess);
+  rows.download();
+  CHECK(to_host(d_cu) == cu_expect);
+  check_same_rows(rows, expect);
+}
+
+}  // namespace
+
 TEST_CASE_TEMPLATE("device compact_kv_inplace equals host compact_kv_inplace", T, float, half) {
   std::mt19937 rng(32);
   for (const KVStorage storage : storages)
     for (const double rate : keep_rates)
       for (const index_t dim : dims)
-        for (int trial = 0; trial < 3; ++trial) {
-          const bool slack = trial != 0;
-          const Batch seqs = make_batch(rng, 1 + trial * 2, dim >= 64 ? 300 : 60, slack);
-          Rows<T> rows = make_rows<T>(rng, storage, seqs.rows, 1 + rng() % 4, dim, false);
-          Rows<T> expect{storage,  rows.rows,   rows.heads, dim, rows.k, rows.v,
-                         rows.pos, rows.anchor, {},         {},  {},     {}};  // host copies only
-          const std::vector<std::uint8_t> keep = random_keep(rng, seqs.cu.back(), rate);
-          const auto B = std::size_t(seqs.cu.size() - 1);
-          std::vector<std::int32_t> cu_expect(B + 1);
-          compact_kv_inplace(expect.host(), seqs.host(), keep, cu_expect, 2);
-          auto d_cu = to_device(seqs.cu);  // also the output: offsets may be rewritten in place
-          const auto d_starts = to_device(seqs.seq_start);
-          const auto d_keep = to_device(keep);
-          const RaggedRows d_seqs{std::int32_t(B), d_cu.data(), slack ? d_starts.data() : nullptr};
-          std::size_t bytes = 0;
-          REQUIRE(ansan::cuda::compact_kv_inplace(nullptr, bytes, rows.device(), d_seqs,
-                                                  seqs.cu.back(), d_keep.data(),
-                                                  d_cu.data()) == cudaSuccess);
-          DeviceBuffer<unsigned char> temp(bytes);
-          REQUIRE(ansan::cuda::compact_kv_inplace(temp.data(), bytes, rows.device(), d_seqs,
-                                                  seqs.cu.back(), d_keep.data(),
-                                                  d_cu.data()) == cudaSuccess);
-          rows.download();
-          CHECK(to_host(d_cu) == cu_expect);
-          check_same_rows(rows, expect);
-        }
+        for (int trial = 0; trial < 3; ++trial)
+          compare_inplace<T>(rng, storage, rate, dim, 1 + trial * 2, trial != 0);
+}
+
+// Small and deterministic, for compute-sanitizer (tests/gpu/check.sh): both in-place paths,
+// both storages, with many chunks per sequence.
+TEST_CASE("sanitizer: compaction in place") {
+  std::mt19937 rng(36);
+  for (const KVStorage storage : storages)
+    for (const bool slack : {true, false}) compare_inplace<float>(rng, storage, 0.5, 128, 3, slack);
 }
 
 TEST_CASE("device compact_kv_indices equals host compact_kv_indices") {

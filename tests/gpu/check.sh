@@ -12,7 +12,8 @@
 #   4. the GPU benchmarks, short (--benchmark_min_time), JSON kept
 #   5. tests/gpu/torch_compare.py: FlexAttention with our BlockMask and SDPA dense causal,
 #      same inputs, same warm device
-#   6. compute-sanitizer memcheck and racecheck on each kernel's "sanitizer: ..." case
+#   6. compute-sanitizer memcheck and racecheck on each "sanitizer: ..." case (the attention
+#      kernels, and the in-place compaction)
 # and prints a summary table last. Files under $OUT: summary.txt, logs.tar.gz.
 # A step is PASS only if it ran and passed; no device, no tool or no torch is SKIP or
 # MISSING, never PASS. Exit status: 0 all passed, 1 something failed, 2 nothing failed but
@@ -234,13 +235,19 @@ else
   esac
 fi
 
-# 6. compute-sanitizer on the small deterministic case of each kernel; last, because racecheck
-#    is slow and the figures above must not wait on it
+# 6. compute-sanitizer on the small deterministic case of each attention kernel and of the
+#    in-place compaction; last, because racecheck is slow and the figures above must not wait
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
 sanitizer_refused=no  # compute-sanitizer refuses some sandboxed GPUs (gVisor): not a kernel failure
 for tool in memcheck racecheck; do
-  for kernel in simt tensor tensor_sm90 tensor_sm90_ws decode; do
+  for kernel in simt tensor tensor_sm90 tensor_sm90_ws decode compaction; do
     name="sanitizer $tool: $kernel"
+    test_binary=$attention_test
+    test_case="sanitizer: $kernel"
+    if [[ $kernel == compaction ]]; then
+      test_binary=$carry/bin/test_compaction_cuda
+      test_case="sanitizer: compaction in place"
+    fi
     if [[ $device == no ]]; then
       record "$name" SKIP 0 "no GPU"
       continue
@@ -250,13 +257,13 @@ for tool in memcheck racecheck; do
     elif [[ -z $sanitizer ]]; then
       record "$name" MISSING 0 "compute-sanitizer not found"
       continue
-    elif [[ ! -x $attention_test ]]; then
-      record "$name" MISSING 0 "test_attention_cuda was not staged"
+    elif [[ ! -x $test_binary ]]; then
+      record "$name" MISSING 0 "$(basename "$test_binary") was not staged"
       continue
     fi
     log="$logs/sanitizer-$tool-$kernel.log"
     run_step "$name" 75 "$log" "${with_libs[@]}" "$sanitizer" --tool "$tool" --error-exitcode 99 --print-limit 50 \
-      "$attention_test" "--test-case=sanitizer: $kernel"
+      "$test_binary" "--test-case=$test_case"
     hazards=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -n 1)
     if ((rc != 0)) && grep -a -q -i 'device not supported' "$log"; then
       sanitizer_refused=yes

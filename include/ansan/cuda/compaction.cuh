@@ -21,14 +21,19 @@
 // device: the gather is launched for every input row and rows beyond the count return at once.
 //
 // In place: blocks of one kernel run in no fixed order, so a block could overwrite a row that
-// another block has yet to read. compact_kv_inplace therefore runs in two phases through
-// scratch rows carved from the temporary storage (room for every input row's K, V, position and
-// flag): gather the kept rows into the scratch, then copy the scratch back. The scratch makes the
-// temporary storage about as large as the rows themselves.
+// another block has yet to read. Where every sequence keeps its own rows (maybe_seq_start, as in
+// ansan::cuda::KVCache), rows only move down inside their sequence, so one block per
+// (sequence, head) can walk them in order, reading a chunk before writing it, and skip the
+// rows already in place (compact_in_sequences_kernel). A repacked batch moves rows across
+// sequences, so there compact_kv_inplace runs in two phases through scratch rows carved from
+// the temporary storage (room for every input row's K, V, position and flag): gather the kept
+// rows into the scratch, then copy the scratch back; that temporary storage is about as large
+// as the rows themselves.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -112,6 +117,78 @@ __global__ void keep_flags_kernel(const MaskPolicy policy, const std::int32_t* d
   }
 }
 
+// In place within each sequence's own rows (RaggedRows::maybe_seq_start set): the kept row of
+// rank r in sequence b moves to seq_start[b] + r, so rows stay in their sequence and only move
+// down. One block per (sequence, head, layer) walks the sequence's kept rows in rank order, a
+// chunk at a time, reading all of a chunk (into shared memory) before writing any of it: a
+// chunk's destinations lie below its own first source and below every later chunk's sources,
+// so no row is overwritten before it is read, and blocks never share a byte. Ranks before the
+// first dropped row are already in place and skipped, so a reduction that drops a closed
+// segment near the end moves only the rows after it.
+template <class T>
+struct InSequenceParams {
+  KVRows<T> rows;             // layer 0; positions and flags move with layer 0's head-0 blocks
+  index_t layer_stride;       // elements from one layer's K (and V) to the next's
+  RaggedRows seqs;            // device offsets and first rows
+  const std::int32_t* kept;   // ascending kept packed tokens (select_kept)
+  const std::int32_t* cu_out; // (B+1) sequence b's kept tokens: kept[cu_out[b] .. cu_out[b+1])
+  std::int32_t chunk_rows;    // rows per chunk, <= kInSequenceChunk
+};
+constexpr std::int32_t kInSequenceChunk = 256;
+constexpr std::size_t kInSequenceSliceBytes = 16 * 1024;  // K and V of a chunk's head slices
+
+template <class Vec, class T>
+__global__ void compact_in_sequences_kernel(const InSequenceParams<T> p) {
+  const std::int32_t b = std::int32_t(blockIdx.x);
+  const index_t head = blockIdx.y, layer = blockIdx.z;
+  const std::int32_t first = p.cu_out[b], kept = p.cu_out[b + 1] - first;
+  const std::int32_t token0 = p.seqs.cu_seqlens[b];
+  const index_t row0 = p.seqs.row_begin(b);
+  // Rank r's source is kept[first + r] - token0 >= r; the gap never shrinks with r, so the
+  // first rank that moves is found by bisection.
+  std::int32_t lo = 0, hi = kept;
+  while (lo < hi) {
+    const std::int32_t mid = (lo + hi) / 2;
+    if (p.kept[first + mid] - token0 > mid)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  const index_t vec_per_slice = p.rows.k.shape[2] * index_t(sizeof(T)) / index_t(sizeof(Vec));
+  const index_t layer_offset = layer * p.layer_stride;
+  const bool metadata = p.rows.pos && head == 0 && layer == 0;
+  auto* s_pos = dynamic_shared_memory<std::int32_t>();
+  auto* s_flag = reinterpret_cast<std::uint8_t*>(s_pos + kInSequenceChunk);
+  auto* s_k = reinterpret_cast<Vec*>(s_flag + kInSequenceChunk);
+  Vec* s_v = s_k + p.chunk_rows * vec_per_slice;
+  for (std::int32_t r0 = lo; r0 < kept; r0 += p.chunk_rows) {
+    const std::int32_t rows = kept - r0 < p.chunk_rows ? kept - r0 : p.chunk_rows;
+    for (index_t w = threadIdx.x; w < rows * vec_per_slice; w += blockDim.x) {
+      const index_t src = row0 + p.kept[first + r0 + w / vec_per_slice] - token0;
+      const index_t piece = w % vec_per_slice;
+      s_k[w] = reinterpret_cast<const Vec*>(&p.rows.k(src, head, 0) + layer_offset)[piece];
+      s_v[w] = reinterpret_cast<const Vec*>(&p.rows.v(src, head, 0) + layer_offset)[piece];
+    }
+    for (std::int32_t i = std::int32_t(threadIdx.x); metadata && i < rows; i += blockDim.x) {
+      const index_t src = row0 + p.kept[first + r0 + i] - token0;
+      s_pos[i] = p.rows.pos[src];
+      s_flag[i] = p.rows.is_anchor[src];
+    }
+    __syncthreads();  // the chunk read before any of it is written
+    for (index_t w = threadIdx.x; w < rows * vec_per_slice; w += blockDim.x) {
+      const index_t dst = row0 + r0 + w / vec_per_slice, piece = w % vec_per_slice;
+      reinterpret_cast<Vec*>(&p.rows.k(dst, head, 0) + layer_offset)[piece] = s_k[w];
+      reinterpret_cast<Vec*>(&p.rows.v(dst, head, 0) + layer_offset)[piece] = s_v[w];
+    }
+    for (std::int32_t i = std::int32_t(threadIdx.x); metadata && i < rows; i += blockDim.x) {
+      p.rows.pos[row0 + r0 + i] = s_pos[i];
+      p.rows.is_anchor[row0 + r0 + i] = s_flag[i];
+    }
+    // No barrier here: a thread reuses only its own shared slots, and the next chunk reads
+    // rows above every row this one writes.
+  }
+}
+
 template <class Vec, class T>
 bool vectorisable(const KVRows<const T>& in, const KVRows<T>& out) {
   const auto fits = [](const auto& view) {
@@ -142,6 +219,37 @@ cudaError_t launch_gather(const GatherParams<T>& p, cudaStream_t stream) {
   if (vectorisable<uint4>(p.in, p.out)) return launch_gather_as<uint4>(p, stream);
   if (vectorisable<unsigned>(p.in, p.out)) return launch_gather_as<unsigned>(p, stream);
   return launch_gather_as<T>(p, stream);
+}
+
+template <class Vec, class T>
+cudaError_t launch_in_sequences_as(const InSequenceParams<T>& p, std::int32_t layers,
+                                   cudaStream_t stream) {
+  const index_t heads = p.rows.k.shape[1];
+  const std::size_t slice_bytes = std::size_t(p.rows.k.shape[2]) * sizeof(T);
+  InSequenceParams<T> q = p;
+  q.chunk_rows = std::int32_t(std::min<std::size_t>(
+      kInSequenceChunk, std::max<std::size_t>(1, kInSequenceSliceBytes / (2 * slice_bytes))));
+  const std::size_t smem = kInSequenceChunk * (sizeof(std::int32_t) + 1) +
+                           2 * std::size_t(q.chunk_rows) * slice_bytes;
+  return launch_kernel(compact_in_sequences_kernel<Vec, T>,
+                       {dim3(unsigned(p.seqs.batch), unsigned(heads > 0 ? heads : 1),
+                             unsigned(layers)),
+                        dim3(128), smem},
+                       stream, q);
+}
+
+// Moves every layer's kept rows within their sequences (select_kept has run); the widest
+// access the rows allow.
+template <class T>
+cudaError_t launch_in_sequences(const InSequenceParams<T>& p, std::int32_t layers,
+                                cudaStream_t stream) {
+  if (p.seqs.batch == 0 || layers == 0) return cudaSuccess;
+  const KVRows<const T> in = p.rows;
+  if (vectorisable<uint4>(in, p.rows) && p.layer_stride * index_t(sizeof(T)) % 16 == 0)
+    return launch_in_sequences_as<uint4>(p, layers, stream);
+  if (vectorisable<unsigned>(in, p.rows) && p.layer_stride * index_t(sizeof(T)) % 4 == 0)
+    return launch_in_sequences_as<unsigned>(p, layers, stream);
+  return launch_in_sequences_as<T>(p, layers, stream);
 }
 
 // The temporary storage of the flags path, carved in 256-byte aligned pieces.
@@ -297,8 +405,47 @@ cudaError_t compact_kv_indices(const KVRows<const ansan::detail::no_deduce<T>>& 
   return detail::launch_gather(p, stream);
 }
 
-// In-place compaction by flags, correct for every keep pattern (see ansan::compact_kv_inplace
-// and the two phases above). d_cu_seqlens_out (B+1) may be seqs.cu_seqlens itself.
+namespace detail {
+
+// compact_kv_inplace within sequences (seqs.maybe_seq_start set) for `layers` layers of rows
+// that share one keep pattern: layer l's K and V lie layer_stride elements after layer l-1's;
+// positions and flags (rows.pos, rows.is_anchor) are one set for all. Needs temporary storage
+// for the kept list and offsets only.
+template <class T>
+cudaError_t compact_layers_in_sequences(void* d_temp_storage, std::size_t& temp_storage_bytes,
+                                        const KVRows<T>& rows, index_t layer_stride,
+                                        std::int32_t layers, const RaggedRows& seqs,
+                                        std::int64_t total, const std::uint8_t* d_keep,
+                                        std::int32_t* d_cu_seqlens_out, cudaStream_t stream,
+                                        const char* fn) {
+  std::size_t cub_bytes = 0;
+  ANSAN_CUDA_RETURN(cub_select_bytes(total, cub_bytes, stream));
+  const TempLayout t = temp_layout(total, seqs.batch, cub_bytes, 0);
+  if (d_temp_storage == nullptr) {
+    temp_storage_bytes = t.total;
+    return cudaSuccess;
+  }
+  validate_flag_buffers(temp_storage_bytes, t.total, d_cu_seqlens_out, total, d_keep, fn);
+  if (total == 0) return zero_offsets(d_cu_seqlens_out, seqs.batch, stream);
+  auto* d_temp = static_cast<unsigned char*>(d_temp_storage);
+  const auto* d_cu_out = reinterpret_cast<const std::int32_t*>(d_temp + t.cu_out);
+  ANSAN_CUDA_RETURN(select_kept(t, d_temp, d_keep, total, seqs.cu_seqlens, seqs.batch, stream));
+  const InSequenceParams<T> p{rows, layer_stride, seqs,
+                              reinterpret_cast<const std::int32_t*>(d_temp + t.kept), d_cu_out,
+                              0};
+  ANSAN_CUDA_RETURN(launch_in_sequences(p, layers, stream));
+  return cudaMemcpyAsync(d_cu_seqlens_out, d_cu_out,
+                         (std::size_t(seqs.batch) + 1) * sizeof(std::int32_t),
+                         cudaMemcpyDeviceToDevice, stream);
+}
+
+}  // namespace detail
+
+// In-place compaction by flags, correct for every keep pattern (see ansan::compact_kv_inplace).
+// d_cu_seqlens_out (B+1) may be seqs.cu_seqlens itself. With seqs.maybe_seq_start, rows stay in
+// their sequence: one launch moves only the rows that change place (compact_in_sequences_kernel)
+// and the temporary storage holds just the kept list. Without it the batch is repacked through
+// scratch rows (the two phases above).
 template <class T>
 cudaError_t compact_kv_inplace(void* d_temp_storage, std::size_t& temp_storage_bytes,
                                const KVRows<T>& rows, const RaggedRows& seqs, std::int64_t total,
@@ -307,6 +454,9 @@ cudaError_t compact_kv_inplace(void* d_temp_storage, std::size_t& temp_storage_b
   const char* fn = "cuda::compact_kv_inplace";
   ansan::detail::validate_kv_rows(rows, fn, "rows");
   detail::validate_device_ragged(seqs, total, fn, "seqs");
+  if (seqs.maybe_seq_start)
+    return detail::compact_layers_in_sequences(d_temp_storage, temp_storage_bytes, rows, 0, 1,
+                                               seqs, total, d_keep, d_cu_seqlens_out, stream, fn);
   const index_t heads = rows.k.shape[1], dim = rows.k.shape[2];
   const std::size_t kv_bytes = detail::align_up(std::size_t(total * heads * dim) * sizeof(T));
   const std::size_t meta_bytes = detail::align_up(std::size_t(total) * sizeof(std::int32_t));

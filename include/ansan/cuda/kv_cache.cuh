@@ -3,12 +3,13 @@
 // Same members and semantics as ansan::KVCache (ansan/kv_cache.hpp; the shared bookkeeping and
 // validation live in ansan::detail::KVCacheBook): K and V rows, positions and anchor flags live
 // in device memory; each sequence owns capacity_per_seq() rows; reduce() drops what no future
-// query can see (SPEC.md section 3) with ansan::cuda::compact_kv_inplace, layer by layer.
+// query can see (SPEC.md section 3), every layer in one compaction within the sequences.
 // Layers share the rows' metadata, so bind_keys(args, l) gives every layer the same metadata
 // pointers and one ansan::cuda::attention_plan serves all layers of a step.
 //
 // Launches: append() one gather (K, V and metadata); append_rows() one (metadata); write() one
-// per layer (K and V); reduce() a keep-flag upload and one compaction per layer.
+// per layer (K and V); reduce() a keep-flag upload, the kept list (CUB) and one launch that
+// moves the rows of every layer that change place.
 //
 // Where the arguments live: append() takes K and V as device views and the small per-row
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
@@ -58,7 +59,6 @@ class KVCache : public ansan::detail::KVCacheBook {
         d_pos_(std::size_t(rows_allocated())),
         d_anchor_(d_pos_.size()),
         d_cu_(std::size_t(batch) + 1),
-        d_cu_kept_(d_cu_.size()),
         d_row_start_(std::size_t(batch)) {
     upload(d_cu_.data(), cu_);
     upload(d_row_start_.data(), KVCacheBook::row_start_);
@@ -114,18 +114,18 @@ class KVCache : public ansan::detail::KVCacheBook {
     const std::vector<std::uint8_t> keep = reduce_flags();
     reserve(d_stage_u8_, keep.size());
     upload(d_stage_u8_.data(), keep);
-    // Every layer compacts against the old offsets (d_cu_) and writes the new ones aside.
+    // One launch moves every layer's kept rows within their sequences (positions and flags
+    // once), then the new offsets replace d_cu_.
     const RaggedRows held{batch_, d_cu_.data(), d_row_start_.data()};
+    const char* fn = "cuda::KVCache::reduce";
     std::size_t bytes = 0;
-    ANSAN_CUDA_THROW(compact_kv_inplace(nullptr, bytes, layer_rows(0), held, total,
-                                        d_stage_u8_.data(), d_cu_kept_.data(), stream_));
+    ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
+        nullptr, bytes, rows(), index_t(layer_elements()), layers_, held, total,
+        d_stage_u8_.data(), d_cu_.data(), stream_, fn));
     reserve(d_temp_, bytes);
-    for (std::int32_t l = 0; l < layers_; ++l)
-      ANSAN_CUDA_THROW(compact_kv_inplace(d_temp_.data(), bytes, layer_rows(l), held, total,
-                                          d_stage_u8_.data(), d_cu_kept_.data(), stream_));
-    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_cu_kept_.data(),
-                                     d_cu_.size() * sizeof(std::int32_t),
-                                     cudaMemcpyDeviceToDevice, stream_));
+    ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
+        d_temp_.data(), bytes, rows(), index_t(layer_elements()), layers_, held, total,
+        d_stage_u8_.data(), d_cu_.data(), stream_, fn));
     const std::vector<std::int32_t> cu_out = compact_metadata(keep);
     commit_lengths(cu_out);
     return total - cu_out.back();
@@ -188,10 +188,11 @@ class KVCache : public ansan::detail::KVCacheBook {
     return kv_view(data + std::size_t(layer) * layer_elements(), storage_, rows_allocated(),
                    heads_, dim_);
   }
-  // Layer l's rows; positions and flags ride with layer 0 so a reduction moves them once.
-  KVRows<T> layer_rows(std::int32_t layer) const {
-    return {layer_view(d_k_.data(), layer), layer_view(d_v_.data(), layer),
-            layer == 0 ? d_pos_.data() : nullptr, layer == 0 ? d_anchor_.data() : nullptr};
+  // Layer 0's rows with the positions and flags all layers share; layer l's K and V follow at
+  // l * layer_elements().
+  KVRows<T> rows() const {
+    return {layer_view(d_k_.data(), 0), layer_view(d_v_.data(), 0), d_pos_.data(),
+            d_anchor_.data()};
   }
 
   // Uploads a chunk's cu_new (B+1), each sequence's first free row (B) and positions (m) as
@@ -299,7 +300,6 @@ class KVCache : public ansan::detail::KVCacheBook {
   detail::DeviceBuffer<std::int32_t> d_pos_;        // (rows_allocated)
   detail::DeviceBuffer<std::uint8_t> d_anchor_;     // (rows_allocated)
   detail::DeviceBuffer<std::int32_t> d_cu_;         // (B+1) rows held, as offsets
-  detail::DeviceBuffer<std::int32_t> d_cu_kept_;    // (B+1) reduce()'s new offsets, aside
   detail::DeviceBuffer<std::int32_t> d_row_start_;  // (B)
   detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // the chunk's offsets, first rows, positions
   detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // the chunk's flags, reduce's keep flags
