@@ -121,10 +121,10 @@ __global__ void keep_flags_kernel(const MaskPolicy policy, const std::int32_t* d
 // rank r in sequence b moves to seq_start[b] + r, so rows stay in their sequence and only move
 // down. One block per (sequence, head, layer) walks the sequence's kept rows in rank order, a
 // chunk at a time, reading all of a chunk (into shared memory) before writing any of it: a
-// chunk's destinations lie below its own first source and below every later chunk's sources,
-// so no row is overwritten before it is read, and blocks never share a byte. Ranks before the
-// first dropped row are already in place and skipped, so a reduction that drops a closed
-// segment near the end moves only the rows after it.
+// chunk's destinations may be some of its own sources, but lie below every later chunk's
+// sources, so no row is overwritten before it is read, and blocks never share a byte. Ranks
+// before the first dropped row are already in place and skipped, so a reduction that drops a
+// closed segment near the end moves only the rows after it.
 template <class T>
 struct InSequenceParams {
   KVRows<T> rows;             // layer 0; positions and flags move with layer 0's head-0 blocks
