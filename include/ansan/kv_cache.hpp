@@ -337,14 +337,17 @@ class KVCache : public detail::KVCacheBook {
   std::int64_t reduce(int num_threads = 0) {
     check_written("KVCache::reduce");
     const std::vector<std::uint8_t> keep = reduce_flags();
-    std::vector<std::int32_t> cu_out(cu_.size());
-    for (std::int32_t l = 0; l < layers_; ++l) {  // positions and flags move once, with layer 0
+    // compact_kv_inplace's steps without its checks (the cache's own rows pass them), and one
+    // list of row moves for every layer; positions and flags move once, with layer 0.
+    detail::RowMoves moves = detail::moves_from_flags(held_rows(), keep);
+    detail::fill_destinations(moves, row_start_.data(), batch_);
+    for (std::int32_t l = 0; l < layers_; ++l) {
       const KVRows<T> rows{layer_view(k_, l), layer_view(v_, l), l == 0 ? pos_.data() : nullptr,
                            l == 0 ? anchor_.data() : nullptr};
-      compact_kv_inplace(rows, held_rows(), keep, cu_out, num_threads);
+      detail::move_rows(KVRows<const T>(rows), rows, moves, true, num_threads);
     }
-    const std::int64_t dropped = entries() - cu_out.back();
-    commit_lengths(cu_out);
+    const std::int64_t dropped = entries() - moves.cu_out.back();
+    commit_lengths(moves.cu_out);
     return dropped;
   }
 
