@@ -337,17 +337,16 @@ class KVCache : public detail::KVCacheBook {
   std::int64_t reduce(int num_threads = 0) {
     check_written("KVCache::reduce");
     const std::vector<std::uint8_t> keep = reduce_flags();
-    // compact_kv_inplace's steps without its checks (the cache's own rows pass them), and one
-    // list of row moves for every layer; positions and flags move once, with layer 0.
-    detail::RowMoves moves = detail::moves_from_flags(held_rows(), keep);
-    detail::fill_destinations(moves, row_start_.data(), batch_);
-    for (std::int32_t l = 0; l < layers_; ++l) {
-      const KVRows<T> rows{layer_view(k_, l), layer_view(v_, l), l == 0 ? pos_.data() : nullptr,
-                           l == 0 ? anchor_.data() : nullptr};
-      detail::move_rows(KVRows<const T>(rows), rows, moves, true, num_threads);
-    }
-    const std::int64_t dropped = entries() - moves.cu_out.back();
-    commit_lengths(moves.cu_out);
+    // compact_kv_inplace without its checks (the cache's own rows pass them), its row moves
+    // found once for every layer; positions and flags move once, with layer 0.
+    std::vector<KVRows<T>> layers;
+    for (std::int32_t l = 0; l < layers_; ++l)
+      layers.push_back({layer_view(k_, l), layer_view(v_, l), l == 0 ? pos_.data() : nullptr,
+                        l == 0 ? anchor_.data() : nullptr});
+    const std::vector<std::int32_t> cu_out =
+        detail::compact_inplace_unchecked<T>(layers, held_rows(), keep, num_threads);
+    const std::int64_t dropped = entries() - cu_out.back();
+    commit_lengths(cu_out);
     return dropped;
   }
 

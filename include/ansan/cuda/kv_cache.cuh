@@ -120,11 +120,11 @@ class KVCache : public ansan::detail::KVCacheBook {
     const char* fn = "cuda::KVCache::reduce";
     std::size_t bytes = 0;
     ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
-        nullptr, bytes, rows(), index_t(layer_elements()), layers_, held, total,
+        nullptr, bytes, layer_rows(0), index_t(layer_elements()), layers_, held, total,
         d_stage_u8_.data(), d_cu_.data(), stream_, fn));
     reserve(d_temp_, bytes);
     ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
-        d_temp_.data(), bytes, rows(), index_t(layer_elements()), layers_, held, total,
+        d_temp_.data(), bytes, layer_rows(0), index_t(layer_elements()), layers_, held, total,
         d_stage_u8_.data(), d_cu_.data(), stream_, fn));
     const std::vector<std::int32_t> cu_out = compact_metadata(keep);
     commit_lengths(cu_out);
@@ -188,17 +188,18 @@ class KVCache : public ansan::detail::KVCacheBook {
     return kv_view(data + std::size_t(layer) * layer_elements(), storage_, rows_allocated(),
                    heads_, dim_);
   }
-  // Layer 0's rows with the positions and flags all layers share; layer l's K and V follow at
-  // l * layer_elements().
-  KVRows<T> rows() const {
-    return {layer_view(d_k_.data(), 0), layer_view(d_v_.data(), 0), d_pos_.data(),
+  // Layer l's rows with the positions and flags all layers share.
+  KVRows<T> layer_rows(std::int32_t layer) const {
+    return {layer_view(d_k_.data(), layer), layer_view(d_v_.data(), layer), d_pos_.data(),
             d_anchor_.data()};
   }
 
   // Uploads a chunk's cu_new (B+1), each sequence's first free row (B) and positions (m) as
-  // one array, and its flags (m): what the chunk's gathers read, until the next chunk.
+  // one array, and its flags (m): what the chunk's gathers read, until the next chunk. An
+  // empty chunk launches no gather, so it uploads nothing.
   void stage_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
                   span<const std::uint8_t> is_anchor) {
+    if (pos.empty()) return;
     std::vector<std::int32_t> stage(cu_new.begin(), cu_new.end());
     for (std::int32_t b = 0; b < batch_; ++b) stage.push_back(row_start_host(b) + len_[b]);
     stage.insert(stage.end(), pos.begin(), pos.end());
@@ -217,11 +218,15 @@ class KVCache : public ansan::detail::KVCacheBook {
     if (m == 0) return;
     const std::int32_t* d_cu_new = d_stage_i32_.data();
     const std::int32_t* d_first_free = d_cu_new + batch_ + 1;
-    const KVRows<T> into{layer_view(d_k_.data(), layer), layer_view(d_v_.data(), layer),
-                         d_pos_.data(), d_anchor_.data()};
-    const detail::GatherParams<T> p{
-        chunk,   into, RaggedRows{batch_, d_cu_new, nullptr}, d_cu_new, d_first_free, nullptr,
-        nullptr, m,    detail::SourceIndex::identity};
+    const detail::GatherParams<T> p{chunk,
+                                    layer_rows(layer),
+                                    RaggedRows{batch_, d_cu_new, nullptr},
+                                    d_cu_new,
+                                    d_first_free,
+                                    nullptr,
+                                    nullptr,
+                                    m,
+                                    detail::SourceIndex::identity};
     ANSAN_CUDA_THROW(detail::launch_gather(p, stream_));
   }
 
