@@ -56,10 +56,9 @@ class CudaAttention {
     upload(d_k_, k.data(), std::size_t(k.size()));
     upload(d_v_, v.data(), std::size_t(v.size()));
     reserve(d_out_, std::size_t(out.size()));
-    // One metadata upload a text: cu_seqlens (2), pos (tokens), seg_start (tokens).
-    std::vector<std::int32_t> meta(layout.cu_seqlens);
-    meta.insert(meta.end(), layout.pos.begin(), layout.pos.end());
-    meta.insert(meta.end(), layout.seg_start.begin(), layout.seg_start.end());
+    // One metadata upload a text.
+    std::vector<std::int32_t> meta =
+        packed_metadata(layout.cu_seqlens, layout.pos, layout.seg_start);
     if (meta != text_meta_ || layout.is_anchor != text_anchor_) {  // a new text
       upload(d_text_meta_, meta.data(), meta.size());
       upload(d_text_anchor_, layout.is_anchor.data(), layout.is_anchor.size());
@@ -88,9 +87,8 @@ class CudaAttention {
   // chunk's plan is built by the first cached() call.
   void append_rows(Cache& cache, const ChunkQueries& chunk) {
     cache.append_rows(chunk.cu_new, chunk.pos, chunk.is_anchor);
-    std::vector<std::int32_t> meta(chunk.cu_new);  // cu_new (2), pos (tokens), seg_start (tokens)
-    meta.insert(meta.end(), chunk.pos.begin(), chunk.pos.end());
-    meta.insert(meta.end(), chunk.seg_start.begin(), chunk.seg_start.end());
+    const std::vector<std::int32_t> meta =
+        packed_metadata(chunk.cu_new, chunk.pos, chunk.seg_start);
     upload(d_chunk_meta_, meta.data(), meta.size());
     upload(d_chunk_anchor_, chunk.is_anchor.data(), chunk.is_anchor.size());
     chunk_.plan = {};  // the cache's rows changed under the same pointers
@@ -98,7 +96,8 @@ class CudaAttention {
 
   // Writes layer `layer`'s k, v of the chunk (after append_rows) to `cache` on the device,
   // then the chunk's queries attend to everything that layer has cached.
-  void cached(Cache& cache, int layer, const ModelConfig& c, const ChunkQueries& chunk,
+  void cached(Cache& cache, int layer, const ModelConfig& c,
+              const ChunkQueries& /*chunk: on the device since append_rows()*/,
               const ansan::MaskPolicy& policy, const Matrix& q, const Matrix& k, const Matrix& v,
               Matrix& out) {
     const auto tokens = std::int32_t(q.rows());
@@ -121,6 +120,15 @@ class CudaAttention {
   std::int64_t reduce(Cache& cache) const { return cache.reduce(); }
 
  private:
+  // cu (2), pos (tokens), seg_start (tokens) as one array, for one upload.
+  static std::vector<std::int32_t> packed_metadata(const std::vector<std::int32_t>& cu,
+                                                   const std::vector<std::int32_t>& pos,
+                                                   const std::vector<std::int32_t>& seg_start) {
+    std::vector<std::int32_t> meta(cu);
+    meta.insert(meta.end(), pos.begin(), pos.end());
+    meta.insert(meta.end(), seg_start.begin(), seg_start.end());
+    return meta;
+  }
   // A plan and the temp storage holding its tables, grown to the largest plan.
   struct Planned {
     ansan::cuda::AttentionPlan<float> plan;
