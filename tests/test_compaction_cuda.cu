@@ -146,6 +146,8 @@ namespace {
 
 // One in-place compaction on both sides, compared byte for byte: rows within their sequences
 // (slack: maybe_seq_start set, compact_in_sequences_kernel) or the batch repacked (two phases).
+// Within sequences, the same kernel runs again from the rows as they were, on the moves listed
+// by the host as ansan::cuda::KVCache lists them (ListedMoves).
 template <class T>
 void compare_inplace(std::mt19937& rng, KVStorage storage, double rate, index_t dim, int batch,
                      bool slack) {
@@ -168,8 +170,24 @@ void compare_inplace(std::mt19937& rng, KVStorage storage, double rate, index_t 
   REQUIRE(ansan::cuda::compact_kv_inplace(temp.data(), bytes, rows.device(), d_seqs,
                                           seqs.cu.back(), d_keep.data(),
                                           d_cu.data()) == cudaSuccess);
+  const Rows<T> before{storage, rows.rows, rows.heads, dim, rows.k, rows.v, rows.pos, rows.anchor,
+                       {},      {},        {},         {}};
   rows.download();
   CHECK(to_host(d_cu) == cu_expect);
+  check_same_rows(rows, expect);
+  if (!slack) return;
+  rows.k = before.k, rows.v = before.v, rows.pos = before.pos, rows.anchor = before.anchor;
+  rows.upload();
+  namespace device = ansan::cuda::detail;
+  std::vector<std::int32_t> table;
+  const std::int32_t moving = device::append_move_table(
+      detail::moves_from_flags(seqs.host(), keep), seqs.seq_start.data(), std::int32_t(B), table);
+  table.push_back(0);  // never empty: a device buffer of the table
+  const auto d_table = to_device(table);
+  const device::InSequenceParams<T, device::ListedMoves> listed{
+      rows.device(), 0, device::ListedMoves{d_table.data(), moving}, 0};
+  REQUIRE(device::launch_in_sequences(listed, 1, 0) == cudaSuccess);
+  rows.download();
   check_same_rows(rows, expect);
 }
 
@@ -190,6 +208,26 @@ TEST_CASE("sanitizer: compaction in place") {
   std::mt19937 rng(36);
   for (const KVStorage storage : storages)
     for (const bool slack : {true, false}) compare_inplace<float>(rng, storage, 0.5, 128, 3, slack);
+}
+
+// ansan::cuda::KVCache moves its rows by a table made on the host (ListedMoves); every cache
+// test runs it, this one pins its format: only sequences with rows to move, their moving ranks.
+TEST_CASE("the cache's move table lists only the rows that change place") {
+  const std::vector<std::int32_t> cu{0, 3, 7, 9}, seq_start{0, 10, 20};
+  // sequence 0 keeps all; 1 drops its row 1 (ranks 1, 2 move up from rows 12, 13); 2 its last
+  const std::vector<std::uint8_t> keep{1, 1, 1, 1, 0, 1, 1, 1, 0};
+  const detail::RowMoves moves =
+      detail::moves_from_flags(RaggedRows{3, cu.data(), seq_start.data()}, keep);
+  std::vector<std::int32_t> table{7, 7};  // what comes before it stays
+  CHECK(ansan::cuda::detail::append_move_table(moves, seq_start.data(), 3, table) == 1);
+  // row0, first and end rank, where its sources start (from the table's start); the sources
+  CHECK(table == std::vector<std::int32_t>{7, 7, 10, 1, 3, 4, 12, 13});
+  const std::vector<std::uint8_t> keep_all(9, 1);
+  std::vector<std::int32_t> none;
+  CHECK(ansan::cuda::detail::append_move_table(
+            detail::moves_from_flags(RaggedRows{3, cu.data(), seq_start.data()}, keep_all),
+            seq_start.data(), 3, none) == 0);
+  CHECK(none.empty());
 }
 
 TEST_CASE("device compact_kv_indices equals host compact_kv_indices") {

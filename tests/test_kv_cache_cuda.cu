@@ -55,6 +55,13 @@ void check_same(const KVCache<T>& host, const ansan::cuda::KVCache<T>& device) {
     CHECK(device.next_pos(b) == host.next_pos(b));
     CHECK(device.open_seg_start(b) == host.open_seg_start(b));
   }
+  // What attention reads: the offsets bound on the device, as on the host.
+  AttentionArgs<T> host_args, device_args;
+  host.bind_keys(host_args, 0);
+  device.bind_keys(device_args, 0);
+  const auto offsets = std::size_t(host.batch()) + 1;
+  CHECK(to_host(device_args.cu_seqlens_k, offsets) ==
+        std::vector<std::int32_t>(host_args.cu_seqlens_k, host_args.cu_seqlens_k + offsets));
 }
 
 // Appends the same random chunk to both caches; K and V are strided (a padded row) on purpose.

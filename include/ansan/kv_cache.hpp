@@ -240,20 +240,16 @@ class KVCacheBook {
     keep_flags(policy_, pos_, anchor_, held_rows(), next_pos_, open_seg_start_, keep);
     return keep;
   }
-  // Applies `keep` to the host metadata (the device cache's mirror); returns the kept offsets.
-  std::vector<std::int32_t> compact_metadata(const std::vector<std::uint8_t>& keep) {
-    std::vector<std::int32_t> cu_out(cu_.size(), 0);
-    for (std::int32_t b = 0; b < batch_; ++b) {
-      std::int32_t kept = 0;
-      for (std::int32_t i = 0; i < len_[b]; ++i)
-        if (keep[std::size_t(cu_[b] + i)]) {
-          pos_[std::size_t(row_start_[b] + kept)] = pos_[std::size_t(row_start_[b] + i)];
-          anchor_[std::size_t(row_start_[b] + kept)] = anchor_[std::size_t(row_start_[b] + i)];
-          ++kept;
-        }
-      cu_out[b + 1] = cu_out[b] + kept;
-    }
-    return cu_out;
+  // Applies a reduction's row moves (moves_from_flags) to the host metadata: the device
+  // cache's mirror.
+  void compact_metadata(const RowMoves& moves) {
+    for (std::int32_t b = 0; b < batch_; ++b)
+      for (std::int32_t r = moves.cu_out[b]; r < moves.cu_out[b + 1]; ++r) {
+        const auto dst = std::size_t(row_start_[b] + r - moves.cu_out[b]);
+        const auto src = std::size_t(moves.src[std::size_t(r)]);
+        pos_[dst] = pos_[src];
+        anchor_[dst] = anchor_[src];
+      }
   }
   void commit_write(std::int32_t layer) noexcept { unwritten_[std::size_t(layer)] = 0; }
   // New lengths after a reduction (cu_out: kept rows as offsets); the chunk's rows have moved.

@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ansan/compaction.hpp"
 #include "ansan/config.hpp"
@@ -125,35 +126,89 @@ __global__ void keep_flags_kernel(const MaskPolicy policy, const std::int32_t* d
 // sources, so no row is overwritten before it is read, and blocks never share a byte. Ranks
 // before the first dropped row are already in place and skipped, so a reduction that drops a
 // closed segment near the end moves only the rows after it.
-template <class T>
+//
+// Where one sequence's rows go: ranks [first, end) move to rows row0 + first .. row0 + end - 1,
+// rank r's source is row source_base + sources[r - first]; ranks below first stay.
+struct SequenceMoves {
+  index_t row0, source_base;
+  std::int32_t first, end;
+  const std::int32_t* sources;
+  ANSAN_DEVICE index_t source(std::int32_t r) const { return source_base + sources[r - first]; }
+};
+
+// The moves as compact_kv_inplace finds them on the device: select_kept's ascending kept tokens
+// and offsets, for every sequence. Rank r's source is token kept[cu_out[b] + r] >= r; the gap
+// never shrinks with r, so the first rank that moves is found by bisection.
+struct SelectedMoves {
+  RaggedRows seqs;            // device offsets and first rows
+  const std::int32_t* kept;   // ascending kept packed tokens
+  const std::int32_t* cu_out; // (B+1) sequence b's kept tokens: kept[cu_out[b] .. cu_out[b+1])
+  std::int32_t sequences() const { return seqs.batch; }
+  ANSAN_DEVICE SequenceMoves operator()(std::int32_t b) const {
+    const std::int32_t* ranked = kept + cu_out[b];
+    const std::int32_t count = cu_out[b + 1] - cu_out[b], token0 = seqs.cu_seqlens[b];
+    std::int32_t lo = 0, hi = count;
+    while (lo < hi) {
+      const std::int32_t mid = (lo + hi) / 2;
+      if (ranked[mid] - token0 > mid)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    const index_t row0 = seqs.row_begin(b);
+    return {row0, row0 - token0, lo, count, ranked + lo};
+  }
+};
+
+// The moves as ansan::cuda::KVCache finds them on the host, from its mirror: only the sequences
+// with rows to move, each four ints of `table` (row0, first, end, where in `table` its source
+// rows start), then the source rows.
+struct ListedMoves {
+  const std::int32_t* table;  // device
+  std::int32_t moving;        // sequences listed
+  std::int32_t sequences() const { return moving; }
+  ANSAN_DEVICE SequenceMoves operator()(std::int32_t j) const {
+    const std::int32_t* entry = table + 4 * j;
+    return {entry[0], 0, entry[1], entry[2], table + entry[3]};
+  }
+};
+// ListedMoves' table from the host's row moves (ansan::compaction.hpp), kept rows going to the
+// front of each sequence's rows seq_start[b]; appends it to `table`, returns the sequences listed.
+inline std::int32_t append_move_table(const ansan::detail::RowMoves& moves,
+                                      const std::int32_t* seq_start, std::int32_t batch,
+                                      std::vector<std::int32_t>& table) {
+  const std::size_t base = table.size();
+  std::vector<std::int32_t> sources;
+  std::int32_t moving = 0;
+  for (std::int32_t b = 0; b < batch; ++b) {
+    const std::int32_t begin = moves.cu_out[b], count = moves.cu_out[b + 1] - begin;
+    std::int32_t first = 0;
+    while (first < count && moves.src[std::size_t(begin + first)] == seq_start[b] + first) ++first;
+    if (first == count) continue;
+    table.insert(table.end(), {seq_start[b], first, count, std::int32_t(sources.size())});
+    for (std::int32_t r = first; r < count; ++r)
+      sources.push_back(std::int32_t(moves.src[std::size_t(begin + r)]));
+    ++moving;
+  }
+  for (std::int32_t j = 0; j < moving; ++j) table[base + 4 * std::size_t(j) + 3] += 4 * moving;
+  table.insert(table.end(), sources.begin(), sources.end());
+  return moving;
+}
+
+template <class T, class Moves>
 struct InSequenceParams {
   KVRows<T> rows;             // layer 0; positions and flags move with layer 0's head-0 blocks
   index_t layer_stride;       // elements from one layer's K (and V) to the next's
-  RaggedRows seqs;            // device offsets and first rows
-  const std::int32_t* kept;   // ascending kept packed tokens (select_kept)
-  const std::int32_t* cu_out; // (B+1) sequence b's kept tokens: kept[cu_out[b] .. cu_out[b+1])
+  Moves moves;                // SelectedMoves or ListedMoves
   std::int32_t chunk_rows;    // rows per chunk, <= kInSequenceChunk
 };
 constexpr std::int32_t kInSequenceChunk = 256;
 constexpr std::size_t kInSequenceSliceBytes = 16 * 1024;  // K and V of a chunk's head slices
 
-template <class Vec, class T>
-__global__ void compact_in_sequences_kernel(const InSequenceParams<T> p) {
-  const std::int32_t b = std::int32_t(blockIdx.x);
+template <class Vec, class T, class Moves>
+__global__ void compact_in_sequences_kernel(const InSequenceParams<T, Moves> p) {
+  const SequenceMoves m = p.moves(std::int32_t(blockIdx.x));
   const index_t head = blockIdx.y, layer = blockIdx.z;
-  const std::int32_t first = p.cu_out[b], kept = p.cu_out[b + 1] - first;
-  const std::int32_t token0 = p.seqs.cu_seqlens[b];
-  const index_t row0 = p.seqs.row_begin(b);
-  // Rank r's source is kept[first + r] - token0 >= r; the gap never shrinks with r, so the
-  // first rank that moves is found by bisection.
-  std::int32_t lo = 0, hi = kept;
-  while (lo < hi) {
-    const std::int32_t mid = (lo + hi) / 2;
-    if (p.kept[first + mid] - token0 > mid)
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
   const index_t vec_per_slice = p.rows.k.shape[2] * index_t(sizeof(T)) / index_t(sizeof(Vec));
   const index_t layer_offset = layer * p.layer_stride;
   const bool metadata = p.rows.pos && head == 0 && layer == 0;
@@ -161,28 +216,28 @@ __global__ void compact_in_sequences_kernel(const InSequenceParams<T> p) {
   auto* s_flag = reinterpret_cast<std::uint8_t*>(s_pos + kInSequenceChunk);
   auto* s_k = reinterpret_cast<Vec*>(s_flag + kInSequenceChunk);
   Vec* s_v = s_k + p.chunk_rows * vec_per_slice;
-  for (std::int32_t r0 = lo; r0 < kept; r0 += p.chunk_rows) {
-    const std::int32_t rows = kept - r0 < p.chunk_rows ? kept - r0 : p.chunk_rows;
+  for (std::int32_t r0 = m.first; r0 < m.end; r0 += p.chunk_rows) {
+    const std::int32_t rows = m.end - r0 < p.chunk_rows ? m.end - r0 : p.chunk_rows;
     for (index_t w = threadIdx.x; w < rows * vec_per_slice; w += blockDim.x) {
-      const index_t src = row0 + p.kept[first + r0 + w / vec_per_slice] - token0;
+      const index_t src = m.source(r0 + std::int32_t(w / vec_per_slice));
       const index_t piece = w % vec_per_slice;
       s_k[w] = reinterpret_cast<const Vec*>(&p.rows.k(src, head, 0) + layer_offset)[piece];
       s_v[w] = reinterpret_cast<const Vec*>(&p.rows.v(src, head, 0) + layer_offset)[piece];
     }
     for (std::int32_t i = std::int32_t(threadIdx.x); metadata && i < rows; i += blockDim.x) {
-      const index_t src = row0 + p.kept[first + r0 + i] - token0;
+      const index_t src = m.source(r0 + i);
       s_pos[i] = p.rows.pos[src];
       s_flag[i] = p.rows.is_anchor[src];
     }
     __syncthreads();  // the chunk read before any of it is written
     for (index_t w = threadIdx.x; w < rows * vec_per_slice; w += blockDim.x) {
-      const index_t dst = row0 + r0 + w / vec_per_slice, piece = w % vec_per_slice;
+      const index_t dst = m.row0 + r0 + w / vec_per_slice, piece = w % vec_per_slice;
       reinterpret_cast<Vec*>(&p.rows.k(dst, head, 0) + layer_offset)[piece] = s_k[w];
       reinterpret_cast<Vec*>(&p.rows.v(dst, head, 0) + layer_offset)[piece] = s_v[w];
     }
     for (std::int32_t i = std::int32_t(threadIdx.x); metadata && i < rows; i += blockDim.x) {
-      p.rows.pos[row0 + r0 + i] = s_pos[i];
-      p.rows.is_anchor[row0 + r0 + i] = s_flag[i];
+      p.rows.pos[m.row0 + r0 + i] = s_pos[i];
+      p.rows.is_anchor[m.row0 + r0 + i] = s_flag[i];
     }
     // No barrier here: a thread reuses only its own shared slots, and the next chunk reads
     // rows above every row this one writes.
@@ -221,29 +276,29 @@ cudaError_t launch_gather(const GatherParams<T>& p, cudaStream_t stream) {
   return launch_gather_as<T>(p, stream);
 }
 
-template <class Vec, class T>
-cudaError_t launch_in_sequences_as(const InSequenceParams<T>& p, std::int32_t layers,
+template <class Vec, class T, class Moves>
+cudaError_t launch_in_sequences_as(const InSequenceParams<T, Moves>& p, std::int32_t layers,
                                    cudaStream_t stream) {
   const index_t heads = p.rows.k.shape[1];
   const std::size_t slice_bytes = std::size_t(p.rows.k.shape[2]) * sizeof(T);
-  InSequenceParams<T> q = p;
+  InSequenceParams<T, Moves> q = p;
   q.chunk_rows = std::int32_t(std::min<std::size_t>(
       kInSequenceChunk, std::max<std::size_t>(1, kInSequenceSliceBytes / (2 * slice_bytes))));
   const std::size_t smem = kInSequenceChunk * (sizeof(std::int32_t) + 1) +
                            2 * std::size_t(q.chunk_rows) * slice_bytes;
-  return launch_kernel(compact_in_sequences_kernel<Vec, T>,
-                       {dim3(unsigned(p.seqs.batch), unsigned(heads > 0 ? heads : 1),
+  return launch_kernel(compact_in_sequences_kernel<Vec, T, Moves>,
+                       {dim3(unsigned(p.moves.sequences()), unsigned(heads > 0 ? heads : 1),
                              unsigned(layers)),
                         dim3(128), smem},
                        stream, q);
 }
 
-// Moves every layer's kept rows within their sequences (select_kept has run); the widest
-// access the rows allow.
-template <class T>
-cudaError_t launch_in_sequences(const InSequenceParams<T>& p, std::int32_t layers,
+// Moves every layer's kept rows within their sequences, as p.moves says; the widest access the
+// rows allow.
+template <class T, class Moves>
+cudaError_t launch_in_sequences(const InSequenceParams<T, Moves>& p, std::int32_t layers,
                                 cudaStream_t stream) {
-  if (p.seqs.batch == 0 || layers == 0) return cudaSuccess;
+  if (p.moves.sequences() == 0 || layers == 0) return cudaSuccess;
   const KVRows<const T> in = p.rows;
   if (vectorisable<uint4>(in, p.rows) && p.layer_stride * index_t(sizeof(T)) % 16 == 0)
     return launch_in_sequences_as<uint4>(p, layers, stream);
@@ -405,42 +460,6 @@ cudaError_t compact_kv_indices(const KVRows<const ansan::detail::no_deduce<T>>& 
   return detail::launch_gather(p, stream);
 }
 
-namespace detail {
-
-// compact_kv_inplace within sequences (seqs.maybe_seq_start set) for `layers` layers of rows
-// that share one keep pattern: layer l's K and V lie layer_stride elements after layer l-1's;
-// positions and flags (rows.pos, rows.is_anchor) are one set for all. Needs temporary storage
-// for the kept list and offsets only.
-template <class T>
-cudaError_t compact_layers_in_sequences(void* d_temp_storage, std::size_t& temp_storage_bytes,
-                                        const KVRows<T>& rows, index_t layer_stride,
-                                        std::int32_t layers, const RaggedRows& seqs,
-                                        std::int64_t total, const std::uint8_t* d_keep,
-                                        std::int32_t* d_cu_seqlens_out, cudaStream_t stream,
-                                        const char* fn) {
-  std::size_t cub_bytes = 0;
-  ANSAN_CUDA_RETURN(cub_select_bytes(total, cub_bytes, stream));
-  const TempLayout t = temp_layout(total, seqs.batch, cub_bytes, 0);
-  if (d_temp_storage == nullptr) {
-    temp_storage_bytes = t.total;
-    return cudaSuccess;
-  }
-  validate_flag_buffers(temp_storage_bytes, t.total, d_cu_seqlens_out, total, d_keep, fn);
-  if (total == 0) return zero_offsets(d_cu_seqlens_out, seqs.batch, stream);
-  auto* d_temp = static_cast<unsigned char*>(d_temp_storage);
-  const auto* d_cu_out = reinterpret_cast<const std::int32_t*>(d_temp + t.cu_out);
-  ANSAN_CUDA_RETURN(select_kept(t, d_temp, d_keep, total, seqs.cu_seqlens, seqs.batch, stream));
-  const InSequenceParams<T> p{rows, layer_stride, seqs,
-                              reinterpret_cast<const std::int32_t*>(d_temp + t.kept), d_cu_out,
-                              0};
-  ANSAN_CUDA_RETURN(launch_in_sequences(p, layers, stream));
-  return cudaMemcpyAsync(d_cu_seqlens_out, d_cu_out,
-                         (std::size_t(seqs.batch) + 1) * sizeof(std::int32_t),
-                         cudaMemcpyDeviceToDevice, stream);
-}
-
-}  // namespace detail
-
 // In-place compaction by flags, correct for every keep pattern (see ansan::compact_kv_inplace).
 // d_cu_seqlens_out (B+1) may be seqs.cu_seqlens itself. With seqs.maybe_seq_start, rows stay in
 // their sequence: one launch moves only the rows that change place (compact_in_sequences_kernel)
@@ -454,16 +473,15 @@ cudaError_t compact_kv_inplace(void* d_temp_storage, std::size_t& temp_storage_b
   const char* fn = "cuda::compact_kv_inplace";
   ansan::detail::validate_kv_rows(rows, fn, "rows");
   detail::validate_device_ragged(seqs, total, fn, "seqs");
-  if (seqs.maybe_seq_start)
-    return detail::compact_layers_in_sequences(d_temp_storage, temp_storage_bytes, rows, 0, 1,
-                                               seqs, total, d_keep, d_cu_seqlens_out, stream, fn);
+  const bool within_sequences = seqs.maybe_seq_start != nullptr;
   const index_t heads = rows.k.shape[1], dim = rows.k.shape[2];
   const std::size_t kv_bytes = detail::align_up(std::size_t(total * heads * dim) * sizeof(T));
   const std::size_t meta_bytes = detail::align_up(std::size_t(total) * sizeof(std::int32_t));
   std::size_t cub_bytes = 0;
   ANSAN_CUDA_RETURN(detail::cub_select_bytes(total, cub_bytes, stream));
-  const detail::TempLayout t = detail::temp_layout(total, seqs.batch, cub_bytes,
-                                                   2 * kv_bytes + meta_bytes + std::size_t(total));
+  const detail::TempLayout t = detail::temp_layout(
+      total, seqs.batch, cub_bytes,
+      within_sequences ? 0 : 2 * kv_bytes + meta_bytes + std::size_t(total));
   if (d_temp_storage == nullptr) {
     temp_storage_bytes = t.total;
     return cudaSuccess;
@@ -472,31 +490,37 @@ cudaError_t compact_kv_inplace(void* d_temp_storage, std::size_t& temp_storage_b
   if (total == 0) return detail::zero_offsets(d_cu_seqlens_out, seqs.batch, stream);
   auto* d_temp = static_cast<unsigned char*>(d_temp_storage);
   auto* d_cu_out = reinterpret_cast<std::int32_t*>(d_temp + t.cu_out);
+  const auto* d_kept = reinterpret_cast<const std::int32_t*>(d_temp + t.kept);
   const auto* d_num_kept = reinterpret_cast<const std::int32_t*>(d_temp + t.num_kept);
   ANSAN_CUDA_RETURN(
       detail::select_kept(t, d_temp, d_keep, total, seqs.cu_seqlens, seqs.batch, stream));
-  // Scratch: the kept rows packed, NHD.
-  unsigned char* d_scratch = d_temp + t.scratch;
-  const KVRows<T> scratch{
-      make_view(reinterpret_cast<T*>(d_scratch), total, heads, dim),
-      make_view(reinterpret_cast<T*>(d_scratch + kv_bytes), total, heads, dim),
-      rows.pos ? reinterpret_cast<std::int32_t*>(d_scratch + 2 * kv_bytes) : nullptr,
-      rows.pos ? d_scratch + 2 * kv_bytes + meta_bytes : nullptr};
-  const detail::GatherParams<T> to_scratch{
-      rows,       scratch, seqs,
-      d_cu_out,   nullptr, reinterpret_cast<const std::int32_t*>(d_temp + t.kept),
-      d_num_kept, total,   detail::SourceIndex::kept_token};
-  ANSAN_CUDA_RETURN(detail::launch_gather(to_scratch, stream));
-  const detail::GatherParams<T> back{scratch,
-                                     rows,
-                                     RaggedRows{seqs.batch, d_cu_out, nullptr},
-                                     d_cu_out,
-                                     seqs.maybe_seq_start,
-                                     nullptr,
-                                     d_num_kept,
-                                     total,
-                                     detail::SourceIndex::identity};
-  ANSAN_CUDA_RETURN(detail::launch_gather(back, stream));
+  if (within_sequences) {
+    const detail::SelectedMoves moves{seqs, d_kept, d_cu_out};
+    ANSAN_CUDA_RETURN(detail::launch_in_sequences(
+        detail::InSequenceParams<T, detail::SelectedMoves>{rows, 0, moves, 0}, 1, stream));
+  } else {
+    // Scratch: the kept rows packed, NHD.
+    unsigned char* d_scratch = d_temp + t.scratch;
+    const KVRows<T> scratch{
+        make_view(reinterpret_cast<T*>(d_scratch), total, heads, dim),
+        make_view(reinterpret_cast<T*>(d_scratch + kv_bytes), total, heads, dim),
+        rows.pos ? reinterpret_cast<std::int32_t*>(d_scratch + 2 * kv_bytes) : nullptr,
+        rows.pos ? d_scratch + 2 * kv_bytes + meta_bytes : nullptr};
+    const detail::GatherParams<T> to_scratch{rows,     scratch, seqs,       d_cu_out,
+                                             nullptr,  d_kept,  d_num_kept, total,
+                                             detail::SourceIndex::kept_token};
+    ANSAN_CUDA_RETURN(detail::launch_gather(to_scratch, stream));
+    const detail::GatherParams<T> back{scratch,
+                                       rows,
+                                       RaggedRows{seqs.batch, d_cu_out, nullptr},
+                                       d_cu_out,
+                                       nullptr,  // repacked: output rows follow cu_out
+                                       nullptr,
+                                       d_num_kept,
+                                       total,
+                                       detail::SourceIndex::identity};
+    ANSAN_CUDA_RETURN(detail::launch_gather(back, stream));
+  }
   return cudaMemcpyAsync(d_cu_seqlens_out, d_cu_out,
                          (std::size_t(seqs.batch) + 1) * sizeof(std::int32_t),
                          cudaMemcpyDeviceToDevice, stream);

@@ -8,14 +8,15 @@
 // pointers and one ansan::cuda::attention_plan serves all layers of a step.
 //
 // Launches: append() one gather (K, V and metadata); append_rows() one (metadata); write() one
-// per layer (K and V); reduce() a keep-flag upload, the kept list (CUB) and one launch that
-// moves the rows of every layer that change place.
+// per layer (K and V); reduce() one upload (the new offsets and the rows that change place,
+// found on the host), one launch that moves them in every layer (blocks only for the sequences
+// that have rows to move), and a copy of the new offsets.
 //
 // Where the arguments live: append() takes K and V as device views and the small per-row
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
 // device work and the cache keeps a host mirror of positions and flags. reduce() therefore
-// computes its keep flags on the host (the same keep_flags() as the host cache) and uploads
-// them: no synchronisation. bind_keys() binds device pointers. Work is ordered on the stream
+// decides what stays on the host (the same keep_flags() as the host cache) and uploads the
+// rows that move: no synchronisation, and no select on the device. bind_keys() binds device pointers. Work is ordered on the stream
 // given at construction; inspection copies (positions(), keys(), ...) synchronise it.
 //
 // Bad input throws std::invalid_argument and leaves the cache unchanged; a failed CUDA call
@@ -112,23 +113,26 @@ class KVCache : public ansan::detail::KVCacheBook {
     const std::int64_t total = entries();
     if (total == 0) return 0;
     const std::vector<std::uint8_t> keep = reduce_flags();
-    reserve(d_stage_u8_, keep.size());
-    upload(d_stage_u8_.data(), keep);
-    // One launch moves every layer's kept rows within their sequences (positions and flags
-    // once), then the new offsets replace d_cu_.
-    const RaggedRows held{batch_, d_cu_.data(), d_row_start_.data()};
-    const char* fn = "cuda::KVCache::reduce";
-    std::size_t bytes = 0;
-    ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
-        nullptr, bytes, layer_rows(0), index_t(layer_elements()), layers_, held, total,
-        d_stage_u8_.data(), d_cu_.data(), stream_, fn));
-    reserve(d_temp_, bytes);
-    ANSAN_CUDA_THROW(detail::compact_layers_in_sequences(
-        d_temp_.data(), bytes, layer_rows(0), index_t(layer_elements()), layers_, held, total,
-        d_stage_u8_.data(), d_cu_.data(), stream_, fn));
-    const std::vector<std::int32_t> cu_out = compact_metadata(keep);
-    commit_lengths(cu_out);
-    return total - cu_out.back();
+    // The host mirror knows which rows stay, so the device gets one upload, the new offsets
+    // and a table of the rows that change place (none of the sequences whose kept rows are
+    // already in place), and one launch moves them in every layer (positions and flags once).
+    const ansan::detail::RowMoves moves =
+        ansan::detail::moves_from_flags(RaggedRows{batch_, cu_.data(), row_start_.data()}, keep);
+    std::vector<std::int32_t> stage(moves.cu_out);
+    const std::int32_t moving = detail::append_move_table(moves, row_start_.data(), batch_, stage);
+    reserve(d_stage_i32_, stage.size());
+    upload(d_stage_i32_.data(), stage);
+    const detail::ListedMoves listed{d_stage_i32_.data() + batch_ + 1, moving};
+    ANSAN_CUDA_THROW(detail::launch_in_sequences(
+        detail::InSequenceParams<T, detail::ListedMoves>{layer_rows(0), index_t(layer_elements()),
+                                                         listed, 0},
+        layers_, stream_));
+    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_stage_i32_.data(),
+                                     (std::size_t(batch_) + 1) * sizeof(std::int32_t),
+                                     cudaMemcpyDeviceToDevice, stream_));
+    compact_metadata(moves);
+    commit_lengths(moves.cu_out);
+    return total - moves.cu_out.back();
   }
 
   // Fills the key side of attention with device pointers: k, v, cu_seqlens_k, k_pos,
@@ -306,9 +310,9 @@ class KVCache : public ansan::detail::KVCacheBook {
   detail::DeviceBuffer<std::uint8_t> d_anchor_;     // (rows_allocated)
   detail::DeviceBuffer<std::int32_t> d_cu_;         // (B+1) rows held, as offsets
   detail::DeviceBuffer<std::int32_t> d_row_start_;  // (B)
-  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // the chunk's offsets, first rows, positions
-  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // the chunk's flags, reduce's keep flags
-  detail::DeviceBuffer<unsigned char> d_temp_;      // compact_kv_inplace's temporary storage
+  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // the chunk's offsets, first rows, positions;
+                                                    // reduce's offsets and move table
+  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // the chunk's flags
 };
 
 }  // namespace ansan::cuda
