@@ -7,10 +7,11 @@
 // Layers share the rows' metadata, so bind_keys(args, l) gives every layer the same metadata
 // pointers and one ansan::cuda::attention_plan serves all layers of a step.
 //
-// Launches: append() one gather (K, V and metadata); append_rows() one (metadata); write() one
-// per layer (K and V); reduce() one upload (the new offsets and the rows that change place,
-// found on the host), one launch that moves them in every layer (blocks only for the sequences
-// that have rows to move), and a copy of the new offsets.
+// Stream operations: append() and append_rows() upload the chunk's metadata (one array), copy
+// the new offsets on and launch one gather (K, V and metadata; metadata only); write() launches
+// one gather (K and V); reduce() uploads the new offsets and the rows that change place (found
+// on the host), launches one kernel that moves them in every layer (blocks only for the
+// sequences that have rows to move), and copies the new offsets on.
 //
 // Where the arguments live: append() takes K and V as device views and the small per-row
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
@@ -75,11 +76,10 @@ class KVCache : public ansan::detail::KVCacheBook {
     check_kv(k, v, k.shape[0], fn, "any rows, the cache's heads and head_dim");
     const std::int32_t capacity = plan_rows(cu_new, pos, is_anchor, k.shape[0], fn);
     if (capacity != capacity_) grow(capacity);
-    stage_rows(cu_new, pos, is_anchor);
-    launch_chunk_gather(KVRows<const T>{k, v, staged_pos(), d_stage_u8_.data()}, 0);
+    const KVRows<const T> staged = stage_rows(cu_new, pos, is_anchor);
+    launch_chunk_gather(KVRows<const T>{k, v, staged.pos, staged.is_anchor}, 0);
     commit_rows(cu_new, pos, is_anchor);
     commit_write(0);
-    upload(d_cu_.data(), cu_);
   }
 
   // Appends m_b rows to sequence b for every layer (arguments as append()'s); their K and V
@@ -89,12 +89,11 @@ class KVCache : public ansan::detail::KVCacheBook {
     const std::int32_t capacity =
         plan_rows(cu_new, pos, is_anchor, index_t(pos.size()), "cuda::KVCache::append_rows");
     if (capacity != capacity_) grow(capacity);
-    stage_rows(cu_new, pos, is_anchor);
+    const KVRows<const T> staged = stage_rows(cu_new, pos, is_anchor);
     // No heads: the gather moves only positions and flags.
     const auto no_heads = make_view<const T>(nullptr, index_t(pos.size()), 0, dim_);
-    launch_chunk_gather(KVRows<const T>{no_heads, no_heads, staged_pos(), d_stage_u8_.data()}, 0);
+    launch_chunk_gather(KVRows<const T>{no_heads, no_heads, staged.pos, staged.is_anchor}, 0);
     commit_rows(cu_new, pos, is_anchor);
-    upload(d_cu_.data(), cu_);
   }
 
   // Layer `layer`'s K and V of the last append_rows()' rows: device (chunk_rows(), heads_kv,
@@ -198,23 +197,33 @@ class KVCache : public ansan::detail::KVCacheBook {
             d_anchor_.data()};
   }
 
-  // Uploads a chunk's cu_new (B+1), each sequence's first free row (B) and positions (m) as
-  // one array, and its flags (m): what the chunk's gathers read, until the next chunk. An
-  // empty chunk launches no gather, so it uploads nothing.
-  void stage_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
-                  span<const std::uint8_t> is_anchor) {
-    if (pos.empty()) return;
+  // Uploads what a chunk's gathers read until the next chunk, as one array: cu_new (B+1), each
+  // sequence's first free row (B), the offsets with the chunk (B+1, copied on into d_cu_),
+  // positions (m), then the flags (m bytes in the last words). Returns where the positions and
+  // flags are. An empty chunk changes nothing on the device.
+  KVRows<const T> stage_rows(span<const std::int32_t> cu_new, span<const std::int32_t> pos,
+                             span<const std::uint8_t> is_anchor) {
+    if (pos.empty()) return {};
     std::vector<std::int32_t> stage(cu_new.begin(), cu_new.end());
     for (std::int32_t b = 0; b < batch_; ++b) stage.push_back(row_start_host(b) + len_[b]);
+    const std::size_t offsets = stage.size();
+    for (std::int32_t b = 0; b <= batch_; ++b) stage.push_back(cu_[b] + cu_new[b]);
+    const std::size_t positions = stage.size();
     stage.insert(stage.end(), pos.begin(), pos.end());
-    std::vector<std::uint8_t> flags(is_anchor.size());
-    for (std::size_t t = 0; t < flags.size(); ++t) flags[t] = is_anchor[t] != 0;
+    const std::size_t flags = stage.size();
+    stage.resize(flags + (is_anchor.size() + 3) / 4, 0);
+    auto* flag_bytes = reinterpret_cast<std::uint8_t*>(stage.data() + flags);
+    for (std::size_t t = 0; t < is_anchor.size(); ++t) flag_bytes[t] = is_anchor[t] != 0;
     reserve(d_stage_i32_, stage.size());
-    reserve(d_stage_u8_, flags.size());
     upload(d_stage_i32_.data(), stage);
-    upload(d_stage_u8_.data(), flags);
+    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_stage_i32_.data() + offsets,
+                                     (std::size_t(batch_) + 1) * sizeof(std::int32_t),
+                                     cudaMemcpyDeviceToDevice, stream_));
+    return {{},
+            {},
+            d_stage_i32_.data() + positions,
+            reinterpret_cast<const std::uint8_t*>(d_stage_i32_.data() + flags)};
   }
-  const std::int32_t* staged_pos() const { return d_stage_i32_.data() + 2 * batch_ + 1; }
   // Copies the staged chunk's rows into `layer` after each sequence's rows as they stood when
   // the chunk was staged: K and V, and positions and flags where `chunk` has them.
   void launch_chunk_gather(const KVRows<const T>& chunk, std::int32_t layer) {
@@ -310,9 +319,8 @@ class KVCache : public ansan::detail::KVCacheBook {
   detail::DeviceBuffer<std::uint8_t> d_anchor_;     // (rows_allocated)
   detail::DeviceBuffer<std::int32_t> d_cu_;         // (B+1) rows held, as offsets
   detail::DeviceBuffer<std::int32_t> d_row_start_;  // (B)
-  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // the chunk's offsets, first rows, positions;
-                                                    // reduce's offsets and move table
-  detail::DeviceBuffer<std::uint8_t> d_stage_u8_;   // the chunk's flags
+  detail::DeviceBuffer<std::int32_t> d_stage_i32_;  // stage_rows()' chunk; reduce's offsets and
+                                                    // move table
 };
 
 }  // namespace ansan::cuda
