@@ -17,8 +17,11 @@
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
 // device work and the cache keeps a host mirror of positions and flags. reduce() therefore
 // decides what stays on the host (the same keep_flags() as the host cache) and uploads the
-// rows that move: no synchronisation, and no select on the device. bind_keys() binds device pointers. Work is ordered on the stream
-// given at construction; inspection copies (positions(), keys(), ...) synchronise it.
+// rows that move: no device select and no read-back. bind_keys() binds device pointers. Work
+// is ordered on the stream given at construction. Only inspection copies (positions(), keys(),
+// ...) synchronise it by design; the uploads come from pageable host memory, which the driver
+// stages (and may wait for the stream to do so), and a buffer that grows is freed with
+// cudaFree, which waits for the device.
 //
 // Bad input throws std::invalid_argument and leaves the cache unchanged; a failed CUDA call
 // throws ansan::cuda_error.
