@@ -16,8 +16,9 @@
 // batch of 64 sequences (8 KV heads, head_dim 128, bf16, 8 or 32 layers) of which one closes a
 // segment each step (AnLLM: it drops that segment's 63 other rows and moves its anchor), as a
 // batched decode loop sees it. Each iteration appends one row per sequence (not timed), then
-// times reduce() until the stream is idle (manual time): host work (keep flags, the move table), the upload,
-// the launch and the kernel. Reported beside it:
+// times reduce() until the stream is idle (manual time): host work (keep flags, the move
+// table), the upload, the launch and the kernel. Reported beside it:
+//   host_us      until reduce() returns: the host's share (and any wait the upload makes)
 //   floor_us     a 4-byte cudaMemsetAsync and the same synchronisation, timed in every
 //                iteration: the least any stream operation costs here
 //   of_floor     reduce time / floor
@@ -184,11 +185,15 @@ void BM_cache_reduce_cuda(benchmark::State& state) {
     ANSAN_CUDA_THROW(cudaStreamSynchronize(cache.stream()));
     return std::chrono::duration<double>(clock::now() - start).count();
   };
-  double seconds = 0, floor_seconds = 0;
+  double seconds = 0, floor_seconds = 0, host_seconds = 0;
   std::int64_t dropped = 0;
   for (auto _ : state) {
     append(1);
-    const double elapsed = synchronised([&] { dropped += cache.reduce(); });
+    const double elapsed = synchronised([&] {
+      const auto start = clock::now();
+      dropped += cache.reduce();
+      host_seconds += std::chrono::duration<double>(clock::now() - start).count();
+    });
     state.SetIterationTime(elapsed);
     seconds += elapsed;
     floor_seconds += synchronised([&] {
@@ -198,6 +203,7 @@ void BM_cache_reduce_cuda(benchmark::State& state) {
   const double n = double(state.iterations());
   state.counters["rows_held"] = double(cache.entries());
   state.counters["dropped_per_step"] = double(dropped) / n;
+  state.counters["host_us"] = host_seconds / n * 1e6;
   state.counters["floor_us"] = floor_seconds / n * 1e6;
   state.counters["of_floor"] = seconds / floor_seconds;
 }
