@@ -144,6 +144,27 @@ TEST_CASE_TEMPLATE("device compact_kv equals host compact_kv", T, float, half) {
 
 namespace {
 
+// The rows that change place when `keep` compacts each sequence to the front of its own rows,
+// as append_move_table takes them (a KV cache finds them without flags: plan_reduction).
+struct MovingRows {
+  detail::RowMoves moves;
+  std::vector<std::int32_t> cu_moved{0};
+};
+MovingRows moving_rows(const RaggedRows& seqs, const std::vector<std::uint8_t>& keep) {
+  detail::RowMoves all = detail::moves_from_flags(seqs, keep);
+  detail::fill_destinations(all, seqs.maybe_seq_start, seqs.batch);
+  MovingRows m;
+  m.moves.cu_out = all.cu_out;
+  for (std::int32_t b = 0; b < seqs.batch; ++b) {
+    for (std::int32_t i = all.cu_out[b]; i < all.cu_out[b + 1]; ++i)
+      if (all.src[std::size_t(i)] != all.dst[std::size_t(i)])
+        m.moves.src.push_back(all.src[std::size_t(i)]),
+            m.moves.dst.push_back(all.dst[std::size_t(i)]);
+    m.cu_moved.push_back(std::int32_t(m.moves.src.size()));
+  }
+  return m;
+}
+
 // One in-place compaction on both sides, compared byte for byte: rows within their sequences
 // (slack: maybe_seq_start set, compact_in_sequences_kernel) or the batch repacked (two phases).
 // Within sequences, the same kernel runs again from the rows as they were, on the moves listed
@@ -180,8 +201,9 @@ void compare_inplace(std::mt19937& rng, KVStorage storage, double rate, index_t 
   rows.upload();
   namespace device = ansan::cuda::detail;
   std::vector<std::int32_t> table;
-  const std::int32_t moving = device::append_move_table(
-      detail::moves_from_flags(seqs.host(), keep), seqs.seq_start.data(), std::int32_t(B), table);
+  const MovingRows m = moving_rows(seqs.host(), keep);
+  const std::int32_t moving = device::append_move_table(m.moves, m.cu_moved.data(),
+                                                        seqs.seq_start.data(), std::int32_t(B), table);
   table.push_back(0);  // never empty: a device buffer of the table
   const auto d_table = to_device(table);
   const device::InSequenceParams<T, device::ListedMoves> listed{
@@ -216,18 +238,18 @@ TEST_CASE("the cache's move table lists only the rows that change place") {
   const std::vector<std::int32_t> cu{0, 3, 7, 9}, seq_start{0, 10, 20};
   // sequence 0 keeps all; 1 drops its row 1 (ranks 1, 2 move up from rows 12, 13); 2 its last
   const std::vector<std::uint8_t> keep{1, 1, 1, 1, 0, 1, 1, 1, 0};
-  const detail::RowMoves moves =
-      detail::moves_from_flags(RaggedRows{3, cu.data(), seq_start.data()}, keep);
+  const RaggedRows seqs{3, cu.data(), seq_start.data()};
+  const MovingRows m = moving_rows(seqs, keep);
   std::vector<std::int32_t> table{7, 7};  // what comes before it stays
-  CHECK(ansan::cuda::detail::append_move_table(moves, seq_start.data(), 3, table) == 1);
+  CHECK(ansan::cuda::detail::append_move_table(m.moves, m.cu_moved.data(), seq_start.data(), 3,
+                                               table) == 1);
   // row0, first and end rank, where its sources start (from the table's start); the sources
   CHECK(table == std::vector<std::int32_t>{7, 7, 10, 1, 3, 4, 12, 13});
-  const std::vector<std::uint8_t> keep_all(9, 1);
-  std::vector<std::int32_t> none;
-  CHECK(ansan::cuda::detail::append_move_table(
-            detail::moves_from_flags(RaggedRows{3, cu.data(), seq_start.data()}, keep_all),
-            seq_start.data(), 3, none) == 0);
-  CHECK(none.empty());
+  const MovingRows none = moving_rows(seqs, std::vector<std::uint8_t>(9, 1));
+  std::vector<std::int32_t> empty;
+  CHECK(ansan::cuda::detail::append_move_table(none.moves, none.cu_moved.data(), seq_start.data(),
+                                               3, empty) == 0);
+  CHECK(empty.empty());
 }
 
 TEST_CASE("device compact_kv_indices equals host compact_kv_indices") {

@@ -427,24 +427,6 @@ void compact_kv_indices(const KVRows<const detail::no_deduce<T>>& in, const Ragg
   detail::move_rows(in, out, moves, false, num_threads);
 }
 
-namespace detail {
-
-// compact_kv_inplace without its checks (the caller has made them), for several sets of rows
-// sharing one keep pattern (a KV cache's layers): the row moves are found once, applied to each.
-// Returns the kept rows per sequence as offsets (B+1).
-template <class T>
-std::vector<std::int32_t> compact_inplace_unchecked(span<const KVRows<T>> row_sets,
-                                                  const RaggedRows& seqs,
-                                                  span<const std::uint8_t> keep, int num_threads) {
-  RowMoves moves = moves_from_flags(seqs, keep);
-  fill_destinations(moves, seqs.maybe_seq_start, seqs.batch);
-  for (const KVRows<T>& rows : row_sets)
-    move_rows(KVRows<const T>(rows), rows, moves, true, num_threads);
-  return std::move(moves.cu_out);
-}
-
-}  // namespace detail
-
 // In-place compaction by flags, correct for every keep pattern: each sequence's kept rows move
 // to the front of its own rows (seqs.maybe_seq_start set) or the batch is repacked
 // (cu_seqlens_out[b] + i). Either way a row only moves to a lower or equal index, so one upward
@@ -469,9 +451,10 @@ void compact_kv_inplace(const KVRows<T>& rows, const RaggedRows& seqs,
       first[b] = seqs.row_begin(b), len[b] = seqs.len(b);
     detail::validate_disjoint(first, len, fn, "seqs.maybe_seq_start");
   }
-  const std::vector<std::int32_t> cu_out = detail::compact_inplace_unchecked<T>(
-      span<const KVRows<T>>(&rows, 1), seqs, keep, num_threads);
-  std::copy(cu_out.begin(), cu_out.end(), cu_seqlens_out.begin());
+  detail::RowMoves moves = detail::moves_from_flags(seqs, keep);
+  detail::fill_destinations(moves, seqs.maybe_seq_start, seqs.batch);
+  detail::move_rows(KVRows<const T>(rows), rows, moves, true, num_threads);
+  std::copy(moves.cu_out.begin(), moves.cu_out.end(), cu_seqlens_out.begin());
 }
 
 }  // namespace ansan

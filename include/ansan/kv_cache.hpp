@@ -89,7 +89,7 @@ class KVCacheBook {
     validate_policy(policy, fn);
     const auto B = std::size_t(batch);
     len_.assign(B, 0), row_start_.assign(B, 0), cu_.assign(B + 1, 0);
-    next_pos_.assign(B, 0), open_seg_start_.assign(B, 0);
+    next_pos_.assign(B, 0), open_seg_start_.assign(B, 0), reduced_below_.assign(B, 0);
     chunk_cu_.assign(B + 1, 0), chunk_row_.assign(B, 0), unwritten_.assign(std::size_t(layers_), 0);
     commit_growth(initial_capacity_per_seq, std::vector<std::int32_t>(B * initial_capacity_per_seq),
                   std::vector<std::uint8_t>(B * initial_capacity_per_seq));
@@ -234,28 +234,60 @@ class KVCacheBook {
     appended_ += cu_new[std::size_t(batch_)];
   }
 
-  // keep[cu[b] + i]: may row i of sequence b still be seen (SPEC section 3).
-  std::vector<std::uint8_t> reduce_flags() const {
-    std::vector<std::uint8_t> keep(static_cast<std::size_t>(entries()));
-    keep_flags(policy_, pos_, anchor_, held_rows(), next_pos_, open_seg_start_, keep);
-    return keep;
-  }
-  // Applies a reduction's row moves (moves_from_flags) to the host metadata: the device
-  // cache's mirror.
-  void compact_metadata(const RowMoves& moves) {
-    for (std::int32_t b = 0; b < batch_; ++b)
-      for (std::int32_t r = moves.cu_out[b]; r < moves.cu_out[b + 1]; ++r) {
-        const auto dst = std::size_t(row_start_[b] + r - moves.cu_out[b]);
-        const auto src = std::size_t(moves.src[std::size_t(r)]);
-        pos_[dst] = pos_[src];
-        anchor_[dst] = anchor_[src];
-      }
+  // What a reduction drops and moves (SPEC section 3), found without visiting rows that cannot
+  // change. A held row may still be seen iff its position is at or above the local lower
+  // bound of the next row (a non-anchor at next_pos in the open segment: still_visible), or it
+  // is retained. That bound only grows, and the last reduction left only retained rows below
+  // its own bound, so only rows between the two bounds can drop; every row after the first
+  // that drops moves down.
+  struct Reduction {
+    RowMoves moves;                      // the rows that change place; cu_out: offsets after
+    std::vector<std::int32_t> cu_moved;  // (B+1) sequence b's moves: [cu_moved[b], cu_moved[b+1])
+    std::vector<std::int32_t> bound;     // (B) each sequence's lower bound now
+  };
+  Reduction plan_reduction() const {
+    Reduction r;
+    r.moves.cu_out.assign(1, 0);
+    r.cu_moved.assign(1, 0);
+    for (std::int32_t b = 0; b < batch_; ++b) {
+      const std::int32_t bound =
+          local_lower_bound(policy_, QueryInfo{next_pos_[b], open_seg_start_[b], false});
+      const std::int32_t* pos = pos_.data() + row_start_[b];
+      const auto row_at = [&](std::int32_t p) {  // first row at position p or above
+        return std::int32_t(std::lower_bound(pos, pos + len_[b], p) - pos);
+      };
+      // Rows [0, settled): retained, in place. [settled, band): kept iff retained. [band, len):
+      // kept, and moved down if anything before them dropped.
+      const std::int32_t settled = row_at(reduced_below_[b]), band = row_at(bound);
+      std::int32_t kept = settled;
+      const auto keep = [&](std::int32_t i) {
+        if (kept < i)
+          r.moves.src.push_back(row_start_[b] + i), r.moves.dst.push_back(row_start_[b] + kept);
+        ++kept;
+      };
+      for (std::int32_t i = settled; i < band; ++i)
+        if (is_retained(policy_, KeyInfo{pos[i], anchor_[std::size_t(row_start_[b] + i)] != 0}))
+          keep(i);
+      if (kept == band)
+        kept = len_[b];
+      else
+        for (std::int32_t i = band; i < len_[b]; ++i) keep(i);
+      r.moves.cu_out.push_back(r.moves.cu_out.back() + kept);
+      r.cu_moved.push_back(std::int32_t(r.moves.src.size()));
+      r.bound.push_back(bound);
+    }
+    return r;
   }
   void commit_write(std::int32_t layer) noexcept { unwritten_[std::size_t(layer)] = 0; }
-  // New lengths after a reduction (cu_out: kept rows as offsets); the chunk's rows have moved.
-  void commit_lengths(const std::vector<std::int32_t>& cu_out) noexcept {
-    for (std::int32_t b = 0; b < batch_; ++b) len_[b] = cu_out[b + 1] - cu_out[b];
-    cu_ = cu_out;
+  // The host metadata after a reduction (the device cache's mirror: it moves its rows itself).
+  void commit_reduction(const Reduction& r) noexcept {
+    for (std::size_t i = 0; i < r.moves.src.size(); ++i) {
+      pos_[std::size_t(r.moves.dst[i])] = pos_[std::size_t(r.moves.src[i])];
+      anchor_[std::size_t(r.moves.dst[i])] = anchor_[std::size_t(r.moves.src[i])];
+    }
+    reduced_below_ = r.bound;
+    for (std::int32_t b = 0; b < batch_; ++b) len_[b] = r.moves.cu_out[b + 1] - r.moves.cu_out[b];
+    cu_ = r.moves.cu_out;
     std::fill(chunk_cu_.begin(), chunk_cu_.end(), 0);
   }
 
@@ -269,6 +301,8 @@ class KVCacheBook {
   std::vector<std::int32_t> cu_;              // (B+1) rows held, as offsets
   std::vector<std::int32_t> next_pos_;        // (B)
   std::vector<std::int32_t> open_seg_start_;  // (B)
+  std::vector<std::int32_t> reduced_below_;   // (B) the last reduction's bound: only retained
+                                              // rows lie below it
   std::vector<std::int32_t> pos_;             // (B * capacity) position of every row
   std::vector<std::uint8_t> anchor_;          // (B * capacity)
   std::int64_t appended_ = 0;                 // rows ever appended: what a full cache holds
@@ -332,17 +366,14 @@ class KVCache : public detail::KVCacheBook {
   // Drops every row no future query can see from every layer; returns the rows dropped.
   std::int64_t reduce(int num_threads = 0) {
     check_written("KVCache::reduce");
-    const std::vector<std::uint8_t> keep = reduce_flags();
-    // compact_kv_inplace without its checks (the cache's own rows pass them), its row moves
-    // found once for every layer; positions and flags move once, with layer 0.
-    std::vector<KVRows<T>> layers;
-    for (std::int32_t l = 0; l < layers_; ++l)
-      layers.push_back({layer_view(k_, l), layer_view(v_, l), l == 0 ? pos_.data() : nullptr,
-                        l == 0 ? anchor_.data() : nullptr});
-    const std::vector<std::int32_t> cu_out =
-        detail::compact_inplace_unchecked<T>(layers, held_rows(), keep, num_threads);
-    const std::int64_t dropped = entries() - cu_out.back();
-    commit_lengths(cu_out);
+    const Reduction r = plan_reduction();
+    // Each layer's K and V move as the reduction says; positions and flags move once.
+    for (std::int32_t l = 0; l < layers_; ++l) {
+      const KVRows<T> rows{layer_view(k_, l), layer_view(v_, l)};
+      detail::move_rows(KVRows<const T>(rows), rows, r.moves, true, num_threads);
+    }
+    const std::int64_t dropped = entries() - r.moves.cu_out.back();
+    commit_reduction(r);
     return dropped;
   }
 

@@ -172,26 +172,26 @@ struct ListedMoves {
     return {entry[0], 0, entry[1], entry[2], table + entry[3]};
   }
 };
-// ListedMoves' table from the host's row moves (ansan::compaction.hpp), kept rows going to the
-// front of each sequence's rows seq_start[b]; appends it to `table`, returns the sequences listed.
+// ListedMoves' table from the rows that change place (ansan/compaction.hpp's RowMoves, here
+// only those: sequence b's in moves.src / dst [cu_moved[b], cu_moved[b+1]), ascending, after
+// them none in place; moves.cu_out: the offsets after). Appends it to `table`; returns the
+// sequences listed.
 inline std::int32_t append_move_table(const ansan::detail::RowMoves& moves,
-                                      const std::int32_t* seq_start, std::int32_t batch,
-                                      std::vector<std::int32_t>& table) {
-  const std::size_t base = table.size();
-  std::vector<std::int32_t> sources;
+                                      const std::int32_t* cu_moved, const std::int32_t* seq_start,
+                                      std::int32_t batch, std::vector<std::int32_t>& table) {
   std::int32_t moving = 0;
+  for (std::int32_t b = 0; b < batch; ++b) moving += cu_moved[b + 1] > cu_moved[b];
+  std::int32_t sources = 4 * moving;  // where the next sequence's sources start in the table
   for (std::int32_t b = 0; b < batch; ++b) {
-    const std::int32_t begin = moves.cu_out[b], count = moves.cu_out[b + 1] - begin;
-    std::int32_t first = 0;
-    while (first < count && moves.src[std::size_t(begin + first)] == seq_start[b] + first) ++first;
-    if (first == count) continue;
-    table.insert(table.end(), {seq_start[b], first, count, std::int32_t(sources.size())});
-    for (std::int32_t r = first; r < count; ++r)
-      sources.push_back(std::int32_t(moves.src[std::size_t(begin + r)]));
-    ++moving;
+    if (cu_moved[b + 1] == cu_moved[b]) continue;
+    const auto first = std::int32_t(moves.dst[std::size_t(cu_moved[b])] - seq_start[b]);
+    table.insert(table.end(),
+                 {seq_start[b], first, moves.cu_out[b + 1] - moves.cu_out[b], sources});
+    sources += cu_moved[b + 1] - cu_moved[b];
   }
-  for (std::int32_t j = 0; j < moving; ++j) table[base + 4 * std::size_t(j) + 3] += 4 * moving;
-  table.insert(table.end(), sources.begin(), sources.end());
+  for (std::int32_t b = 0; b < batch; ++b)
+    for (std::int32_t i = cu_moved[b]; i < cu_moved[b + 1]; ++i)
+      table.push_back(std::int32_t(moves.src[std::size_t(i)]));
   return moving;
 }
 

@@ -16,7 +16,7 @@
 // Where the arguments live: append() takes K and V as device views and the small per-row
 // metadata (cu_new, pos, is_anchor) as host spans, so every check runs on the host before any
 // device work and the cache keeps a host mirror of positions and flags. reduce() therefore
-// decides what stays on the host (the same keep_flags() as the host cache) and uploads the
+// decides what stays on the host (plan_reduction(), as the host cache does) and uploads the
 // rows that move: no device select and no read-back. bind_keys() binds device pointers. Work
 // is ordered on the stream given at construction. Only inspection copies (positions(), keys(),
 // ...) synchronise it by design; the uploads come from pageable host memory, which the driver
@@ -114,14 +114,13 @@ class KVCache : public ansan::detail::KVCacheBook {
     check_written("cuda::KVCache::reduce");
     const std::int64_t total = entries();
     if (total == 0) return 0;
-    const std::vector<std::uint8_t> keep = reduce_flags();
-    // The host mirror knows which rows stay, so the device gets one upload, the new offsets
-    // and a table of the rows that change place (none of the sequences whose kept rows are
-    // already in place), and one launch moves them in every layer (positions and flags once).
-    const ansan::detail::RowMoves moves =
-        ansan::detail::moves_from_flags(RaggedRows{batch_, cu_.data(), row_start_.data()}, keep);
-    std::vector<std::int32_t> stage(moves.cu_out);
-    const std::int32_t moving = detail::append_move_table(moves, row_start_.data(), batch_, stage);
+    // The host mirror knows which rows change place (plan_reduction), so the device gets one
+    // upload, the new offsets and a table of those moves (none of the sequences whose rows
+    // stay), and one launch moves them in every layer (positions and flags once).
+    const Reduction r = plan_reduction();
+    std::vector<std::int32_t> stage(r.moves.cu_out);
+    const std::int32_t moving = detail::append_move_table(r.moves, r.cu_moved.data(),
+                                                          row_start_.data(), batch_, stage);
     reserve(d_stage_i32_, stage.size());
     upload(d_stage_i32_.data(), stage);
     const detail::ListedMoves listed{d_stage_i32_.data() + batch_ + 1, moving};
@@ -132,9 +131,8 @@ class KVCache : public ansan::detail::KVCacheBook {
     ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_stage_i32_.data(),
                                      (std::size_t(batch_) + 1) * sizeof(std::int32_t),
                                      cudaMemcpyDeviceToDevice, stream_));
-    compact_metadata(moves);
-    commit_lengths(moves.cu_out);
-    return total - moves.cu_out.back();
+    commit_reduction(r);
+    return total - entries();
   }
 
   // Fills the key side of attention with device pointers: k, v, cu_seqlens_k, k_pos,
