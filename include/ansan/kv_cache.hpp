@@ -126,7 +126,6 @@ class KVCacheBook {
       fail("KVCache", "sequence index b", b, concat("in [0, ", batch_, ")"));
     return std::size_t(b);
   }
-  RaggedRows held_rows() const { return {batch_, cu_.data(), row_start_.data()}; }
 
   std::size_t check_layer(std::int32_t layer, const char* fn) const {
     if (layer < 0 || layer >= layers_) fail(fn, "layer", layer, concat("in [0, ", layers_, ")"));
