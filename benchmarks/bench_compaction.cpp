@@ -10,6 +10,7 @@
 //
 // BM_cache_steps: a decode loop's cache work over many layers, with the layers in one
 // ansan::KVCache (LayerCount) or in one cache each; see its comment.
+// BM_cache_reduce: one reduce() of a long-context decode batch; see its comment.
 //
 //   ./bench_compaction --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -24,6 +25,7 @@
 #include "ansan/dtype.hpp"
 #include "ansan/kv_cache.hpp"
 #include "support/compaction_case.hpp"
+#include "support/decode_batch.hpp"
 
 namespace {
 
@@ -175,6 +177,67 @@ BENCHMARK(BM_cache_steps)
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime()
     ->Iterations(10);
+
+// A decode step's reduce() on a batch of 64 sequences after a prompt of `context` tokens each
+// (support/decode_batch.hpp: segments of 16, 4 sequences closing one each step), bf16, NHD,
+// 8 KV heads, head_dim 128, one layer, one thread. The prompt is appended in chunks of 1024
+// tokens a sequence, each reduced, as a chunked prefill does; then each iteration appends one
+// token a sequence (not timed) and times reduce(). What a reduction must look at is the rows
+// that closed since the last one, not the rows held, so the time should not grow with context.
+//   rows_held         rows the cache held before each reduce(), on average (each step adds 64
+//                     rows and drops 60: the context grows as decoding goes on, 512 steps)
+//   dropped_per_step  rows each reduce() dropped, on average
+//   memcpy_us         std::memcpy of a step's new K/V bytes (64 rows), timed in every iteration
+//   x_memcpy          reduce() time / memcpy_us
+void BM_cache_reduce(benchmark::State& state) {
+  using ansan::bf16, ansan::bench::kDecodeBatch, ansan::bench::kPromptChunk;
+  const auto context = std::int32_t(state.range(0));
+  ansan::bench::DecodeBatch text;
+  ansan::KVCache<bf16> cache(kDecodeBatch, kHeads, kDim, ansan::MaskPolicy::anllm());
+  const std::vector<bf16> zeros(std::size_t(kDecodeBatch) * kPromptChunk * kHeads * kDim);
+  const auto append = [&](std::int32_t rows_each) {
+    const ansan::bench::DecodeBatch::Chunk c = text.next(rows_each);
+    const auto rows =
+        ansan::make_view<const bf16>(zeros.data(), ansan::index_t(c.pos.size()), kHeads, kDim);
+    cache.append(rows, rows, c.cu, c.pos, c.is_anchor);
+  };
+  for (std::int32_t fed = 0; fed < context; fed += kPromptChunk) {
+    append(std::min(kPromptChunk, context - fed));
+    cache.reduce(1);
+  }
+  const std::size_t step_bytes = std::size_t(kDecodeBatch) * 2 * kHeads * kDim * sizeof(bf16);
+  std::vector<unsigned char> copy_from(step_bytes, 1), copy_to(step_bytes, 0);
+  using clock = std::chrono::steady_clock;
+  double seconds = 0, memcpy_seconds = 0;
+  std::int64_t dropped = 0, held = 0;
+  for (auto _ : state) {
+    append(1);
+    held += cache.entries();
+    auto start = clock::now();
+    dropped += cache.reduce(1);
+    const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    state.SetIterationTime(elapsed);
+    seconds += elapsed;
+    start = clock::now();
+    std::memcpy(copy_to.data(), copy_from.data(), step_bytes);
+    benchmark::DoNotOptimize(copy_to.data());
+    benchmark::ClobberMemory();
+    memcpy_seconds += std::chrono::duration<double>(clock::now() - start).count();
+  }
+  const double n = double(state.iterations());
+  state.counters["rows_held"] = double(held) / n;
+  state.counters["dropped_per_step"] = double(dropped) / n;
+  state.counters["memcpy_us"] = memcpy_seconds / n * 1e6;
+  state.counters["x_memcpy"] = seconds / memcpy_seconds;
+}
+
+BENCHMARK(BM_cache_reduce)
+    ->ArgNames({"context"})
+    ->Arg(1024)
+    ->Arg(16384)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime()
+    ->Iterations(512);
 
 }  // namespace
 
