@@ -12,16 +12,17 @@
 //   memcpy_GBps  cudaMemcpyAsync D2D of the same number of bytes, timed in every iteration
 //   of_memcpy    GBps / memcpy_GBps
 //
-// BM_cache_reduce_cuda: the reduction of a decode step, ansan::cuda::KVCache::reduce() on a
-// batch of 64 sequences (8 KV heads, head_dim 128, bf16, 8 or 32 layers) of which one closes a
-// segment each step (AnLLM: it drops that segment's 63 other rows and moves its anchor), as a
-// batched decode loop sees it. Each iteration appends one row per sequence (not timed), then
-// times reduce() until the stream is idle (manual time): host work (keep flags, the move
-// table), the upload, the launch and the kernel. Reported beside it:
+// BM_cache_reduce_cuda: the reduction of a decode step, ansan::cuda::KVCache::reduce(), on the
+// long-context decode batch of BM_cache_reduce (bench_compaction.cpp, support/decode_batch.hpp:
+// 64 sequences, 16-token segments, 4 closing each step) at 1k and 16k tokens of context, 8 or 32
+// layers, bf16, 8 KV heads, head_dim 128. Each iteration appends one row per sequence (not
+// timed), then times reduce() until the stream is idle (manual time): host work (what moves,
+// the move table), the upload, the launch and the kernel. Reported beside it:
 //   host_us      until reduce() returns: the host's share (and any wait the upload makes)
 //   floor_us     a 4-byte cudaMemsetAsync and the same synchronisation, timed in every
 //                iteration: the least any stream operation costs here
 //   of_floor     reduce time / floor
+//   rows_held, dropped_per_step   as in BM_cache_reduce
 // Without a CUDA device every case reports "no CUDA device" and is skipped.
 //
 //   ./bench_compaction_cuda --benchmark_counters_tabular=true
@@ -29,6 +30,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -39,6 +41,7 @@
 #include "ansan/cuda_check.hpp"
 #include "ansan/dtype.hpp"
 #include "support/compaction_case.hpp"
+#include "support/decode_batch.hpp"
 
 namespace {
 
@@ -150,32 +153,24 @@ void BM_cache_reduce_cuda(benchmark::State& state) {
     state.SkipWithError("no CUDA device");
     return;
   }
-  constexpr std::int32_t batch = 64, segment = 64, prompt = 256;
-  const auto layers = std::int32_t(state.range(0));
-  ansan::cuda::KVCache<Element> cache(ansan::LayerCount{layers}, batch, kHeads, kDim,
-                                      ansan::MaskPolicy::anllm(), prompt + 64);
-  // Every sequence's segments end at position = its index mod `segment` (staggered, so one
-  // sequence closes a segment each step), its K and V zero: only the moves are timed.
-  std::vector<std::int32_t> next_pos(batch, 0);
-  const auto closes = [&](std::int32_t b, std::int32_t pos) { return pos % segment == b; };
-  const auto append = [&](std::int32_t rows_each) {
-    std::vector<std::int32_t> cu{0}, pos;
-    std::vector<std::uint8_t> anchor;
-    for (std::int32_t b = 0; b < batch; ++b) {
-      for (std::int32_t i = 0; i < rows_each; ++i, ++next_pos[b])
-        pos.push_back(next_pos[b]), anchor.push_back(closes(b, next_pos[b]));
-      cu.push_back(cu.back() + rows_each);
-    }
-    const DeviceBuffer<Element> zeros(pos.size() * kHeads * kDim);
-    ANSAN_CUDA_THROW(cudaMemset(zeros.data(), 0, zeros.bytes()));
-    const auto rows = ansan::make_view<const Element>(zeros.data(), ansan::index_t(pos.size()), kHeads,
-                                                      kDim);
-    cache.append_rows(cu, pos, anchor);
+  using ansan::bench::kDecodeBatch, ansan::bench::kPromptChunk;
+  const auto context = std::int32_t(state.range(0)), layers = std::int32_t(state.range(1));
+  ansan::bench::DecodeBatch text;
+  ansan::cuda::KVCache<Element> cache(ansan::LayerCount{layers}, kDecodeBatch, kHeads, kDim,
+                                      ansan::MaskPolicy::anllm());
+  DeviceBuffer<Element> zeros(std::size_t(kDecodeBatch) * kPromptChunk * kHeads * kDim);
+  ANSAN_CUDA_THROW(cudaMemset(zeros.data(), 0, zeros.bytes()));
+  const auto append = [&](std::int32_t rows_each) {  // K and V zero: only the moves are timed
+    const ansan::bench::DecodeBatch::Chunk c = text.next(rows_each);
+    const auto rows = ansan::make_view<const Element>(zeros.data(), ansan::index_t(c.pos.size()),
+                                                      kHeads, kDim);
+    cache.append_rows(c.cu, c.pos, c.is_anchor);
     for (std::int32_t l = 0; l < layers; ++l) cache.write(l, rows, rows);
-    ANSAN_CUDA_THROW(cudaStreamSynchronize(cache.stream()));  // zeros are freed here
   };
-  append(prompt);
-  cache.reduce();
+  for (std::int32_t fed = 0; fed < context; fed += kPromptChunk) {
+    append(std::min(kPromptChunk, context - fed));
+    cache.reduce();
+  }
   DeviceBuffer<std::int32_t> d_word(1);
   using clock = std::chrono::steady_clock;
   const auto synchronised = [&](auto&& work) {
@@ -186,9 +181,10 @@ void BM_cache_reduce_cuda(benchmark::State& state) {
     return std::chrono::duration<double>(clock::now() - start).count();
   };
   double seconds = 0, floor_seconds = 0, host_seconds = 0;
-  std::int64_t dropped = 0;
+  std::int64_t dropped = 0, held = 0;
   for (auto _ : state) {
     append(1);
+    held += cache.entries();
     const double elapsed = synchronised([&] {
       const auto start = clock::now();
       dropped += cache.reduce();
@@ -201,18 +197,20 @@ void BM_cache_reduce_cuda(benchmark::State& state) {
     });
   }
   const double n = double(state.iterations());
-  state.counters["rows_held"] = double(cache.entries());
+  state.counters["rows_held"] = double(held) / n;
   state.counters["dropped_per_step"] = double(dropped) / n;
   state.counters["host_us"] = host_seconds / n * 1e6;
   state.counters["floor_us"] = floor_seconds / n * 1e6;
   state.counters["of_floor"] = seconds / floor_seconds;
 }
 BENCHMARK(BM_cache_reduce_cuda)
-    ->ArgNames({"layers"})
-    ->Arg(8)
-    ->Arg(32)
+    ->ArgNames({"context", "layers"})
+    ->Args({1024, 8})
+    ->Args({16384, 8})
+    ->Args({1024, 32})
     ->Unit(benchmark::kMicrosecond)
-    ->UseManualTime();
+    ->UseManualTime()
+    ->Iterations(512);
 
 }  // namespace
 
