@@ -255,8 +255,8 @@ class KVCacheBook {
       const auto row_at = [&](std::int32_t p) {  // first row at position p or above
         return std::int32_t(std::lower_bound(pos, pos + len_[b], p) - pos);
       };
-      // Rows [0, settled): retained, in place. [settled, band): kept iff retained. [band, len):
-      // kept, and moved down if anything before them dropped.
+      // Rows [0, settled): retained, in place. [settled, band): kept iff still visible, which
+      // there means retained. [band, len): kept, and moved down if anything before them dropped.
       const std::int32_t settled = row_at(reduced_below_[b]), band = row_at(bound);
       std::int32_t kept = settled;
       const auto keep = [&](std::int32_t i) {
@@ -265,7 +265,8 @@ class KVCacheBook {
         ++kept;
       };
       for (std::int32_t i = settled; i < band; ++i)
-        if (is_retained(policy_, KeyInfo{pos[i], anchor_[std::size_t(row_start_[b] + i)] != 0}))
+        if (still_visible(policy_, KeyInfo{pos[i], anchor_[std::size_t(row_start_[b] + i)] != 0},
+                          next_pos_[b], open_seg_start_[b]))
           keep(i);
       if (kept == band)
         kept = len_[b];
