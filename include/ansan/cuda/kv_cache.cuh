@@ -128,9 +128,7 @@ class KVCache : public ansan::detail::KVCacheBook {
         detail::InSequenceParams<T, detail::ListedMoves>{layer_rows(0), index_t(layer_elements()),
                                                          listed, 0},
         layers_, stream_));
-    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_stage_i32_.data(),
-                                     (std::size_t(batch_) + 1) * sizeof(std::int32_t),
-                                     cudaMemcpyDeviceToDevice, stream_));
+    publish_offsets(d_stage_i32_.data());
     commit_reduction(r);
     return total - entries();
   }
@@ -217,13 +215,17 @@ class KVCache : public ansan::detail::KVCacheBook {
     for (std::size_t t = 0; t < is_anchor.size(); ++t) flag_bytes[t] = is_anchor[t] != 0;
     reserve(d_stage_i32_, stage.size());
     upload(d_stage_i32_.data(), stage);
-    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_stage_i32_.data() + offsets,
-                                     (std::size_t(batch_) + 1) * sizeof(std::int32_t),
-                                     cudaMemcpyDeviceToDevice, stream_));
+    publish_offsets(d_stage_i32_.data() + offsets);
     return {{},
             {},
             d_stage_i32_.data() + positions,
             reinterpret_cast<const std::uint8_t*>(d_stage_i32_.data() + flags)};
+  }
+  // The offsets attention reads (d_cu_, which bind_keys hands out) from staged device ones.
+  void publish_offsets(const std::int32_t* d_offsets) {
+    ANSAN_CUDA_THROW(cudaMemcpyAsync(d_cu_.data(), d_offsets,
+                                     (std::size_t(batch_) + 1) * sizeof(std::int32_t),
+                                     cudaMemcpyDeviceToDevice, stream_));
   }
   // Copies the staged chunk's rows into `layer` after each sequence's rows as they stood when
   // the chunk was staged: K and V, and positions and flags where `chunk` has them.
