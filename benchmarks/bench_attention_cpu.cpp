@@ -14,6 +14,13 @@
 // anchor path's time at the same n and L. The *_cpu variants use process CPU time (all
 // threads) instead of wall time: on a machine shared with other jobs they are the steadier
 // figures, as time spent descheduled does not count.
+//
+//   decode/...       one decode step: B = 16 sequences, each a compacted bf16 cache of C
+//                    entries (anchors, then a 16-token open segment; every entry visible),
+//                    one query row each, on 1 or all threads. A step reads the whole cache
+//                    once, so memory bandwidth is its ceiling: GBps = K+V bytes / time,
+//                    copy_GBps = std::memcpy of the same bytes on the same threads (read +
+//                    written, as bandwidth is quoted), of_copy = GBps / copy_GBps.
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
@@ -21,6 +28,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <random>
@@ -189,6 +197,97 @@ void bench_attention(benchmark::State& state, Path path, int n, int mean_segment
   }
 }
 
+// Decode: B sequences, each a compacted cache of `cache` entries (anchors of 20-token
+// segments, then an open segment of 16 tokens), one non-anchor query row at the newest
+// position; the same shape as the GPU benchmark's BM_decode, with the CPU file's heads.
+struct DecodeProblem {
+  static constexpr std::int32_t kBatch = 16, kOpen = 16, kSegment = 20;
+  std::int32_t cache;
+  std::vector<bf16> q, k, v, out;  // q/out: (B, heads_q, dim); k/v: (B * cache, heads_kv, dim)
+  std::vector<float> lse;          // (heads_q, B)
+  std::vector<std::int32_t> cu_q, cu_k, q_pos, q_seg_start, k_pos;
+  std::vector<std::uint8_t> q_is_anchor, k_is_anchor;
+
+  explicit DecodeProblem(std::int32_t entries) : cache(entries) {
+    std::mt19937 rng{std::uint32_t(entries)};
+    std::uniform_real_distribution<float> value(-1.f, 1.f);
+    q.resize(std::size_t(kBatch * kHeadsQ * kDim));
+    k.resize(std::size_t(kBatch) * std::size_t(cache) * kHeadsKv * kDim);
+    v.resize(k.size());
+    for (auto* x : {&q, &k, &v})
+      for (bf16& e : *x) e = from_float<bf16>(value(rng));
+    out.resize(q.size());
+    lse.resize(std::size_t(kBatch * kHeadsQ));
+    q_is_anchor.assign(std::size_t(kBatch), 0);
+    for (std::int32_t b = 0; b <= kBatch; ++b) cu_q.push_back(b), cu_k.push_back(b * cache);
+    for (std::int32_t b = 0; b < kBatch; ++b) {
+      const std::int32_t anchors = cache - kOpen, open_start = kSegment * anchors;
+      for (std::int32_t a = 0; a < anchors; ++a)
+        k_pos.push_back(kSegment * a + kSegment - 1), k_is_anchor.push_back(1);
+      for (std::int32_t j = 0; j < kOpen; ++j)
+        k_pos.push_back(open_start + j), k_is_anchor.push_back(0);
+      q_pos.push_back(open_start + kOpen - 1);  // the newest token, already in the cache
+      q_seg_start.push_back(open_start);
+    }
+  }
+  std::size_t kv_bytes() const { return 2 * k.size() * sizeof(bf16); }
+  AttentionArgs<bf16> args() {
+    AttentionArgs<bf16> a;
+    const index_t keys = index_t(kBatch) * cache;
+    a.q = make_view<const bf16>(q.data(), kBatch, kHeadsQ, kDim);
+    a.k = make_view<const bf16>(k.data(), keys, kHeadsKv, kDim);
+    a.v = make_view<const bf16>(v.data(), keys, kHeadsKv, kDim);
+    a.out = make_view(out.data(), kBatch, kHeadsQ, kDim);
+    a.lse = make_view(lse.data(), kHeadsQ, kBatch);
+    a.batch = kBatch;
+    a.cu_seqlens_q = cu_q.data(), a.cu_seqlens_k = cu_k.data();
+    a.q_pos = q_pos.data(), a.q_seg_start = q_seg_start.data(), a.q_is_anchor = q_is_anchor.data();
+    a.k_pos = k_pos.data(), a.k_is_anchor = k_is_anchor.data();
+    a.policy = MaskPolicy::anllm();
+    a.softmax_scale = float(1 / std::sqrt(double(kDim)));
+    return a;
+  }
+};
+
+// std::memcpy of `bytes / 2` bytes on `workers` threads, each a slice, best of 5: bytes per
+// second read + written.
+double copy_rate(std::size_t bytes, int workers) {
+  static std::vector<unsigned char> from, to;
+  from.assign(bytes / 2, 1), to.assign(bytes / 2, 0);
+  const std::size_t slice = (from.size() + std::size_t(workers) - 1) / std::size_t(workers);
+  double best = 1e30;
+  for (int t = 0; t < 5; ++t) {
+    const auto start = std::chrono::steady_clock::now();
+    cpu::detail::parallel_for(workers, workers, [&](std::int64_t w, int) {
+      const std::size_t first = std::size_t(w) * slice;
+      if (first < from.size())
+        std::memcpy(to.data() + first, from.data() + first, std::min(slice, from.size() - first));
+    });
+    benchmark::DoNotOptimize(to.data());
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return double(2 * (bytes / 2)) / best;
+}
+
+void bench_decode(benchmark::State& state, std::int32_t cache, int threads) {
+  static std::map<std::int32_t, DecodeProblem> problems;
+  auto it = problems.find(cache);
+  if (it == problems.end()) it = problems.emplace(cache, DecodeProblem(cache)).first;
+  DecodeProblem& p = it->second;
+  const AttentionArgs<bf16> args = p.args();
+  const int workers = cpu::detail::worker_count(threads, DecodeProblem::kBatch * kHeadsKv);
+  const WallCpu seconds = time_iterations(state, [&] {
+    cpu::attention_forward(args, threads);
+    benchmark::DoNotOptimize(p.out.data());
+  });
+  const double bytes = double(p.kv_bytes()), copy = copy_rate(p.kv_bytes(), workers);
+  state.counters["us_per_step"] = seconds.wall * 1e6;
+  state.counters["GBps"] = bytes / seconds.wall * 1e-9;
+  state.counters["copy_GBps"] = copy * 1e-9;
+  state.counters["of_copy"] = bytes / seconds.wall / copy;
+  state.counters["threads"] = workers;
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("sgemm/1024x1024x1024/threads:all", bench_sgemm, 0)
       ->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -211,6 +310,13 @@ void register_all() {
         causal->UseManualTime()->Unit(benchmark::kMillisecond);
         if (n >= 4096) causal->Iterations(1);
       }
+    }
+  for (const std::int32_t cache : {512, 2048, 8192})
+    for (const int threads : {1, 0}) {
+      const std::string name = "decode/B:16/" + shape + "C:" + std::to_string(cache) +
+                               "/threads:" + (threads ? "1" : "all");
+      benchmark::RegisterBenchmark(name.c_str(), bench_decode, cache, threads)
+          ->UseManualTime()->Unit(benchmark::kMicrosecond);
     }
 }
 

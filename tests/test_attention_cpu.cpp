@@ -441,6 +441,41 @@ TEST_CASE("decode over a compacted cache equals the prefill row (SPEC section 3)
   }
 }
 
+TEST_CASE("the last rows of long sequences match the reference for every GQA group") {
+  // Decode (one row) and short chunks (2 or 5 rows) over every key of sequences of up to
+  // 3 * kMaxLen tokens: a tile of at most 8 stacked rows (rows times the group) takes the
+  // products without packing, a larger one Eigen's GEMM, and both parts span several key blocks.
+  std::mt19937 rng(9);
+  const int head_pairs[][2] = {{1, 1}, {2, 1}, {8, 2}, {8, 1}, {16, 1}};
+  for (const auto& heads : head_pairs)
+    for (const int rows : {1, 2, 5})
+      for (const double mean_segment : {3.0, 40.0}) {  // long retained part, long local part
+        CAPTURE(heads[0]);
+        CAPTURE(heads[1]);
+        CAPTURE(rows);
+        CAPTURE(mean_segment);
+        const AnchorLayout layout = test::random_layout(rng, 3, 3 * kMaxLen, mean_segment);
+        Batch last = prefill_batch(layout);
+        last.cu_q = {0}, last.q_pos.clear(), last.q_seg_start.clear(), last.q_anchor.clear();
+        for (std::int32_t b = 0; b < layout.batch(); ++b) {
+          for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i) {
+            const index_t t = layout.cu_seqlens[b] + i;
+            last.q_pos.push_back(i);
+            last.q_seg_start.push_back(layout.seg_start[t]);
+            last.q_anchor.push_back(layout.is_anchor[t]);
+          }
+          last.cu_q.push_back(std::int32_t(last.q_pos.size()));
+        }
+        const MaskPolicy policy = rows == 2 ? MaskPolicy::sepllm(2, 4) : MaskPolicy::anllm();
+        Problem<float> p(last, policy, heads[0], heads[1], 64, rng);
+        check_matches_reference(p, kFloatTolerance);
+        if (rows == 1) {
+          Problem<bf16> p16(last, policy, heads[0], heads[1], 64, rng);
+          check_matches_reference(p16, kBf16Tolerance);
+        }
+      }
+}
+
 TEST_CASE("rows that see no key give O = 0 and lse = -inf") {
   // AnLLM over a cache that lost keys: an anchor query at 10 (segment 8..10) sees only its own
   // segment, which is not cached; a non-anchor query at 9 sees the retained anchor 3; the

@@ -11,11 +11,12 @@
 // args.lse (natural-log log-sum-exp of the scaled scores; -inf, with O = 0, for a row that
 // sees no key).
 //
-// How (SPEC section 4): per (sequence, kv head) the keys are converted to float once and the
-// retained keys gathered into a contiguous block; then every query tile (detail/query_tile.hpp)
-// runs one online softmax over the prefix of retained keys it sees and the band of local keys
-// near its diagonal, with Eigen doing the products. Work is split over (sequence, kv head,
-// query tile) on std::threads; no O(n^2) mask or score matrix is ever built.
+// How (SPEC section 4): per sequence the retained keys are listed (detail/key_panel.hpp); then
+// every query tile (detail/query_tile.hpp) runs one online softmax over the prefix of retained
+// keys it sees and the band of local keys near its diagonal, converting each block of keys to
+// float as it multiplies it, with Eigen doing the products. Work is split over (sequence,
+// kv head, query tile) on std::threads; no O(n^2) mask or score matrix, and no float copy of
+// the keys, is ever built.
 #pragma once
 
 #include <algorithm>
@@ -50,20 +51,13 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
           fn, "options.skipping", int(options.skipping), "two_part or dense_mask");
   validate_attention_metadata(args, fn);
 
-  // Key panels, one per (sequence, kv head) that has query rows.
+  // Key panels, one per sequence that has query rows.
   const index_t heads_kv = args.heads_kv();
-  std::vector<detail::KeyPanel> panels(std::size_t(args.batch * heads_kv));
-  const auto has_queries = [&](std::int32_t b) {
-    return args.cu_seqlens_q[b + 1] > args.cu_seqlens_q[b];
-  };
-  const auto panel_count = std::int64_t(panels.size());
-  detail::parallel_for(panel_count, detail::worker_count(options.num_threads, panel_count),
-                       [&](std::int64_t p, int) {
-                         const auto b = std::int32_t(p / heads_kv);
-                         if (has_queries(b))
-                           detail::fill_key_panel(panels[std::size_t(p)], args, b, p % heads_kv,
-                                                  options.skipping == TileSkipping::two_part);
-                       });
+  std::vector<detail::KeyPanel> panels(std::size_t(args.batch));
+  for (std::int32_t b = 0; b < args.batch; ++b)
+    if (args.cu_seqlens_q[b + 1] > args.cu_seqlens_q[b])
+      detail::fill_key_panel(panels[std::size_t(b)], args, b,
+                             options.skipping == TileSkipping::two_part);
 
   struct Tile {
     std::int32_t batch;
@@ -81,7 +75,7 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
   detail::parallel_for(tile_count, workers, [&](std::int64_t i, int worker) {
     // Last tiles first: they see the most keys, and starting them early balances the threads.
     const Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
-    detail::attend_tile(args, panels[std::size_t(tile.batch * heads_kv + tile.kv_head)],
+    detail::attend_tile(args, panels[std::size_t(tile.batch)],
                         tile.kv_head, tile.first_row, tile.rows, options.skipping,
                         scratch[std::size_t(worker)]);
   });

@@ -1,11 +1,16 @@
-// ansan/cpu/detail/key_panel.hpp - the keys one (sequence, kv head) offers its query tiles.
+// ansan/cpu/detail/key_panel.hpp - the keys one sequence offers its query tiles, and the float
+// blocks a tile multiplies.
 //
-// Built once per (sequence, kv head) before any tile runs, so every tile multiplies plain
-// contiguous float matrices whatever the input type and strides:
-//   k, v                every key row of the sequence, in cache order (positions ascending);
-//   retained_k/v        the retained keys (ansan::is_retained) gathered into a contiguous
-//                       block, SPEC section 4's first part. In that index space the keys a
-//                       row sees are a prefix: those with position < its local lower bound.
+// A sequence's keys are its rows of the cache, positions ascending. SPEC section 4 splits what
+// a query row sees into two parts, and each is one index space here (a KeyPart):
+//   retained  the retained keys (ansan::is_retained), listed once per sequence: a row sees a
+//             prefix of them, those with position < its local lower bound;
+//   local     every key of the sequence: a row sees those with position in [lower bound, pos].
+// Nothing is copied up front. A tile converts each block of keys it multiplies to float right
+// before the products (load_key_block), so a key row is read from the cache once per use. That
+// is what decode needs (one query row per sequence, every cached row read once: a float copy
+// of the whole cache would triple the bytes moved), and for prefill the conversion is a few
+// percent of the products it feeds (a block serves up to 64 query rows times the group).
 #pragma once
 
 #include <cstdint>
@@ -22,51 +27,54 @@ namespace ansan::cpu::detail {
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 struct KeyPanel {
+  index_t first_row = 0;                    // cache row of the sequence's key 0
+  index_t keys = 0;
   const std::int32_t* pos = nullptr;        // (keys) sequence-local positions, ascending
   const std::uint8_t* is_anchor = nullptr;  // (keys)
-  RowMatrix k, v;                           // (keys, head_dim)
-  std::vector<std::int32_t> retained_pos;   // (retained) ascending
-  RowMatrix retained_k, retained_v;         // (retained, head_dim)
-
-  index_t keys() const { return k.rows(); }
+  std::vector<index_t> retained_rows;       // (retained) cache rows of the retained keys
+  std::vector<std::int32_t> retained_pos;   // (retained) their positions, ascending
 };
 
-// Copies key row `row` of `kv_head` into row `dst` of k/v, converting to float.
+// Key j of a part is cache row rows[j] (the retained list) or first_row + j (every key).
+struct KeyPart {
+  const index_t* rows = nullptr;
+  index_t first_row = 0;
+  index_t cache_row(index_t j) const { return rows ? rows[j] : first_row + j; }
+};
+inline KeyPart retained_part(const KeyPanel& panel) { return {panel.retained_rows.data(), 0}; }
+inline KeyPart local_part(const KeyPanel& panel) { return {nullptr, panel.first_row}; }
+
 template <class T>
-void copy_key_row(RowMatrix& k, RowMatrix& v, index_t dst, const AttentionArgs<T>& a,
-                  index_t row, index_t kv_head) {
-  const T* k_src = &a.k(row, kv_head, 0);  // (head_dim), unit stride
-  const T* v_src = &a.v(row, kv_head, 0);  // (head_dim)
-  for (index_t d = 0; d < k.cols(); ++d) {
-    k(dst, d) = to_float(k_src[d]);
-    v(dst, d) = to_float(v_src[d]);
-  }
+void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b,
+                    bool gather_retained) {
+  panel.first_row = a.k_row_begin(b);
+  panel.keys = a.k_len(b);
+  panel.pos = a.k_pos + panel.first_row;
+  panel.is_anchor = a.k_is_anchor + panel.first_row;
+  panel.retained_rows.clear();
+  panel.retained_pos.clear();
+  if (!gather_retained) return;
+  for (index_t j = 0; j < panel.keys; ++j)
+    if (is_retained(a.policy, KeyInfo{panel.pos[j], panel.is_anchor[j] != 0})) {
+      panel.retained_rows.push_back(panel.first_row + j);
+      panel.retained_pos.push_back(panel.pos[j]);
+    }
 }
 
+// Keys [j0, j0 + cols) of `part`, head kv_head, converted to float: rows of k and v.
 template <class T>
-void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b, index_t kv_head,
-                    bool gather_retained) {
-  const index_t first = a.k_row_begin(b), keys = a.k_len(b), dim = a.head_dim();
-  panel.pos = a.k_pos + first;
-  panel.is_anchor = a.k_is_anchor + first;
-  panel.k.resize(keys, dim);
-  panel.v.resize(keys, dim);
-  for (index_t j = 0; j < keys; ++j) copy_key_row(panel.k, panel.v, j, a, first + j, kv_head);
-
-  std::vector<index_t> retained_rows;  // (retained) indices into k/v
-  if (gather_retained)
-    for (index_t j = 0; j < keys; ++j)
-      if (is_retained(a.policy, KeyInfo{panel.pos[j], panel.is_anchor[j] != 0}))
-        retained_rows.push_back(j);
-  const index_t retained = index_t(retained_rows.size());
-  panel.retained_pos.resize(std::size_t(retained));
-  panel.retained_k.resize(retained, dim);
-  panel.retained_v.resize(retained, dim);
-  for (index_t r = 0; r < retained; ++r) {
-    const index_t j = retained_rows[std::size_t(r)];
-    panel.retained_pos[std::size_t(r)] = panel.pos[j];
-    panel.retained_k.row(r) = panel.k.row(j);
-    panel.retained_v.row(r) = panel.v.row(j);
+void load_key_block(RowMatrix& k, RowMatrix& v, const AttentionArgs<T>& a, KeyPart part,
+                    index_t kv_head, index_t j0, index_t cols) {
+  const index_t dim = a.head_dim();
+  k.resize(cols, dim);
+  v.resize(cols, dim);
+  for (index_t c = 0; c < cols; ++c) {
+    const index_t row = part.cache_row(j0 + c);
+    const T* k_src = &a.k(row, kv_head, 0);  // (head_dim), unit stride
+    const T* v_src = &a.v(row, kv_head, 0);  // (head_dim)
+    float* k_dst = k.row(c).data();
+    float* v_dst = v.row(c).data();
+    for (index_t d = 0; d < dim; ++d) k_dst[d] = to_float(k_src[d]), v_dst[d] = to_float(v_src[d]);
   }
 }
 

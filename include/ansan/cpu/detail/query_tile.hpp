@@ -44,6 +44,9 @@ namespace ansan::cpu::detail {
 inline constexpr index_t kQueryRows = 64;     // query rows per tile, before stacking the group
 inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile, when that saves work
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
+// A sub-tile of at most kFewRows stacked rows (decode: one query row times the group) runs its
+// products row by row, in blocks of kFewRowsKeyBlock keys; see block_products.
+inline constexpr index_t kFewRows = 8, kFewRowsKeyBlock = 64;
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 // exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
 // and in the P V product after it); a probability under e^-80 is far below fp32 resolution
@@ -58,6 +61,7 @@ struct KeyInterval {
 // so the stacked rows of a run of query rows are contiguous.
 struct TileScratch {
   RowMatrix q;                     // (rows * group, head_dim) queries times softmax_scale
+  RowMatrix k, v;                  // (block, head_dim) the key block being multiplied, as float
   RowMatrix score;                 // (stacked rows of a sub-tile, block) scores, then probabilities
   RowMatrix acc;                   // (rows * group, head_dim) unnormalised output
   Eigen::ArrayXf max_score, sum;   // (rows * group) running max and running sum of exp
@@ -99,13 +103,34 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
   }
 }
 
+// The two products of one key block, S = Q K^T before the softmax step and O += P V after it.
+// Eigen's GEMM first packs both operands into its own layout, which pays off when many stacked
+// rows share a block; a decode sub-tile has only the group's few rows, and packing the block
+// would cost more than multiplying it. There each row is a matrix-vector product, which Eigen
+// runs straight from the block (read once per row while it is still in cache).
+struct BlockProducts {
+  bool by_row;
+  template <class Q>
+  void scores(RowMatrix& score, const Q& q, const RowMatrix& k) const {
+    if (!by_row) return void(score.noalias() = q * k.transpose());
+    score.resize(q.rows(), k.rows());
+    for (index_t r = 0; r < q.rows(); ++r) score.row(r).noalias() = q.row(r) * k.transpose();
+  }
+  template <class Acc>
+  void accumulate(Acc acc, const RowMatrix& prob, const RowMatrix& v) const {
+    if (!by_row) return void(acc.noalias() += prob * v);
+    for (index_t r = 0; r < acc.rows(); ++r) acc.row(r).noalias() += prob.row(r) * v;
+  }
+};
+
 // One part of SPEC section 4 for query rows [begin, end) of the tile: query row i sees keys
-// visible[i] of (k, v).
-inline void attend_part(TileScratch& ts, const RowMatrix& k, const RowMatrix& v,
-                        const std::vector<KeyInterval>& visible, index_t begin, index_t end) {
+// visible[i] of `part`.
+template <class T>
+void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index_t kv_head,
+                 const std::vector<KeyInterval>& visible, index_t begin, index_t end) {
   const index_t group = ts.q.rows() / index_t(visible.size());
-  index_t keys_begin = k.rows(), keys_end = 0;  // union of the rows' intervals
-  index_t full_begin = 0, full_end = k.rows();  // intersection: keys every row sees
+  index_t keys_begin = std::numeric_limits<index_t>::max(), keys_end = 0;  // union of the intervals
+  index_t full_begin = 0, full_end = keys_begin;  // intersection: keys every row sees
   for (index_t i = begin; i < end; ++i) {
     const KeyInterval& iv = visible[std::size_t(i)];
     if (iv.begin < iv.end) keys_begin = std::min(keys_begin, iv.begin), keys_end = std::max(keys_end, iv.end);
@@ -113,10 +138,13 @@ inline void attend_part(TileScratch& ts, const RowMatrix& k, const RowMatrix& v,
     full_end = std::min(full_end, iv.end);
   }
   const auto q = ts.q.middleRows(begin * group, (end - begin) * group);  // (stacked, head_dim)
+  const BlockProducts products{q.rows() <= kFewRows};
+  const index_t block = products.by_row ? kFewRowsKeyBlock : kKeyBlock;
   ts.block_cols.resize(std::size_t(q.rows()));
-  for (index_t j0 = keys_begin; j0 < keys_end; j0 += kKeyBlock) {
-    const index_t cols = std::min(kKeyBlock, keys_end - j0);
-    ts.score.noalias() = q * k.middleRows(j0, cols).transpose();  // S = Q K^T
+  for (index_t j0 = keys_begin; j0 < keys_end; j0 += block) {
+    const index_t cols = std::min(block, keys_end - j0);
+    load_key_block(ts.k, ts.v, a, part, kv_head, j0, cols);
+    products.scores(ts.score, q, ts.k);
     const bool full = j0 >= full_begin && j0 + cols <= full_end;  // no row has an edge here
     for (index_t r = 0; r < q.rows(); ++r) {
       const KeyInterval& iv = visible[std::size_t(begin + r / group)];
@@ -124,7 +152,7 @@ inline void attend_part(TileScratch& ts, const RowMatrix& k, const RowMatrix& v,
       ts.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
     }
     softmax_block(ts, begin * group);
-    ts.acc.middleRows(begin * group, q.rows()).noalias() += ts.score * v.middleRows(j0, cols);  // O += P V
+    products.accumulate(ts.acc.middleRows(begin * group, q.rows()), ts.score, ts.v);
   }
 }
 
@@ -138,27 +166,30 @@ inline index_t band_keys(const std::vector<KeyInterval>& local, index_t begin, i
 }
 
 // TileSkipping::dense_mask: every key up to the tile's last position, masked per element.
-inline void attend_dense_mask(TileScratch& ts, const KeyPanel& panel, const MaskPolicy& policy) {
+template <class T>
+void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPanel& panel,
+                       index_t kv_head) {
   const index_t rows = index_t(ts.query.size()), group = ts.q.rows() / rows;
   std::int32_t last_pos = 0;
   for (const QueryInfo& query : ts.query) last_pos = std::max(last_pos, query.pos);
-  const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys(), last_pos) - panel.pos;
+  const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys, last_pos) - panel.pos;
   for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
     const index_t cols = std::min(kKeyBlock, end - j0);
-    ts.score.noalias() = ts.q * panel.k.middleRows(j0, cols).transpose();  // S = Q K^T
+    load_key_block(ts.k, ts.v, a, local_part(panel), kv_head, j0, cols);
+    ts.score.noalias() = ts.q * ts.k.transpose();  // S = Q K^T
     // The predicate per (query row, key), shared by the heads of the group as a custom mask is.
     ts.keep.resize(rows, cols);
     for (index_t i = 0; i < rows; ++i)
       for (index_t c = 0; c < cols; ++c) {
         const KeyInfo key{panel.pos[j0 + c], panel.is_anchor[j0 + c] != 0};
-        ts.keep(i, c) = visible(policy, ts.query[std::size_t(i)], key) ? 1.f : 0.f;
+        ts.keep(i, c) = visible(a.policy, ts.query[std::size_t(i)], key) ? 1.f : 0.f;
       }
     for (index_t r = 0; r < ts.score.rows(); ++r)
       for (index_t c = 0; c < cols; ++c)
         if (ts.keep(r / group, c) == 0.f) ts.score(r, c) = kMinusInf;  // out of the row max
     ts.block_cols.assign(std::size_t(ts.score.rows()), KeyInterval{0, cols});
     softmax_block(ts, 0, &ts.keep);
-    ts.acc.noalias() += ts.score * panel.v.middleRows(j0, cols);  // O += P V
+    ts.acc.noalias() += ts.score * ts.v;  // O += P V
   }
 }
 
@@ -182,9 +213,9 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
                                 a.q_is_anchor[first + i] != 0};
 
   if (skipping == TileSkipping::dense_mask) {
-    attend_dense_mask(ts, panel, a.policy);
+    attend_dense_mask(ts, a, panel, kv_head);
   } else {
-    const std::int32_t *pos = panel.pos, *pos_end = panel.pos + panel.keys();
+    const std::int32_t *pos = panel.pos, *pos_end = panel.pos + panel.keys;
     const std::int32_t *retained = panel.retained_pos.data(),
                        *retained_end = retained + panel.retained_pos.size();
     ts.retained.resize(std::size_t(rows));
@@ -198,7 +229,7 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
                                ? std::lower_bound(retained, retained_end, lower) - retained
                                : 0};
     }
-    attend_part(ts, panel.retained_k, panel.retained_v, ts.retained, 0, rows);
+    attend_part(ts, a, retained_part(panel), kv_head, ts.retained, 0, rows);
     // The local band in one piece, or in sub-tiles of about kLocalStacked stacked rows, each
     // with its own narrower band, when that multiplies clearly fewer keys (short segments or
     // windows; a causal prefix gains nothing and keeps the larger multiplies).
@@ -208,7 +239,7 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
       split += std::min(sub_rows, rows - i) * band_keys(ts.local, i, std::min(i + sub_rows, rows));
     const index_t step = 4 * split < 3 * rows * band_keys(ts.local, 0, rows) ? sub_rows : rows;
     for (index_t i = 0; i < rows; i += step)
-      attend_part(ts, panel.k, panel.v, ts.local, i, std::min(i + step, rows));
+      attend_part(ts, a, local_part(panel), kv_head, ts.local, i, std::min(i + step, rows));
   }
 
   for (index_t r = 0; r < stacked; ++r) {
