@@ -9,7 +9,8 @@
 //     retained part  [0, number of retained keys with position < its local lower bound)
 //                    (empty for a row that does not see retained keys)
 //     local part     the keys with position in [local lower bound, pos]  (binary search)
-// A part is walked in blocks of kKeyBlock keys over the union of its rows' intervals. A block
+// A part is walked in blocks of kKeyBlock keys over the union of its rows' intervals, each
+// converted to float just before it is multiplied (key_panel.hpp). A block
 // inside every row's interval is used whole; in a block crossing an interval's edge each row
 // uses only its own columns (the others get probability 0, and no exp is spent on them).
 // Both parts feed one online softmax (running max, running sum, rescaled accumulator), so
@@ -45,7 +46,7 @@ inline constexpr index_t kQueryRows = 64;     // query rows per tile, before sta
 inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile, when that saves work
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
 // A sub-tile of at most kFewRows stacked rows (decode: one query row times the group) runs its
-// products row by row, in blocks of kFewRowsKeyBlock keys; see block_products.
+// products row by row, in blocks of kFewRowsKeyBlock keys; see BlockProducts.
 inline constexpr index_t kFewRows = 8, kFewRowsKeyBlock = 64;
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 // exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
