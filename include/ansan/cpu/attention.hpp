@@ -11,12 +11,12 @@
 // args.lse (natural-log log-sum-exp of the scaled scores; -inf, with O = 0, for a row that
 // sees no key).
 //
-// How (SPEC section 4): per sequence the retained keys are listed (detail/key_panel.hpp); then
-// every query tile (detail/query_tile.hpp) runs one online softmax over the prefix of retained
-// keys it sees and the band of local keys near its diagonal, converting each block of keys to
-// float as it multiplies it, with Eigen doing the products. Work is split over (sequence,
-// kv head, query tile) on std::threads; no O(n^2) mask or score matrix, and no float copy of
-// the keys, is ever built.
+// How (SPEC section 4): per (sequence, kv head) the retained keys are listed and, where several
+// query tiles will share them, every key is converted to float once (detail/key_panel.hpp;
+// decode converts each block as it multiplies it instead); then every query tile
+// (detail/query_tile.hpp) runs one online softmax over the prefix of retained keys it sees and
+// the band of local keys near its diagonal, with Eigen doing the products. Work is split over
+// (sequence, kv head, query tile) on std::threads; no O(n^2) mask or score matrix is ever built.
 #pragma once
 
 #include <algorithm>
@@ -51,13 +51,22 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
           fn, "options.skipping", int(options.skipping), "two_part or dense_mask");
   validate_attention_metadata(args, fn);
 
-  // Key panels, one per sequence that has query rows.
+  // Key panels, one per (sequence, kv head) that has query rows; float copies of the keys
+  // only where more than one query tile will read them.
   const index_t heads_kv = args.heads_kv();
-  std::vector<detail::KeyPanel> panels(std::size_t(args.batch));
-  for (std::int32_t b = 0; b < args.batch; ++b)
-    if (args.cu_seqlens_q[b + 1] > args.cu_seqlens_q[b])
-      detail::fill_key_panel(panels[std::size_t(b)], args, b,
-                             options.skipping == TileSkipping::two_part);
+  std::vector<detail::KeyPanel> panels(std::size_t(args.batch * heads_kv));
+  const auto query_rows = [&](std::int32_t b) {
+    return args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b];
+  };
+  const auto panel_count = std::int64_t(panels.size());
+  detail::parallel_for(panel_count, detail::worker_count(options.num_threads, panel_count),
+                       [&](std::int64_t p, int) {
+                         const auto b = std::int32_t(p / heads_kv);
+                         if (query_rows(b) > 0)
+                           detail::fill_key_panel(panels[std::size_t(p)], args, b, p % heads_kv,
+                                                  options.skipping == TileSkipping::two_part,
+                                                  query_rows(b) > detail::kQueryRows);
+                       });
 
   struct Tile {
     std::int32_t batch;
@@ -75,7 +84,7 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
   detail::parallel_for(tile_count, workers, [&](std::int64_t i, int worker) {
     // Last tiles first: they see the most keys, and starting them early balances the threads.
     const Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
-    detail::attend_tile(args, panels[std::size_t(tile.batch)],
+    detail::attend_tile(args, panels[std::size_t(tile.batch * heads_kv + tile.kv_head)],
                         tile.kv_head, tile.first_row, tile.rows, options.skipping,
                         scratch[std::size_t(worker)]);
   });

@@ -1,16 +1,17 @@
-// ansan/cpu/detail/key_panel.hpp - the keys one sequence offers its query tiles, and the float
-// blocks a tile multiplies.
+// ansan/cpu/detail/key_panel.hpp - the keys one (sequence, kv head) offers its query tiles,
+// as float blocks.
 //
 // A sequence's keys are its rows of the cache, positions ascending. SPEC section 4 splits what
-// a query row sees into two parts, and each is one index space here (a KeyPart):
-//   retained  the retained keys (ansan::is_retained), listed once per sequence: a row sees a
-//             prefix of them, those with position < its local lower bound;
+// a query row sees into two parts, each an index space here (KeyPart):
+//   retained  the retained keys (ansan::is_retained), listed once: a row sees a prefix of
+//             them, those with position < its local lower bound;
 //   local     every key of the sequence: a row sees those with position in [lower bound, pos].
-// Nothing is copied up front. A tile converts each block of keys it multiplies to float right
-// before the products (load_key_block), so a key row is read from the cache once per use. That
-// is what decode needs (one query row per sequence, every cached row read once: a float copy
-// of the whole cache would triple the bytes moved), and for prefill the conversion is a few
-// percent of the products it feeds (a block serves up to 64 query rows times the group).
+// The products need float rows. When several query tiles share the keys (prefill: more than
+// kQueryRows query rows), the panel converts every key once, and gathers the retained ones, into
+// float matrices that the tiles then read in place. When one tile uses each key once (decode:
+// one query row over a long cache), such a copy would write and re-read twice the cache's bytes
+// to use them once, so the panel copies nothing and the tile converts each block just before
+// multiplying it (key_block).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,7 @@
 namespace ansan::cpu::detail {
 
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using RowBlock = Eigen::Ref<const RowMatrix>;  // rows of a RowMatrix, no copy
 
 struct KeyPanel {
   index_t first_row = 0;                    // cache row of the sequence's key 0
@@ -33,48 +35,74 @@ struct KeyPanel {
   const std::uint8_t* is_anchor = nullptr;  // (keys)
   std::vector<index_t> retained_rows;       // (retained) cache rows of the retained keys
   std::vector<std::int32_t> retained_pos;   // (retained) their positions, ascending
+  bool converted = false;                   // the float copies below are filled
+  RowMatrix k, v;                           // (keys, head_dim) every key
+  RowMatrix retained_k, retained_v;         // (retained, head_dim)
 };
 
-// Key j of a part is cache row rows[j] (the retained list) or first_row + j (every key).
+// One part of a panel. Key j is cache row rows[j] (the retained list) or first_row + j (every
+// key); k, v are the part's float copies when the panel made them.
 struct KeyPart {
   const index_t* rows = nullptr;
   index_t first_row = 0;
+  const RowMatrix* k = nullptr;
+  const RowMatrix* v = nullptr;
   index_t cache_row(index_t j) const { return rows ? rows[j] : first_row + j; }
 };
-inline KeyPart retained_part(const KeyPanel& panel) { return {panel.retained_rows.data(), 0}; }
-inline KeyPart local_part(const KeyPanel& panel) { return {nullptr, panel.first_row}; }
-
-template <class T>
-void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b,
-                    bool gather_retained) {
-  panel.first_row = a.k_row_begin(b);
-  panel.keys = a.k_len(b);
-  panel.pos = a.k_pos + panel.first_row;
-  panel.is_anchor = a.k_is_anchor + panel.first_row;
-  panel.retained_rows.clear();
-  panel.retained_pos.clear();
-  if (!gather_retained) return;
-  for (index_t j = 0; j < panel.keys; ++j)
-    if (is_retained(a.policy, KeyInfo{panel.pos[j], panel.is_anchor[j] != 0})) {
-      panel.retained_rows.push_back(panel.first_row + j);
-      panel.retained_pos.push_back(panel.pos[j]);
-    }
+inline KeyPart retained_part(const KeyPanel& p) {
+  return {p.retained_rows.data(), 0, p.converted ? &p.retained_k : nullptr,
+          p.converted ? &p.retained_v : nullptr};
+}
+inline KeyPart local_part(const KeyPanel& p) {
+  return {nullptr, p.first_row, p.converted ? &p.k : nullptr, p.converted ? &p.v : nullptr};
 }
 
-// Keys [j0, j0 + cols) of `part`, head kv_head, converted to float: rows of k and v.
+// Keys [j0, j0 + cols) of `part`, head kv_head, as float rows: a view of the panel's copy, or
+// converted into (k_scratch, v_scratch).
+struct KeyBlock {
+  RowBlock k, v;  // (cols, head_dim)
+};
 template <class T>
-void load_key_block(RowMatrix& k, RowMatrix& v, const AttentionArgs<T>& a, KeyPart part,
-                    index_t kv_head, index_t j0, index_t cols) {
+KeyBlock key_block(RowMatrix& k_scratch, RowMatrix& v_scratch, const AttentionArgs<T>& a,
+                   KeyPart part, index_t kv_head, index_t j0, index_t cols) {
+  if (part.k) return {part.k->middleRows(j0, cols), part.v->middleRows(j0, cols)};
   const index_t dim = a.head_dim();
-  k.resize(cols, dim);
-  v.resize(cols, dim);
+  k_scratch.resize(cols, dim);
+  v_scratch.resize(cols, dim);
   for (index_t c = 0; c < cols; ++c) {
     const index_t row = part.cache_row(j0 + c);
     const T* k_src = &a.k(row, kv_head, 0);  // (head_dim), unit stride
     const T* v_src = &a.v(row, kv_head, 0);  // (head_dim)
-    float* k_dst = k.row(c).data();
-    float* v_dst = v.row(c).data();
+    float* k_dst = k_scratch.row(c).data();
+    float* v_dst = v_scratch.row(c).data();
     for (index_t d = 0; d < dim; ++d) k_dst[d] = to_float(k_src[d]), v_dst[d] = to_float(v_src[d]);
+  }
+  return {k_scratch, v_scratch};
+}
+
+template <class T>
+void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b, index_t kv_head,
+                    bool gather_retained, bool convert) {
+  panel.first_row = a.k_row_begin(b);
+  panel.keys = a.k_len(b);
+  panel.pos = a.k_pos + panel.first_row;
+  panel.is_anchor = a.k_is_anchor + panel.first_row;
+  if (gather_retained)
+    for (index_t j = 0; j < panel.keys; ++j)
+      if (is_retained(a.policy, KeyInfo{panel.pos[j], panel.is_anchor[j] != 0})) {
+        panel.retained_rows.push_back(panel.first_row + j);
+        panel.retained_pos.push_back(panel.pos[j]);
+      }
+  panel.converted = convert;
+  if (!convert) return;
+  key_block(panel.k, panel.v, a, KeyPart{nullptr, panel.first_row}, kv_head, 0, panel.keys);  // all
+  const auto retained = index_t(panel.retained_rows.size());
+  panel.retained_k.resize(retained, a.head_dim());
+  panel.retained_v.resize(retained, a.head_dim());
+  for (index_t r = 0; r < retained; ++r) {
+    const index_t j = panel.retained_rows[std::size_t(r)] - panel.first_row;
+    panel.retained_k.row(r) = panel.k.row(j);
+    panel.retained_v.row(r) = panel.v.row(j);
   }
 }
 

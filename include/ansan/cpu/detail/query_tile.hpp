@@ -9,8 +9,8 @@
 //     retained part  [0, number of retained keys with position < its local lower bound)
 //                    (empty for a row that does not see retained keys)
 //     local part     the keys with position in [local lower bound, pos]  (binary search)
-// A part is walked in blocks of kKeyBlock keys over the union of its rows' intervals, each
-// converted to float just before it is multiplied (key_panel.hpp). A block
+// A part is walked in blocks of kKeyBlock keys over the union of its rows' intervals, as float
+// rows (key_panel.hpp: the panel's copy, or converted just before the multiply). A block
 // inside every row's interval is used whole; in a block crossing an interval's edge each row
 // uses only its own columns (the others get probability 0, and no exp is spent on them).
 // Both parts feed one online softmax (running max, running sum, rescaled accumulator), so
@@ -62,7 +62,7 @@ struct KeyInterval {
 // so the stacked rows of a run of query rows are contiguous.
 struct TileScratch {
   RowMatrix q;                     // (rows * group, head_dim) queries times softmax_scale
-  RowMatrix k, v;                  // (block, head_dim) the key block being multiplied, as float
+  RowMatrix k, v;                  // (block, head_dim) a key block converted here (key_block)
   RowMatrix score;                 // (stacked rows of a sub-tile, block) scores, then probabilities
   RowMatrix acc;                   // (rows * group, head_dim) unnormalised output
   Eigen::ArrayXf max_score, sum;   // (rows * group) running max and running sum of exp
@@ -112,13 +112,13 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
 struct BlockProducts {
   bool by_row;
   template <class Q>
-  void scores(RowMatrix& score, const Q& q, const RowMatrix& k) const {
+  void scores(RowMatrix& score, const Q& q, const RowBlock& k) const {
     if (!by_row) return void(score.noalias() = q * k.transpose());
     score.resize(q.rows(), k.rows());
     for (index_t r = 0; r < q.rows(); ++r) score.row(r).noalias() = q.row(r) * k.transpose();
   }
   template <class Acc>
-  void accumulate(Acc acc, const RowMatrix& prob, const RowMatrix& v) const {
+  void accumulate(Acc acc, const RowMatrix& prob, const RowBlock& v) const {
     if (!by_row) return void(acc.noalias() += prob * v);
     for (index_t r = 0; r < acc.rows(); ++r) acc.row(r).noalias() += prob.row(r) * v;
   }
@@ -144,8 +144,8 @@ void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index
   ts.block_cols.resize(std::size_t(q.rows()));
   for (index_t j0 = keys_begin; j0 < keys_end; j0 += block) {
     const index_t cols = std::min(block, keys_end - j0);
-    load_key_block(ts.k, ts.v, a, part, kv_head, j0, cols);
-    products.scores(ts.score, q, ts.k);
+    const KeyBlock keys = key_block(ts.k, ts.v, a, part, kv_head, j0, cols);
+    products.scores(ts.score, q, keys.k);
     const bool full = j0 >= full_begin && j0 + cols <= full_end;  // no row has an edge here
     for (index_t r = 0; r < q.rows(); ++r) {
       const KeyInterval& iv = visible[std::size_t(begin + r / group)];
@@ -153,7 +153,7 @@ void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index
       ts.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
     }
     softmax_block(ts, begin * group);
-    products.accumulate(ts.acc.middleRows(begin * group, q.rows()), ts.score, ts.v);
+    products.accumulate(ts.acc.middleRows(begin * group, q.rows()), ts.score, keys.v);
   }
 }
 
@@ -176,8 +176,8 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
   const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys, last_pos) - panel.pos;
   for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
     const index_t cols = std::min(kKeyBlock, end - j0);
-    load_key_block(ts.k, ts.v, a, local_part(panel), kv_head, j0, cols);
-    ts.score.noalias() = ts.q * ts.k.transpose();  // S = Q K^T
+    const KeyBlock keys = key_block(ts.k, ts.v, a, local_part(panel), kv_head, j0, cols);
+    ts.score.noalias() = ts.q * keys.k.transpose();  // S = Q K^T
     // The predicate per (query row, key), shared by the heads of the group as a custom mask is.
     ts.keep.resize(rows, cols);
     for (index_t i = 0; i < rows; ++i)
@@ -190,7 +190,7 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
         if (ts.keep(r / group, c) == 0.f) ts.score(r, c) = kMinusInf;  // out of the row max
     ts.block_cols.assign(std::size_t(ts.score.rows()), KeyInterval{0, cols});
     softmax_block(ts, 0, &ts.keep);
-    ts.acc.noalias() += ts.score * ts.v;  // O += P V
+    ts.acc.noalias() += ts.score * keys.v;  // O += P V
   }
 }
 
