@@ -45,9 +45,10 @@ namespace ansan::cpu::detail {
 inline constexpr index_t kQueryRows = 64;     // query rows per tile, before stacking the group
 inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile, when that saves work
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
-// A sub-tile of at most kFewRows stacked rows (decode: one query row times the group) runs its
-// products row by row, in blocks of kFewRowsKeyBlock keys; see BlockProducts.
-inline constexpr index_t kFewRows = 8, kFewRowsKeyBlock = 64;
+// A sub-tile of at most kFewRows stacked rows (decode: one query row times the group; a local
+// sub-tile of kLocalStacked rows) runs its products row by row, in blocks of kFewRowsKeyBlock
+// keys; see BlockProducts.
+inline constexpr index_t kFewRows = kLocalStacked, kFewRowsKeyBlock = 64;
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 // exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
 // and in the P V product after it); a probability under e^-80 is far below fp32 resolution
