@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "ansan/cpu/attention.hpp"
+#include "support/compacted_decode.hpp"
 
 using namespace ansan;
 
@@ -197,18 +198,16 @@ void bench_attention(benchmark::State& state, Path path, int n, int mean_segment
   }
 }
 
-// Decode: B sequences, each a compacted cache of `cache` entries (anchors of 20-token
-// segments, then an open segment of 16 tokens), one non-anchor query row at the newest
-// position; the same shape as the GPU benchmark's BM_decode, with the CPU file's heads.
+// Decode: B sequences over compacted caches of `cache` entries (support/compacted_decode.hpp),
+// one query row each; the same shape as the GPU benchmark's BM_decode, with the CPU file's heads.
 struct DecodeProblem {
-  static constexpr std::int32_t kBatch = 16, kOpen = 16, kSegment = 20;
+  static constexpr std::int32_t kBatch = 16;
   std::int32_t cache;
+  bench::CompactedDecode meta;
   std::vector<bf16> q, k, v, out;  // q/out: (B, heads_q, dim); k/v: (B * cache, heads_kv, dim)
   std::vector<float> lse;          // (heads_q, B)
-  std::vector<std::int32_t> cu_q, cu_k, q_pos, q_seg_start, k_pos;
-  std::vector<std::uint8_t> q_is_anchor, k_is_anchor;
 
-  explicit DecodeProblem(std::int32_t entries) : cache(entries) {
+  explicit DecodeProblem(std::int32_t entries) : cache(entries), meta(kBatch, entries) {
     std::mt19937 rng{std::uint32_t(entries)};
     std::uniform_real_distribution<float> value(-1.f, 1.f);
     q.resize(std::size_t(kBatch * kHeadsQ * kDim));
@@ -218,17 +217,6 @@ struct DecodeProblem {
       for (bf16& e : *x) e = from_float<bf16>(value(rng));
     out.resize(q.size());
     lse.resize(std::size_t(kBatch * kHeadsQ));
-    q_is_anchor.assign(std::size_t(kBatch), 0);
-    for (std::int32_t b = 0; b <= kBatch; ++b) cu_q.push_back(b), cu_k.push_back(b * cache);
-    for (std::int32_t b = 0; b < kBatch; ++b) {
-      const std::int32_t anchors = cache - kOpen, open_start = kSegment * anchors;
-      for (std::int32_t a = 0; a < anchors; ++a)
-        k_pos.push_back(kSegment * a + kSegment - 1), k_is_anchor.push_back(1);
-      for (std::int32_t j = 0; j < kOpen; ++j)
-        k_pos.push_back(open_start + j), k_is_anchor.push_back(0);
-      q_pos.push_back(open_start + kOpen - 1);  // the newest token, already in the cache
-      q_seg_start.push_back(open_start);
-    }
   }
   std::size_t kv_bytes() const { return 2 * k.size() * sizeof(bf16); }
   AttentionArgs<bf16> args() {
@@ -240,9 +228,10 @@ struct DecodeProblem {
     a.out = make_view(out.data(), kBatch, kHeadsQ, kDim);
     a.lse = make_view(lse.data(), kHeadsQ, kBatch);
     a.batch = kBatch;
-    a.cu_seqlens_q = cu_q.data(), a.cu_seqlens_k = cu_k.data();
-    a.q_pos = q_pos.data(), a.q_seg_start = q_seg_start.data(), a.q_is_anchor = q_is_anchor.data();
-    a.k_pos = k_pos.data(), a.k_is_anchor = k_is_anchor.data();
+    a.cu_seqlens_q = meta.cu_q.data(), a.cu_seqlens_k = meta.cu_k.data();
+    a.q_pos = meta.q_pos.data(), a.q_seg_start = meta.q_seg_start.data();
+    a.q_is_anchor = meta.q_is_anchor.data();
+    a.k_pos = meta.k_pos.data(), a.k_is_anchor = meta.k_is_anchor.data();
     a.policy = MaskPolicy::anllm();
     a.softmax_scale = float(1 / std::sqrt(double(kDim)));
     return a;

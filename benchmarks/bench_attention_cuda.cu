@@ -61,6 +61,7 @@
 #include "ansan/detail/npy.hpp"
 #include "ansan/flex_block_mask.hpp"
 #include "ansan/layout.hpp"
+#include "support/compacted_decode.hpp"
 
 namespace bench_attention {
 
@@ -396,8 +397,8 @@ void BM_prefill_causal_sm90_ws(benchmark::State& state) {
   report_prefill(state, problem);
 }
 
-// Decode: B sequences, each a compacted cache of `cache` entries (anchors, then a 16-token
-// open segment), one non-anchor query row at the next position; every entry is visible.
+// Decode: B sequences over compacted caches of `cache` entries (support/compacted_decode.hpp),
+// one non-anchor query row each; every entry is visible.
 struct Decode {
   std::int32_t batch, cache, dim;
   ansan::cuda::AttentionKernel kernel;
@@ -420,20 +421,10 @@ struct Decode {
         v(std::size_t(copies) * b * c * kHeadsKV * dim),
         out(std::size_t(b) * kHeadsQ * dim),
         lse(std::size_t(b) * kHeadsQ) {
-    constexpr std::int32_t open = 16, segment = 20;
-    std::vector<std::int32_t> h_cu_q, h_cu_k, h_q_pos, h_q_seg, h_k_pos;
-    std::vector<std::uint8_t> h_q_anchor(std::size_t(b), 0), h_k_anchor;
-    for (std::int32_t s = 0; s <= b; ++s) h_cu_q.push_back(s), h_cu_k.push_back(s * c);
-    for (std::int32_t s = 0; s < b; ++s) {
-      const std::int32_t anchors = c - open;
-      for (std::int32_t a = 0; a < anchors; ++a) h_k_pos.push_back(segment * a + segment - 1), h_k_anchor.push_back(1);
-      const std::int32_t open_start = segment * anchors;
-      for (std::int32_t j = 0; j < open; ++j) h_k_pos.push_back(open_start + j), h_k_anchor.push_back(0);
-      h_q_pos.push_back(open_start + open - 1);  // the newest token, already in the cache
-      h_q_seg.push_back(open_start);
-    }
-    cu_q = upload(h_cu_q), cu_k = upload(h_cu_k), q_pos = upload(h_q_pos), q_seg_start = upload(h_q_seg);
-    k_pos = upload(h_k_pos), q_is_anchor = upload(h_q_anchor), k_is_anchor = upload(h_k_anchor);
+    const ansan::bench::CompactedDecode meta(b, c);
+    cu_q = upload(meta.cu_q), cu_k = upload(meta.cu_k), q_pos = upload(meta.q_pos);
+    q_seg_start = upload(meta.q_seg_start), k_pos = upload(meta.k_pos);
+    q_is_anchor = upload(meta.q_is_anchor), k_is_anchor = upload(meta.k_is_anchor);
     fill_random(q.data(), q.size(), 11);
     fill_random(k.data(), k.size(), 12);
     fill_random(v.data(), v.size(), 13);
