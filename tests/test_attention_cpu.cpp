@@ -443,7 +443,7 @@ TEST_CASE("decode over a compacted cache equals the prefill row (SPEC section 3)
 
 TEST_CASE("the last rows of long sequences match the reference for every GQA group") {
   // Decode (one row) and short chunks (2 or 5 rows) over every key of sequences of up to
-  // 3 * kMaxLen tokens: a tile of at most 8 stacked rows (rows times the group) takes the
+  // 3 * kMaxLen tokens: a tile of at most 16 stacked rows (rows times the group) takes the
   // products without packing, a larger one Eigen's GEMM, and both parts span several key blocks.
   std::mt19937 rng(9);
   const int head_pairs[][2] = {{1, 1}, {2, 1}, {8, 2}, {8, 1}, {16, 1}};
