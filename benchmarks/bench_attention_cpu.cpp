@@ -4,6 +4,8 @@
 //
 //   sgemm/...        Eigen sgemm 1024^3, the machine's ceiling, measured in the same run
 //   anchor/...       ansan::cpu::attention_forward, AnLLM policy, TileSkipping::two_part
+//   anchor_bf16/...  the same with bf16 q, k, v and out (the inputs rounded), as an engine
+//                    would call it; x_fp32 = its time over the fp32 anchor path's
 //   dense_mask/...   the same kernel, TileSkipping::dense_mask (a custom-mask kernel's cost)
 //   dense_causal/... the same kernel, plain causal policy (the model without anchors)
 //
@@ -33,6 +35,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,11 +54,17 @@ struct WallCpu {
 };
 std::map<std::pair<int, int>, WallCpu> g_anchor_seconds;  // (n, L) -> anchor path time
 
+template <class T>
+struct Tensors {
+  std::vector<T> q, k, v, out;  // (n, heads, dim)
+};
+
 // One sequence of n tokens; segment lengths uniform in [L/2, 3L/2]; random q, k, v.
 struct Problem {
   AnchorLayout layout;
-  std::vector<float> q, k, v, out;  // (n, heads, dim)
-  std::vector<float> lse;           // (heads_q, n)
+  Tensors<float> fp32;
+  Tensors<bf16> bf16_inputs;  // fp32's values rounded; filled on first use
+  std::vector<float> lse;     // (heads_q, n)
 
   Problem(int n, int mean_segment) {
     std::mt19937 rng(std::uint32_t(n * 131 + mean_segment));
@@ -65,23 +74,42 @@ struct Problem {
     for (int end = segment(rng) - 1; end < n; end += segment(rng)) flags[std::size_t(end)] = 1;
     layout = build_layout_from_flags(flags, std::vector<std::int32_t>{0, n});
     std::uniform_real_distribution<float> value(-1.f, 1.f);
-    q.resize(std::size_t(n * kHeadsQ * kDim));
-    k.resize(std::size_t(n * kHeadsKv * kDim));
-    v.resize(k.size());
-    for (auto* x : {&q, &k, &v})
+    fp32.q.resize(std::size_t(n * kHeadsQ * kDim));
+    fp32.k.resize(std::size_t(n * kHeadsKv * kDim));
+    fp32.v.resize(fp32.k.size());
+    for (auto* x : {&fp32.q, &fp32.k, &fp32.v})
       for (float& e : *x) e = value(rng);
-    out.resize(q.size());
+    fp32.out.resize(fp32.q.size());
     lse.resize(std::size_t(n * kHeadsQ));
   }
 
-  AttentionArgs<float> args(const MaskPolicy& policy) {
+  template <class T>
+  Tensors<T>& tensors() {
+    if constexpr (std::is_same_v<T, float>) {
+      return fp32;
+    } else {
+      if (bf16_inputs.q.empty()) {
+        const auto round = [](const std::vector<float>& from) {
+          std::vector<bf16> to(from.size());
+          std::transform(from.begin(), from.end(), to.begin(), from_float<bf16>);
+          return to;
+        };
+        bf16_inputs = {round(fp32.q), round(fp32.k), round(fp32.v), round(fp32.out)};
+      }
+      return bf16_inputs;
+    }
+  }
+
+  template <class T>
+  AttentionArgs<T> args(const MaskPolicy& policy) {
     const index_t n = layout.total_tokens();
-    return prefill_args<float>(layout, make_view<const float>(q.data(), n, kHeadsQ, kDim),
-                               make_view<const float>(k.data(), n, kHeadsKv, kDim),
-                               make_view<const float>(v.data(), n, kHeadsKv, kDim),
-                               make_view(out.data(), n, kHeadsQ, kDim),
-                               make_view(lse.data(), kHeadsQ, n), policy,
-                               float(1 / std::sqrt(double(kDim))));
+    Tensors<T>& t = tensors<T>();
+    return prefill_args<T>(layout, make_view<const T>(t.q.data(), n, kHeadsQ, kDim),
+                           make_view<const T>(t.k.data(), n, kHeadsKv, kDim),
+                           make_view<const T>(t.v.data(), n, kHeadsKv, kDim),
+                           make_view(t.out.data(), n, kHeadsQ, kDim),
+                           make_view(lse.data(), kHeadsQ, n), policy,
+                           float(1 / std::sqrt(double(kDim))));
   }
 
   // Query-key pairs the policy lets through, summed over the query heads.
@@ -171,17 +199,18 @@ void bench_sgemm(benchmark::State& state, int threads) {
 
 enum class Path { anchor, dense_mask, dense_causal };
 
+template <class T>
 void bench_attention(benchmark::State& state, Path path, int n, int mean_segment) {
   Problem& p = problem(n, mean_segment);
   const MaskPolicy policy = path == Path::dense_causal ? MaskPolicy::causal() : MaskPolicy::anllm();
   const cpu::AttentionOptions options{
       0, path == Path::dense_mask ? cpu::TileSkipping::dense_mask : cpu::TileSkipping::two_part};
-  const AttentionArgs<float> args = p.args(policy);
+  const AttentionArgs<T> args = p.args<T>(policy);
   static Sgemm sgemm;
   const WallCpu ceiling = sgemm.rate();  // flop/s
   const WallCpu seconds = time_iterations(state, [&] {
     cpu::attention_forward(args, options);
-    benchmark::DoNotOptimize(p.out.data());
+    benchmark::DoNotOptimize(args.out.data);
   });
   const double pairs = p.visible_pairs(policy), flops = 4.0 * kDim * pairs;
   state.counters["visible_pairs"] = pairs;
@@ -190,7 +219,9 @@ void bench_attention(benchmark::State& state, Path path, int n, int mean_segment
   state.counters["of_sgemm"] = flops / seconds.wall / ceiling.wall;
   state.counters["of_sgemm_cpu"] = flops / seconds.cpu / ceiling.cpu;
   const auto key = std::make_pair(n, mean_segment);
-  if (path == Path::anchor) {
+  if (!std::is_same_v<T, float>) {
+    if (g_anchor_seconds.count(key)) state.counters["x_fp32"] = seconds.wall / g_anchor_seconds[key].wall;
+  } else if (path == Path::anchor) {
     g_anchor_seconds[key] = seconds;
   } else if (g_anchor_seconds.count(key)) {
     state.counters["x_anchor"] = seconds.wall / g_anchor_seconds[key].wall;
@@ -286,16 +317,21 @@ void register_all() {
   for (int n : {1024, 4096, 16384})
     for (int L : {8, 20, 64}) {
       const std::string tail = shape + "n:" + std::to_string(n) + "/L:" + std::to_string(L);
-      benchmark::RegisterBenchmark(("anchor/" + tail).c_str(), bench_attention, Path::anchor, n, L)
+      benchmark::RegisterBenchmark(("anchor/" + tail).c_str(), bench_attention<float>, Path::anchor,
+                                   n, L)
           ->UseManualTime()->Unit(benchmark::kMillisecond);
-      auto* dense = benchmark::RegisterBenchmark(("dense_mask/" + tail).c_str(), bench_attention,
-                                                 Path::dense_mask, n, L);
+      if (n >= 4096 && L == 20)
+        benchmark::RegisterBenchmark(("anchor_bf16/" + tail).c_str(), bench_attention<bf16>,
+                                     Path::anchor, n, L)
+            ->UseManualTime()->Unit(benchmark::kMillisecond);
+      auto* dense = benchmark::RegisterBenchmark(("dense_mask/" + tail).c_str(),
+                                                 bench_attention<float>, Path::dense_mask, n, L);
       dense->UseManualTime()->Unit(benchmark::kMillisecond);
       if (n >= 4096) dense->Iterations(1);
       // Causal attention ignores anchors; it is timed once per n, next to L = 20.
       if (L == 20) {
         auto* causal = benchmark::RegisterBenchmark(
-            ("dense_causal/" + tail).c_str(), bench_attention, Path::dense_causal, n, L);
+            ("dense_causal/" + tail).c_str(), bench_attention<float>, Path::dense_causal, n, L);
         causal->UseManualTime()->Unit(benchmark::kMillisecond);
         if (n >= 4096) causal->Iterations(1);
       }
