@@ -54,6 +54,12 @@ struct Batch {
   std::vector<std::uint8_t> q_anchor, k_anchor;
   index_t q_rows() const { return index_t(q_pos.size()); }
   index_t k_rows() const { return index_t(k_pos.size()); }  // allocated, spare rows included
+  // Appends a query row for token t of `layout` (cu_q is the caller's).
+  void add_query(const AnchorLayout& layout, index_t t) {
+    q_pos.push_back(layout.pos[t]);
+    q_seg_start.push_back(layout.seg_start[t]);
+    q_anchor.push_back(layout.is_anchor[t]);
+  }
 };
 
 // Every sequence of the layout attends to itself.
@@ -344,11 +350,8 @@ TEST_CASE("chunked prefill over a cache with spare rows equals running at once")
       for (std::int32_t b = 0; b < layout.batch(); ++b) {
         const std::int32_t begin = c ? cut[b][c - 1] : 0, end = cut[b][c];
         for (std::int32_t i = begin; i < end; ++i) {
-          const index_t t = layout.cu_seqlens[b] + i;
-          rows.push_back(t);
-          step.q_pos.push_back(i);
-          step.q_seg_start.push_back(layout.seg_start[t]);
-          step.q_anchor.push_back(layout.is_anchor[t]);
+          rows.push_back(layout.cu_seqlens[b] + i);
+          step.add_query(layout, rows.back());
         }
         step.cu_q.push_back(std::int32_t(rows.size()));
         step.cu_k.push_back(step.cu_k.back() + end);
@@ -404,9 +407,7 @@ TEST_CASE("decode over a compacted cache equals the prefill row (SPEC section 3)
       const std::int32_t p = std::int32_t(rng() % std::uint32_t(layout.seq_len(b)));
       const index_t t = layout.cu_seqlens[b] + p;
       query_rows.push_back(t);
-      step.q_pos.push_back(p);
-      step.q_seg_start.push_back(layout.seg_start[t]);
-      step.q_anchor.push_back(layout.is_anchor[t]);
+      step.add_query(layout, t);
       for (std::int32_t j = 0; j <= p; ++j)
         if (j == p || still_visible(policy, layout.key(b, j), p, layout.seg_start[t])) {
           key_rows.push_back(layout.cu_seqlens[b] + j);
@@ -458,12 +459,8 @@ TEST_CASE("the last rows of long sequences match the reference for every GQA gro
         Batch last = prefill_batch(layout);
         last.cu_q = {0}, last.q_pos.clear(), last.q_seg_start.clear(), last.q_anchor.clear();
         for (std::int32_t b = 0; b < layout.batch(); ++b) {
-          for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i) {
-            const index_t t = layout.cu_seqlens[b] + i;
-            last.q_pos.push_back(i);
-            last.q_seg_start.push_back(layout.seg_start[t]);
-            last.q_anchor.push_back(layout.is_anchor[t]);
-          }
+          for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i)
+            last.add_query(layout, layout.cu_seqlens[b] + i);
           last.cu_q.push_back(std::int32_t(last.q_pos.size()));
         }
         const MaskPolicy policy = rows == 2 ? MaskPolicy::sepllm(2, 4) : MaskPolicy::anllm();
