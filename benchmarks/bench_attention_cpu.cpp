@@ -63,7 +63,7 @@ struct Tensors {
 struct Problem {
   AnchorLayout layout;
   Tensors<float> fp32;
-  Tensors<bf16> bf16_inputs;  // fp32's values rounded; filled on first use
+  Tensors<bf16> bf16_inputs;  // fp32's q, k, v rounded; filled on first use
   std::vector<float> lse;     // (heads_q, n)
 
   Problem(int n, int mean_segment) {
@@ -94,7 +94,8 @@ struct Problem {
           std::transform(from.begin(), from.end(), to.begin(), from_float<bf16>);
           return to;
         };
-        bf16_inputs = {round(fp32.q), round(fp32.k), round(fp32.v), round(fp32.out)};
+        bf16_inputs = {round(fp32.q), round(fp32.k), round(fp32.v),
+                       std::vector<bf16>(fp32.out.size())};
       }
       return bf16_inputs;
     }
