@@ -72,6 +72,19 @@ Batch prefill_batch(const AnchorLayout& layout) {
   return b;
 }
 
+// The last `rows` rows of every sequence of the layout over all of its keys (decode for
+// rows = 1, a short chunk for more).
+Batch last_rows_batch(const AnchorLayout& layout, int rows) {
+  Batch last = prefill_batch(layout);
+  last.cu_q = {0}, last.q_pos.clear(), last.q_seg_start.clear(), last.q_anchor.clear();
+  for (std::int32_t b = 0; b < layout.batch(); ++b) {
+    for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i)
+      last.add_query(layout, layout.cu_seqlens[b] + i);
+    last.cu_q.push_back(std::int32_t(last.q_pos.size()));
+  }
+  return last;
+}
+
 double as_double(double x) { return x; }
 template <class T>
 double as_double(T x) { return double(to_float(x)); }
@@ -455,14 +468,8 @@ TEST_CASE("the last rows of long sequences match the reference for every GQA gro
         CAPTURE(heads[1]);
         CAPTURE(rows);
         CAPTURE(mean_segment);
-        const AnchorLayout layout = test::random_layout(rng, 3, 3 * kMaxLen, mean_segment);
-        Batch last = prefill_batch(layout);
-        last.cu_q = {0}, last.q_pos.clear(), last.q_seg_start.clear(), last.q_anchor.clear();
-        for (std::int32_t b = 0; b < layout.batch(); ++b) {
-          for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i)
-            last.add_query(layout, layout.cu_seqlens[b] + i);
-          last.cu_q.push_back(std::int32_t(last.q_pos.size()));
-        }
+        const Batch last =
+            last_rows_batch(test::random_layout(rng, 3, 3 * kMaxLen, mean_segment), rows);
         const MaskPolicy policy = rows == 2 ? MaskPolicy::sepllm(2, 4) : MaskPolicy::anllm();
         Problem<float> p(last, policy, heads[0], heads[1], 64, rng);
         check_matches_reference(p, kFloatTolerance);
@@ -471,6 +478,83 @@ TEST_CASE("the last rows of long sequences match the reference for every GQA gro
           check_matches_reference(p16, kBf16Tolerance);
         }
       }
+}
+
+TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread") {
+  std::mt19937 rng(16);
+  // Sequences of the given lengths, a segment every 7 tokens.
+  const auto layout_of = [](const std::vector<std::int32_t>& lengths) {
+    std::vector<std::int32_t> cu{0};
+    std::vector<std::uint8_t> flags;
+    for (const std::int32_t n : lengths) {
+      for (std::int32_t i = 0; i < n; ++i) flags.push_back(i % 7 == 6);
+      cu.push_back(cu.back() + n);
+    }
+    return build_layout_from_flags(flags, cu);
+  };
+  const auto spans = [&](index_t heads_q, index_t heads_kv, int rows, std::int32_t batch,
+                         int threads, cpu::TileSkipping skipping = cpu::TileSkipping::two_part) {
+    std::vector<std::int32_t> lengths(std::size_t(batch), 50);
+    const Batch last = last_rows_batch(layout_of(lengths), rows);
+    Problem<float> p(last, MaskPolicy::anllm(), heads_q, heads_kv, 8, rng);
+    std::vector<index_t> kv_heads;  // of each tile, in order
+    for (const cpu::detail::Tile& tile : cpu::detail::plan_tiles(p.args(), {threads, skipping}))
+      kv_heads.push_back(tile.kv_heads);
+    return kv_heads;
+  };
+  using Spans = std::vector<index_t>;
+  // 12 query heads over 6 KV heads: all six a tile, or the largest divisor that keeps the
+  // threads busy.
+  CHECK(spans(12, 6, 1, 1, 1) == Spans{6});
+  CHECK(spans(12, 6, 1, 1, 2) == Spans{3, 3});
+  CHECK(spans(12, 6, 1, 1, 3) == Spans{2, 2, 2});
+  CHECK(spans(12, 6, 1, 1, 4) == Spans(6, 1));
+  CHECK(spans(12, 6, 1, 4, 2) == Spans(4, 6));
+  CHECK(spans(12, 6, 1, 4, 8) == Spans(8, 3));
+  // Only while every product of the tile runs by row: at most 16 stacked rows a KV head.
+  CHECK(spans(32, 2, 1, 2, 1) == Spans{2, 2});
+  CHECK(spans(64, 2, 1, 2, 1) == Spans(4, 1));
+  CHECK(spans(16, 2, 2, 2, 1) == Spans{2, 2});
+  CHECK(spans(16, 2, 3, 2, 1) == Spans(4, 1));
+  CHECK(spans(12, 6, 1, 1, 1, cpu::TileSkipping::dense_mask) == Spans(6, 1));
+  // A prefill sequence (its keys converted once, two tiles a KV head) beside two decode rows.
+  {
+    const Batch mixed = [&] {
+      const AnchorLayout layout = layout_of({100, 40, 60});
+      Batch b = prefill_batch(layout);
+      b.cu_q = {0, 100}, b.q_pos.resize(100), b.q_seg_start.resize(100), b.q_anchor.resize(100);
+      for (std::int32_t s = 1; s < 3; ++s) {
+        b.add_query(layout, layout.cu_seqlens[s + 1] - 1);
+        b.cu_q.push_back(std::int32_t(b.q_pos.size()));
+      }
+      return b;
+    }();
+    Problem<float> p(mixed, MaskPolicy::anllm(), 8, 4, 8, rng);
+    Spans kv_heads;
+    for (const cpu::detail::Tile& tile : cpu::detail::plan_tiles(p.args(), {6}))
+      kv_heads.push_back(tile.kv_heads);
+    CHECK(kv_heads == Spans{1, 1, 1, 1, 1, 1, 1, 1, 4, 4});  // 8 + 2 tiles >= 6 threads
+  }
+
+  // And the spanning tiles give the reference's rows, token- or head-major, float and bf16,
+  // for every span the thread counts above lead to, and the same bits for each.
+  for (const index_t dim : {64, 80})
+    for (const bool head_major : {false, true}) {
+      CAPTURE(dim);
+      CAPTURE(head_major);
+      const Batch last = last_rows_batch(test::random_layout(rng, 1, 3 * kMaxLen, 5.0), 1);
+      Problem<float> p(last, MaskPolicy::anllm(), 12, 6, dim, rng, head_major);
+      Problem<bf16> p16(last, MaskPolicy::sepllm(2, 4), 12, 6, dim, rng, head_major);
+      std::vector<double> one_thread, one_thread16;
+      for (const int threads : {1, 2, 3, 4}) {
+        CAPTURE(threads);
+        check_matches_reference(p, kFloatTolerance, {threads});
+        check_matches_reference(p16, kBf16Tolerance, {threads});
+        if (threads == 1) one_thread = values(p.out), one_thread16 = values(p16.out);
+        CHECK(values(p.out) == one_thread);
+        CHECK(values(p16.out) == one_thread16);
+      }
+    }
 }
 
 TEST_CASE("rows that see no key give O = 0 and lse = -inf") {

@@ -16,10 +16,10 @@
 // decode converts each block as it multiplies it instead); then every query tile
 // (detail/query_tile.hpp) runs one online softmax over the prefix of retained keys it sees and
 // the band of local keys near its diagonal, with Eigen doing the products. Work is split over
-// (sequence, kv head, query tile) on std::threads; no O(n^2) mask or score matrix is ever built.
+// (sequence, kv head, query tile) on std::threads (a decode tile may take several kv heads);
+// no O(n^2) mask or score matrix is ever built.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -29,6 +29,7 @@
 #include "ansan/cpu/detail/key_panel.hpp"
 #include "ansan/cpu/detail/parallel_for.hpp"
 #include "ansan/cpu/detail/query_tile.hpp"
+#include "ansan/cpu/detail/tile_plan.hpp"
 #include "ansan/dtype.hpp"
 #include "ansan/error.hpp"
 
@@ -51,41 +52,34 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
           fn, "options.skipping", int(options.skipping), "two_part or dense_mask");
   validate_attention_metadata(args, fn);
 
-  // Key panels, one per (sequence, kv head) that has query rows; float copies of the keys
-  // only where more than one query tile will read them.
   const index_t heads_kv = args.heads_kv();
-  std::vector<detail::KeyPanel> panels(std::size_t(args.batch * heads_kv));
-  const auto query_rows = [&](std::int32_t b) {
-    return args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b];
-  };
-  const auto panel_count = std::int64_t(panels.size());
-  detail::parallel_for(panel_count, detail::worker_count(options.num_threads, panel_count),
-                       [&](std::int64_t p, int) {
-                         const auto b = std::int32_t(p / heads_kv);
-                         if (query_rows(b) > 0)
-                           detail::fill_key_panel(panels[std::size_t(p)], args, b, p % heads_kv,
-                                                  options.skipping == TileSkipping::two_part,
-                                                  query_rows(b) > detail::kQueryRows);
-                       });
+  const std::vector<detail::Tile> tiles = detail::plan_tiles(args, options);
 
-  struct Tile {
-    std::int32_t batch;
-    index_t kv_head, first_row, rows;
-  };
-  std::vector<Tile> tiles;
-  for (std::int32_t b = 0; b < args.batch; ++b)
-    for (index_t h = 0; h < heads_kv; ++h)
-      for (index_t t = args.cu_seqlens_q[b]; t < args.cu_seqlens_q[b + 1]; t += detail::kQueryRows)
-        tiles.push_back({b, h, t, std::min<index_t>(detail::kQueryRows, args.cu_seqlens_q[b + 1] - t)});
+  // Key panels, one per (sequence, kv head) that tiles start at (detail/tile_plan.hpp says
+  // which sequences get float copies, and which tiles span several kv heads).
+  std::vector<const detail::Tile*> firsts;  // each sequence's first tile of each span
+  for (const detail::Tile& tile : tiles)
+    if (tile.first_row == args.cu_seqlens_q[tile.batch]) firsts.push_back(&tile);
+  std::vector<detail::KeyPanel> panels(std::size_t(args.batch * heads_kv));
+  const auto panel_count = std::int64_t(firsts.size());
+  detail::parallel_for(panel_count, detail::worker_count(options.num_threads, panel_count),
+                       [&](std::int64_t i, int) {
+                         const detail::Tile& tile = *firsts[std::size_t(i)];
+                         const std::int32_t b = tile.batch;
+                         detail::fill_key_panel(
+                             panels[std::size_t(b * heads_kv + tile.kv_head)], args, b,
+                             tile.kv_head, options.skipping == TileSkipping::two_part,
+                             detail::converts_keys(args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b]));
+                       });
 
   const auto tile_count = std::int64_t(tiles.size());
   const int workers = detail::worker_count(options.num_threads, tile_count);
   std::vector<detail::TileScratch> scratch(static_cast<std::size_t>(workers));
   detail::parallel_for(tile_count, workers, [&](std::int64_t i, int worker) {
     // Last tiles first: they see the most keys, and starting them early balances the threads.
-    const Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
+    const detail::Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
     detail::attend_tile(args, panels[std::size_t(tile.batch * heads_kv + tile.kv_head)],
-                        tile.kv_head, tile.first_row, tile.rows, options.skipping,
+                        tile.kv_head, tile.kv_heads, tile.first_row, tile.rows, options.skipping,
                         scratch[std::size_t(worker)]);
   });
 }

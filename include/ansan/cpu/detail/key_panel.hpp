@@ -57,25 +57,29 @@ inline KeyPart local_part(const KeyPanel& p) {
   return {nullptr, p.first_row, p.converted ? &p.k : nullptr, p.converted ? &p.v : nullptr};
 }
 
-// Keys [j0, j0 + cols) of `part`, head kv_head, as float rows: a view of the panel's copy, or
-// converted into (k_scratch, v_scratch).
+// Keys [j0, j0 + cols) of `part`, KV heads [kv_head, kv_head + heads) side by side, as float
+// rows: a view of the panel's copy (one head), or converted into (k_scratch, v_scratch). A row
+// converted for every head at once is read whole from the cache, which is faster than reading
+// one head's share of every row and coming back for the next (docs/benchmarks.md, CPU decode).
 struct KeyBlock {
-  RowBlock k, v;  // (cols, head_dim)
+  RowBlock k, v;  // (cols, heads * head_dim)
 };
 template <class T>
 KeyBlock key_block(RowMatrix& k_scratch, RowMatrix& v_scratch, const AttentionArgs<T>& a,
-                   KeyPart part, index_t kv_head, index_t j0, index_t cols) {
+                   KeyPart part, index_t kv_head, index_t heads, index_t j0, index_t cols) {
   if (part.k) return {part.k->middleRows(j0, cols), part.v->middleRows(j0, cols)};
   const index_t dim = a.head_dim();
-  k_scratch.resize(cols, dim);
-  v_scratch.resize(cols, dim);
+  k_scratch.resize(cols, heads * dim);
+  v_scratch.resize(cols, heads * dim);
   for (index_t c = 0; c < cols; ++c) {
     const index_t row = part.cache_row(j0 + c);
-    const T* k_src = &a.k(row, kv_head, 0);  // (head_dim), unit stride
-    const T* v_src = &a.v(row, kv_head, 0);  // (head_dim)
-    float* k_dst = k_scratch.row(c).data();
-    float* v_dst = v_scratch.row(c).data();
-    for (index_t d = 0; d < dim; ++d) k_dst[d] = to_float(k_src[d]), v_dst[d] = to_float(v_src[d]);
+    for (index_t h = 0; h < heads; ++h) {
+      const T* k_src = &a.k(row, kv_head + h, 0);  // (head_dim), unit stride
+      const T* v_src = &a.v(row, kv_head + h, 0);  // (head_dim)
+      float* k_dst = k_scratch.row(c).data() + h * dim;
+      float* v_dst = v_scratch.row(c).data() + h * dim;
+      for (index_t d = 0; d < dim; ++d) k_dst[d] = to_float(k_src[d]), v_dst[d] = to_float(v_src[d]);
+    }
   }
   return {k_scratch, v_scratch};
 }
@@ -95,7 +99,7 @@ void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b, 
       }
   panel.converted = convert;
   if (!convert) return;
-  key_block(panel.k, panel.v, a, KeyPart{nullptr, panel.first_row}, kv_head, 0, panel.keys);  // all
+  key_block(panel.k, panel.v, a, KeyPart{nullptr, panel.first_row}, kv_head, 1, 0, panel.keys);  // every key
   const auto retained = index_t(panel.retained_rows.size());
   panel.retained_k.resize(retained, a.head_dim());
   panel.retained_v.resize(retained, a.head_dim());

@@ -3,6 +3,9 @@
 // A tile is up to kQueryRows consecutive query rows of one sequence, for every query head of
 // one GQA group, stacked so that one multiply by a key block serves the whole group:
 //     stacked row r  =  (query row first + r / group,  query head kv_head * group + r % group)
+// A decode tile (a few stacked rows over keys converted block by block) may span several KV
+// heads' groups instead (group then counts all their query heads): each block is converted for
+// all of them at once, and each stacked row multiplies its own head's columns of it.
 //
 // Under TileSkipping::two_part the keys a query row sees form, in each part, one contiguous
 // interval of key indices:
@@ -26,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -62,8 +66,9 @@ struct KeyInterval {
 // What one worker reuses from tile to tile. Stacked rows are query-major (row i * group + g),
 // so the stacked rows of a run of query rows are contiguous.
 struct TileScratch {
+  index_t kv_heads = 1;            // KV heads the stacked rows span
   RowMatrix q;                     // (rows * group, head_dim) queries times softmax_scale
-  RowMatrix k, v;                  // (block, head_dim) a key block converted here (key_block)
+  RowMatrix k, v;                  // (block, kv_heads * head_dim) a key block converted here
   RowMatrix score;                 // (stacked rows of a sub-tile, block) scores, then probabilities
   RowMatrix acc;                   // (rows * group, head_dim) unnormalised output
   Eigen::ArrayXf max_score, sum;   // (rows * group) running max and running sum of exp
@@ -109,19 +114,26 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
 // Eigen's GEMM first packs both operands into its own layout, which pays off when many stacked
 // rows share a block; a decode sub-tile has only the group's few rows, and packing the block
 // would cost more than multiplying it. There each row is a matrix-vector product, which Eigen
-// runs straight from the block (read once per row while it is still in cache).
+// runs straight from the block (read once per row while it is still in cache), on the columns
+// of the row's own KV head when the block holds several (only decode tiles do, all by row).
 struct BlockProducts {
   bool by_row;
+  index_t head_rows, kv_heads;  // stacked rows of one KV head in a query row's run; KV heads
+  index_t head_of(index_t r) const { return r / head_rows % kv_heads; }
   template <class Q>
   void scores(RowMatrix& score, const Q& q, const RowBlock& k) const {
     if (!by_row) return void(score.noalias() = q * k.transpose());
     score.resize(q.rows(), k.rows());
-    for (index_t r = 0; r < q.rows(); ++r) score.row(r).noalias() = q.row(r) * k.transpose();
+    const index_t dim = q.cols();
+    for (index_t r = 0; r < q.rows(); ++r)
+      score.row(r).noalias() = q.row(r) * k.middleCols(head_of(r) * dim, dim).transpose();
   }
   template <class Acc>
   void accumulate(Acc acc, const RowMatrix& prob, const RowBlock& v) const {
     if (!by_row) return void(acc.noalias() += prob * v);
-    for (index_t r = 0; r < acc.rows(); ++r) acc.row(r).noalias() += prob.row(r) * v;
+    const index_t dim = acc.cols();
+    for (index_t r = 0; r < acc.rows(); ++r)
+      acc.row(r).noalias() += prob.row(r) * v.middleCols(head_of(r) * dim, dim);
   }
 };
 
@@ -140,12 +152,20 @@ void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index
     full_end = std::min(full_end, iv.end);
   }
   const auto q = ts.q.middleRows(begin * group, (end - begin) * group);  // (stacked, head_dim)
-  const BlockProducts products{q.rows() <= kFewRows};
-  const index_t block = products.by_row ? kFewRowsKeyBlock : kKeyBlock;
+  const index_t head_rows = group / ts.kv_heads;
+  const BlockProducts products{q.rows() / ts.kv_heads <= kFewRows, head_rows, ts.kv_heads};
+  assert(products.by_row || ts.kv_heads == 1);  // a GEMM multiplies one head's columns
+  // Keys converted here for a tile that may span every KV head (tile_plan.hpp) come in blocks
+  // of the bytes of kFewRowsKeyBlock keys of one head (64 keys of two heads made a decode step
+  // over a cache that stays in the CPU's caches 10-40% slower), whatever the tile's own span,
+  // so that the blocks, and the results, do not depend on the thread count.
+  const index_t block = !products.by_row ? kKeyBlock
+                        : part.k         ? kFewRowsKeyBlock
+                                         : std::max<index_t>(16, kFewRowsKeyBlock / a.heads_kv());
   ts.block_cols.resize(std::size_t(q.rows()));
   for (index_t j0 = keys_begin; j0 < keys_end; j0 += block) {
     const index_t cols = std::min(block, keys_end - j0);
-    const KeyBlock keys = key_block(ts.k, ts.v, a, part, kv_head, j0, cols);
+    const KeyBlock keys = key_block(ts.k, ts.v, a, part, kv_head, ts.kv_heads, j0, cols);
     products.scores(ts.score, q, keys.k);
     const bool full = j0 >= full_begin && j0 + cols <= full_end;  // no row has an edge here
     for (index_t r = 0; r < q.rows(); ++r) {
@@ -177,7 +197,7 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
   const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys, last_pos) - panel.pos;
   for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
     const index_t cols = std::min(kKeyBlock, end - j0);
-    const KeyBlock keys = key_block(ts.k, ts.v, a, local_part(panel), kv_head, j0, cols);
+    const KeyBlock keys = key_block(ts.k, ts.v, a, local_part(panel), kv_head, 1, j0, cols);
     ts.score.noalias() = ts.q * keys.k.transpose();  // S = Q K^T
     // The predicate per (query row, key), shared by the heads of the group as a custom mask is.
     ts.keep.resize(rows, cols);
@@ -195,15 +215,20 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
   }
 }
 
-// Query rows [first, first + rows) of one sequence, query heads of kv_head's group.
+// Query rows [first, first + rows) of one sequence, the query heads of KV heads
+// [kv_head, kv_head + kv_heads) (several only for a decode tile of two_part: see above).
 template <class T>
-void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_head, index_t first,
-                 index_t rows, TileSkipping skipping, TileScratch& ts) {
-  const index_t group = a.heads_q() / a.heads_kv(), dim = a.head_dim(), stacked = group * rows;
+void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_head,
+                 index_t kv_heads, index_t first, index_t rows, TileSkipping skipping,
+                 TileScratch& ts) {
+  const index_t first_head = kv_head * (a.heads_q() / a.heads_kv()),
+                group = kv_heads * (a.heads_q() / a.heads_kv()), dim = a.head_dim(),
+                stacked = group * rows;
+  ts.kv_heads = kv_heads;
   ts.q.resize(stacked, dim);
   for (index_t i = 0; i < rows; ++i)
     for (index_t g = 0; g < group; ++g) {
-      const T* src = &a.q(first + i, kv_head * group + g, 0);  // (head_dim)
+      const T* src = &a.q(first + i, first_head + g, 0);  // (head_dim)
       for (index_t d = 0; d < dim; ++d) ts.q(i * group + g, d) = a.softmax_scale * to_float(src[d]);
     }
   ts.acc.setZero(stacked, dim);
@@ -245,7 +270,7 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
   }
 
   for (index_t r = 0; r < stacked; ++r) {
-    const index_t head = kv_head * group + r % group, row = first + r / group;
+    const index_t head = first_head + r % group, row = first + r / group;
     T* dst = &a.out(row, head, 0);  // (head_dim)
     const bool seen = ts.sum[r] > 0.f;
     const float normalise = seen ? 1.f / ts.sum[r] : 0.f;  // O = 0 for a row that sees nothing
