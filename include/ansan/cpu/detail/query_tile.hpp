@@ -49,9 +49,9 @@ namespace ansan::cpu::detail {
 inline constexpr index_t kQueryRows = 64;     // query rows per tile, before stacking the group
 inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile, when that saves work
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
-// A sub-tile of at most kFewRows stacked rows (decode: one query row times the group; a local
-// sub-tile of kLocalStacked rows) runs its products row by row, in blocks of kFewRowsKeyBlock
-// keys; see BlockProducts.
+// A sub-tile of at most kFewRows stacked rows a KV head (decode: one query row times the group;
+// a local sub-tile of kLocalStacked rows) runs its products row by row, in blocks of
+// kFewRowsKeyBlock keys (fewer where they are converted for several heads); see BlockProducts.
 inline constexpr index_t kFewRows = kLocalStacked, kFewRowsKeyBlock = 64;
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 // exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
@@ -155,10 +155,11 @@ void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index
   const index_t head_rows = group / ts.kv_heads;
   const BlockProducts products{q.rows() / ts.kv_heads <= kFewRows, head_rows, ts.kv_heads};
   assert(products.by_row || ts.kv_heads == 1);  // a GEMM multiplies one head's columns
-  // Keys converted here for a tile that may span every KV head (tile_plan.hpp) come in blocks
-  // of the bytes of kFewRowsKeyBlock keys of one head (64 keys of two heads made a decode step
-  // over a cache that stays in the CPU's caches 10-40% slower), whatever the tile's own span,
-  // so that the blocks, and the results, do not depend on the thread count.
+  // Keys converted here and multiplied by row (decode tiles, which may span every KV head:
+  // tile_plan.hpp) come in blocks of the bytes of kFewRowsKeyBlock keys of one head (64 keys of
+  // two heads made a decode step over a cache that stays in the CPU's caches 10-40% slower),
+  // whatever the tile's own span, so that the blocks, and the results, do not depend on the
+  // thread count.
   const index_t block = !products.by_row ? kKeyBlock
                         : part.k         ? kFewRowsKeyBlock
                                          : std::max<index_t>(16, kFewRowsKeyBlock / a.heads_kv());
