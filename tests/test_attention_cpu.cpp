@@ -492,17 +492,22 @@ TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread
     }
     return build_layout_from_flags(flags, cu);
   };
-  const auto spans = [&](index_t heads_q, index_t heads_kv, int rows, std::int32_t batch,
-                         int threads, cpu::TileSkipping skipping = cpu::TileSkipping::two_part) {
-    std::vector<std::int32_t> lengths(std::size_t(batch), 50);
-    const Batch last = last_rows_batch(layout_of(lengths), rows);
-    Problem<float> p(last, MaskPolicy::anllm(), heads_q, heads_kv, 8, rng);
-    std::vector<index_t> kv_heads;  // of each tile, in order
-    for (const cpu::detail::Tile& tile : cpu::detail::plan_tiles(p.args(), {threads, skipping}))
+  using Spans = std::vector<index_t>;  // KV heads of each tile, in order
+  const auto tile_spans = [&](const Batch& batch, index_t heads_q, index_t heads_kv,
+                              const cpu::AttentionOptions& options) {
+    Problem<float> p(batch, MaskPolicy::anllm(), heads_q, heads_kv, 8, rng);
+    Spans kv_heads;
+    for (const cpu::detail::Tile& tile : cpu::detail::plan_tiles(p.args(), options))
       kv_heads.push_back(tile.kv_heads);
     return kv_heads;
   };
-  using Spans = std::vector<index_t>;
+  // The last `rows` rows of `batch` sequences of 50 tokens.
+  const auto spans = [&](index_t heads_q, index_t heads_kv, int rows, std::int32_t batch,
+                         int threads, cpu::TileSkipping skipping = cpu::TileSkipping::two_part) {
+    const std::vector<std::int32_t> lengths(std::size_t(batch), 50);
+    return tile_spans(last_rows_batch(layout_of(lengths), rows), heads_q, heads_kv,
+                      {threads, skipping});
+  };
   // 12 query heads over 6 KV heads: all six a tile, or the largest divisor that keeps the
   // threads busy.
   CHECK(spans(12, 6, 1, 1, 1) == Spans{6});
@@ -529,11 +534,7 @@ TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread
       }
       return b;
     }();
-    Problem<float> p(mixed, MaskPolicy::anllm(), 8, 4, 8, rng);
-    Spans kv_heads;
-    for (const cpu::detail::Tile& tile : cpu::detail::plan_tiles(p.args(), {6}))
-      kv_heads.push_back(tile.kv_heads);
-    CHECK(kv_heads == Spans{1, 1, 1, 1, 1, 1, 1, 1, 4, 4});  // 8 + 2 tiles >= 6 threads
+    CHECK(tile_spans(mixed, 8, 4, {6}) == Spans{1, 1, 1, 1, 1, 1, 1, 1, 4, 4});  // 8 + 2 >= 6
   }
 
   // And the spanning tiles give the reference's rows, token- or head-major, float and bf16,
