@@ -20,6 +20,7 @@
 // no O(n^2) mask or score matrix is ever built.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -74,13 +75,15 @@ void attention_forward(const AttentionArgs<T>& args, const AttentionOptions& opt
 
   const auto tile_count = std::int64_t(tiles.size());
   const int workers = detail::worker_count(options.num_threads, tile_count);
-  std::vector<detail::TileScratch> scratch(static_cast<std::size_t>(workers));
+  index_t most_heads = 1;  // KV heads a tile covers, at most
+  for (const detail::Tile& tile : tiles) most_heads = std::max(most_heads, tile.kv_heads);
+  std::vector<detail::TileScratch> scratch(std::size_t(workers * most_heads));  // per worker, head
   detail::parallel_for(tile_count, workers, [&](std::int64_t i, int worker) {
     // Last tiles first: they see the most keys, and starting them early balances the threads.
     const detail::Tile& tile = tiles[std::size_t(tile_count - 1 - i)];
     detail::attend_tile(args, panels[std::size_t(tile.batch * heads_kv + tile.kv_head)],
                         tile.kv_head, tile.kv_heads, tile.first_row, tile.rows, options.skipping,
-                        scratch[std::size_t(worker)]);
+                        &scratch[std::size_t(worker * most_heads)]);
   });
 }
 

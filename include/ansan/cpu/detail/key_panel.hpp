@@ -11,10 +11,11 @@
 // float matrices that the tiles then read in place. When one tile uses each key once (decode:
 // one query row over a long cache), such a copy would write and re-read twice the cache's bytes
 // to use them once, so the panel copies nothing and the tile converts each block just before
-// multiplying it (key_block).
+// multiplying it (convert_keys, for every KV head the tile covers).
 #pragma once
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include <Eigen/Core>
@@ -57,30 +58,41 @@ inline KeyPart local_part(const KeyPanel& p) {
   return {nullptr, p.first_row, p.converted ? &p.k : nullptr, p.converted ? &p.v : nullptr};
 }
 
-// Keys [j0, j0 + cols) of `part`, KV heads [kv_head, kv_head + heads) side by side, as float
-// rows: a view of the panel's copy (one head), or converted into (k_scratch, v_scratch). A row
-// converted for every head at once is read whole from the cache, which is faster than reading
-// one head's share of every row and coming back for the next (docs/benchmarks.md, CPU decode).
-struct KeyBlock {
-  RowBlock k, v;  // (cols, heads * head_dim)
-};
-template <class T>
-KeyBlock key_block(RowMatrix& k_scratch, RowMatrix& v_scratch, const AttentionArgs<T>& a,
-                   KeyPart part, index_t kv_head, index_t heads, index_t j0, index_t cols) {
-  if (part.k) return {part.k->middleRows(j0, cols), part.v->middleRows(j0, cols)};
+// Keys [j0, j0 + cols) of `part` for KV heads [kv_head, kv_head + heads), converted to float:
+// head h's rows into the (k, v) pair of matrices that scratch_of(h) returns (std::tie), each
+// (cols, head_dim). Row by row, every head of a cache row before the next row: the row holds
+// all KV heads of its token, and reading it whole is faster than reading one head's share of
+// every row and coming back for the next (docs/benchmarks.md, CPU decode).
+template <class T, class ScratchOf>
+void convert_keys(const ScratchOf& scratch_of, const AttentionArgs<T>& a, KeyPart part,
+                  index_t kv_head, index_t heads, index_t j0, index_t cols) {
   const index_t dim = a.head_dim();
-  k_scratch.resize(cols, heads * dim);
-  v_scratch.resize(cols, heads * dim);
+  for (index_t h = 0; h < heads; ++h) {
+    auto [k, v] = scratch_of(h);
+    k.resize(cols, dim);
+    v.resize(cols, dim);
+  }
   for (index_t c = 0; c < cols; ++c) {
     const index_t row = part.cache_row(j0 + c);
     for (index_t h = 0; h < heads; ++h) {
+      auto [k, v] = scratch_of(h);
       const T* k_src = &a.k(row, kv_head + h, 0);  // (head_dim), unit stride
       const T* v_src = &a.v(row, kv_head + h, 0);  // (head_dim)
-      float* k_dst = k_scratch.row(c).data() + h * dim;
-      float* v_dst = v_scratch.row(c).data() + h * dim;
+      float* k_dst = k.row(c).data();
+      float* v_dst = v.row(c).data();
       for (index_t d = 0; d < dim; ++d) k_dst[d] = to_float(k_src[d]), v_dst[d] = to_float(v_src[d]);
     }
   }
+}
+
+// Keys [j0, j0 + cols) of `part` as float rows: a view of the panel's copy, or of what
+// convert_keys left in (k_scratch, v_scratch).
+struct KeyBlock {
+  RowBlock k, v;  // (cols, head_dim)
+};
+inline KeyBlock key_block(const RowMatrix& k_scratch, const RowMatrix& v_scratch, KeyPart part,
+                          index_t j0, index_t cols) {
+  if (part.k) return {part.k->middleRows(j0, cols), part.v->middleRows(j0, cols)};
   return {k_scratch, v_scratch};
 }
 
@@ -99,7 +111,8 @@ void fill_key_panel(KeyPanel& panel, const AttentionArgs<T>& a, std::int32_t b, 
       }
   panel.converted = convert;
   if (!convert) return;
-  key_block(panel.k, panel.v, a, KeyPart{nullptr, panel.first_row}, kv_head, 1, 0, panel.keys);  // every key
+  convert_keys([&](index_t) { return std::tie(panel.k, panel.v); }, a,
+               KeyPart{nullptr, panel.first_row}, kv_head, 1, 0, panel.keys);  // every key
   const auto retained = index_t(panel.retained_rows.size());
   panel.retained_k.resize(retained, a.head_dim());
   panel.retained_v.resize(retained, a.head_dim());

@@ -3,9 +3,9 @@
 // A tile is up to kQueryRows consecutive query rows of one sequence, for every query head of
 // one GQA group, stacked so that one multiply by a key block serves the whole group:
 //     stacked row r  =  (query row first + r / group,  query head kv_head * group + r % group)
-// A decode tile (a few stacked rows over keys converted block by block) may span several KV
-// heads' groups instead (group then counts all their query heads): each block is converted for
-// all of them at once, and each stacked row multiplies its own head's columns of it.
+// A decode tile (a few stacked rows over keys converted block by block) may cover several KV
+// heads (tile_plan.hpp): each key block is then converted for all of them at once, and each
+// head's group runs on its own scratch exactly as a tile of that head alone would.
 //
 // Under TileSkipping::two_part the keys a query row sees form, in each part, one contiguous
 // interval of key indices:
@@ -29,10 +29,10 @@
 #pragma once
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include <Eigen/Core>
@@ -66,9 +66,8 @@ struct KeyInterval {
 // What one worker reuses from tile to tile. Stacked rows are query-major (row i * group + g),
 // so the stacked rows of a run of query rows are contiguous.
 struct TileScratch {
-  index_t kv_heads = 1;            // KV heads the stacked rows span
   RowMatrix q;                     // (rows * group, head_dim) queries times softmax_scale
-  RowMatrix k, v;                  // (block, kv_heads * head_dim) a key block converted here
+  RowMatrix k, v;                  // (block, head_dim) a key block converted here
   RowMatrix score;                 // (stacked rows of a sub-tile, block) scores, then probabilities
   RowMatrix acc;                   // (rows * group, head_dim) unnormalised output
   Eigen::ArrayXf max_score, sum;   // (rows * group) running max and running sum of exp
@@ -81,10 +80,11 @@ struct TileScratch {
 // Online-softmax step for one key block over stacked rows [first, first + score.rows()):
 // turns the scaled scores in ts.score into probabilities exp(s - new max), updates the running
 // max and sum, and rescales the accumulator rows. Row r counts only columns ts.block_cols[r]
-// (the rest become 0); with `keep` (dense_mask), entries masked there must hold -inf and end at 0.
+// (the rest become 0); with `keep` (dense_mask: one row per query row), entries masked there
+// must hold -inf and end at 0.
 // Row by row, so every operation runs along contiguous memory and exp vectorises.
 inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep = nullptr) {
-  const index_t cols = ts.score.cols(), group = ts.q.rows() / index_t(ts.query.size());
+  const index_t cols = ts.score.cols(), group = keep ? ts.q.rows() / keep->rows() : 1;
   for (index_t r = 0; r < ts.score.rows(); ++r) {
     auto prob = ts.score.row(r).array();  // (block)
     const KeyInterval seen = ts.block_cols[std::size_t(r)];
@@ -114,35 +114,30 @@ inline void softmax_block(TileScratch& ts, index_t first, const RowMatrix* keep 
 // Eigen's GEMM first packs both operands into its own layout, which pays off when many stacked
 // rows share a block; a decode sub-tile has only the group's few rows, and packing the block
 // would cost more than multiplying it. There each row is a matrix-vector product, which Eigen
-// runs straight from the block (read once per row while it is still in cache), on the columns
-// of the row's own KV head when the block holds several (only decode tiles do, all by row).
+// runs straight from the block (read once per row while it is still in cache).
 struct BlockProducts {
   bool by_row;
-  index_t head_rows, kv_heads;  // stacked rows of one KV head in a query row's run; KV heads
-  index_t head_of(index_t r) const { return r / head_rows % kv_heads; }
   template <class Q>
   void scores(RowMatrix& score, const Q& q, const RowBlock& k) const {
     if (!by_row) return void(score.noalias() = q * k.transpose());
     score.resize(q.rows(), k.rows());
-    const index_t dim = q.cols();
-    for (index_t r = 0; r < q.rows(); ++r)
-      score.row(r).noalias() = q.row(r) * k.middleCols(head_of(r) * dim, dim).transpose();
+    for (index_t r = 0; r < q.rows(); ++r) score.row(r).noalias() = q.row(r) * k.transpose();
   }
   template <class Acc>
   void accumulate(Acc acc, const RowMatrix& prob, const RowBlock& v) const {
     if (!by_row) return void(acc.noalias() += prob * v);
-    const index_t dim = acc.cols();
-    for (index_t r = 0; r < acc.rows(); ++r)
-      acc.row(r).noalias() += prob.row(r) * v.middleCols(head_of(r) * dim, dim);
+    for (index_t r = 0; r < acc.rows(); ++r) acc.row(r).noalias() += prob.row(r) * v;
   }
 };
 
 // One part of SPEC section 4 for query rows [begin, end) of the tile: query row i sees keys
-// visible[i] of `part`.
+// visible[i] of `part`. ts[h] holds KV head kv_head + h's group; each key block is converted
+// once for all `heads` (only where it is converted here, so heads > 1 only for decode tiles).
 template <class T>
-void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index_t kv_head,
-                 const std::vector<KeyInterval>& visible, index_t begin, index_t end) {
-  const index_t group = ts.q.rows() / index_t(visible.size());
+void attend_part(TileScratch* ts, index_t heads, const AttentionArgs<T>& a, KeyPart part,
+                 index_t kv_head, const std::vector<KeyInterval>& visible, index_t begin,
+                 index_t end) {
+  const index_t group = ts[0].q.rows() / index_t(visible.size());
   index_t keys_begin = std::numeric_limits<index_t>::max(), keys_end = 0;  // union of the intervals
   index_t full_begin = 0, full_end = keys_begin;  // intersection: keys every row sees
   for (index_t i = begin; i < end; ++i) {
@@ -151,31 +146,35 @@ void attend_part(TileScratch& ts, const AttentionArgs<T>& a, KeyPart part, index
     full_begin = std::max(full_begin, iv.begin);
     full_end = std::min(full_end, iv.end);
   }
-  const auto q = ts.q.middleRows(begin * group, (end - begin) * group);  // (stacked, head_dim)
-  const index_t head_rows = group / ts.kv_heads;
-  const BlockProducts products{q.rows() / ts.kv_heads <= kFewRows, head_rows, ts.kv_heads};
-  assert(products.by_row || ts.kv_heads == 1);  // a GEMM multiplies one head's columns
-  // Keys converted here and multiplied by row (decode tiles, which may span every KV head:
-  // tile_plan.hpp) come in blocks of the bytes of kFewRowsKeyBlock keys of one head (64 keys of
-  // two heads made a decode step over a cache that stays in the CPU's caches 10-40% slower),
-  // whatever the tile's own span, so that the blocks, and the results, do not depend on the
-  // thread count.
+  const index_t stacked = (end - begin) * group;
+  const BlockProducts products{stacked <= kFewRows};
+  // Keys converted here and multiplied by row (decode tiles, which may cover every KV head:
+  // tile_plan.hpp) come in blocks of the bytes of kFewRowsKeyBlock keys of one head, shared by
+  // the problem's KV heads (64 keys of each of two heads made a decode step over a cache that
+  // stays in the CPU's caches 10-40% slower), whatever the tile covers, so that the blocks, and
+  // the results, do not depend on the thread count.
   const index_t block = !products.by_row ? kKeyBlock
                         : part.k         ? kFewRowsKeyBlock
                                          : std::max<index_t>(16, kFewRowsKeyBlock / a.heads_kv());
-  ts.block_cols.resize(std::size_t(q.rows()));
   for (index_t j0 = keys_begin; j0 < keys_end; j0 += block) {
     const index_t cols = std::min(block, keys_end - j0);
-    const KeyBlock keys = key_block(ts.k, ts.v, a, part, kv_head, ts.kv_heads, j0, cols);
-    products.scores(ts.score, q, keys.k);
+    if (!part.k)
+      convert_keys([&](index_t h) { return std::tie(ts[h].k, ts[h].v); }, a, part, kv_head, heads,
+                   j0, cols);
     const bool full = j0 >= full_begin && j0 + cols <= full_end;  // no row has an edge here
-    for (index_t r = 0; r < q.rows(); ++r) {
-      const KeyInterval& iv = visible[std::size_t(begin + r / group)];
-      const index_t lo = full ? 0 : std::clamp(iv.begin - j0, index_t(0), cols);
-      ts.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
+    for (index_t h = 0; h < heads; ++h) {
+      TileScratch& head = ts[h];
+      const KeyBlock keys = key_block(head.k, head.v, part, j0, cols);
+      products.scores(head.score, head.q.middleRows(begin * group, stacked), keys.k);
+      head.block_cols.resize(std::size_t(stacked));
+      for (index_t r = 0; r < stacked; ++r) {
+        const KeyInterval& iv = visible[std::size_t(begin + r / group)];
+        const index_t lo = full ? 0 : std::clamp(iv.begin - j0, index_t(0), cols);
+        head.block_cols[std::size_t(r)] = {lo, full ? cols : std::clamp(iv.end - j0, lo, cols)};
+      }
+      softmax_block(head, begin * group);
+      products.accumulate(head.acc.middleRows(begin * group, stacked), head.score, keys.v);
     }
-    softmax_block(ts, begin * group);
-    products.accumulate(ts.acc.middleRows(begin * group, q.rows()), ts.score, keys.v);
   }
 }
 
@@ -198,7 +197,10 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
   const index_t end = std::upper_bound(panel.pos, panel.pos + panel.keys, last_pos) - panel.pos;
   for (index_t j0 = 0; j0 < end; j0 += kKeyBlock) {
     const index_t cols = std::min(kKeyBlock, end - j0);
-    const KeyBlock keys = key_block(ts.k, ts.v, a, local_part(panel), kv_head, 1, j0, cols);
+    const KeyPart part = local_part(panel);
+    if (!part.k)
+      convert_keys([&](index_t) { return std::tie(ts.k, ts.v); }, a, part, kv_head, 1, j0, cols);
+    const KeyBlock keys = key_block(ts.k, ts.v, part, j0, cols);
     ts.score.noalias() = ts.q * keys.k.transpose();  // S = Q K^T
     // The predicate per (query row, key), shared by the heads of the group as a custom mask is.
     ts.keep.resize(rows, cols);
@@ -217,67 +219,75 @@ void attend_dense_mask(TileScratch& ts, const AttentionArgs<T>& a, const KeyPane
 }
 
 // Query rows [first, first + rows) of one sequence, the query heads of KV heads
-// [kv_head, kv_head + kv_heads) (several only for a decode tile of two_part: see above).
+// [kv_head, kv_head + kv_heads), head kv_head + h's group on ts[h] (several heads only for a
+// decode tile of two_part: tile_plan.hpp). ts[0] also holds what the heads share: the rows'
+// positions and visible intervals.
 template <class T>
 void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_head,
                  index_t kv_heads, index_t first, index_t rows, TileSkipping skipping,
-                 TileScratch& ts) {
-  const index_t first_head = kv_head * (a.heads_q() / a.heads_kv()),
-                group = kv_heads * (a.heads_q() / a.heads_kv()), dim = a.head_dim(),
-                stacked = group * rows;
-  ts.kv_heads = kv_heads;
-  ts.q.resize(stacked, dim);
+                 TileScratch* ts) {
+  const index_t group = a.heads_q() / a.heads_kv(), dim = a.head_dim(), stacked = group * rows;
+  for (index_t h = 0; h < kv_heads; ++h) {
+    TileScratch& head = ts[h];
+    head.q.resize(stacked, dim);
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t g = 0; g < group; ++g) {
+        const T* src = &a.q(first + i, (kv_head + h) * group + g, 0);  // (head_dim)
+        for (index_t d = 0; d < dim; ++d)
+          head.q(i * group + g, d) = a.softmax_scale * to_float(src[d]);
+      }
+    head.acc.setZero(stacked, dim);
+    head.max_score.setConstant(stacked, kMinusInf);
+    head.sum.setZero(stacked);
+  }
+  TileScratch& shared = ts[0];
+  shared.query.resize(std::size_t(rows));
   for (index_t i = 0; i < rows; ++i)
-    for (index_t g = 0; g < group; ++g) {
-      const T* src = &a.q(first + i, first_head + g, 0);  // (head_dim)
-      for (index_t d = 0; d < dim; ++d) ts.q(i * group + g, d) = a.softmax_scale * to_float(src[d]);
-    }
-  ts.acc.setZero(stacked, dim);
-  ts.max_score.setConstant(stacked, kMinusInf);
-  ts.sum.setZero(stacked);
-  ts.query.resize(std::size_t(rows));
-  for (index_t i = 0; i < rows; ++i)
-    ts.query[std::size_t(i)] = {a.q_pos[first + i], a.q_seg_start[first + i],
-                                a.q_is_anchor[first + i] != 0};
+    shared.query[std::size_t(i)] = {a.q_pos[first + i], a.q_seg_start[first + i],
+                                    a.q_is_anchor[first + i] != 0};
 
   if (skipping == TileSkipping::dense_mask) {
-    attend_dense_mask(ts, a, panel, kv_head);
+    attend_dense_mask(shared, a, panel, kv_head);  // (one head a tile)
   } else {
     const std::int32_t *pos = panel.pos, *pos_end = panel.pos + panel.keys;
     const std::int32_t *retained = panel.retained_pos.data(),
                        *retained_end = retained + panel.retained_pos.size();
-    ts.retained.resize(std::size_t(rows));
-    ts.local.resize(std::size_t(rows));
+    shared.retained.resize(std::size_t(rows));
+    shared.local.resize(std::size_t(rows));
     for (std::size_t i = 0; i < std::size_t(rows); ++i) {
-      const QueryInfo& query = ts.query[i];
+      const QueryInfo& query = shared.query[i];
       const std::int32_t lower = local_lower_bound(a.policy, query);
-      ts.local[i] = {std::lower_bound(pos, pos_end, lower) - pos,
-                     std::upper_bound(pos, pos_end, query.pos) - pos};
-      ts.retained[i] = {0, sees_retained(a.policy, query)
-                               ? std::lower_bound(retained, retained_end, lower) - retained
-                               : 0};
+      shared.local[i] = {std::lower_bound(pos, pos_end, lower) - pos,
+                         std::upper_bound(pos, pos_end, query.pos) - pos};
+      shared.retained[i] = {0, sees_retained(a.policy, query)
+                                   ? std::lower_bound(retained, retained_end, lower) - retained
+                                   : 0};
     }
-    attend_part(ts, a, retained_part(panel), kv_head, ts.retained, 0, rows);
+    attend_part(ts, kv_heads, a, retained_part(panel), kv_head, shared.retained, 0, rows);
     // The local band in one piece, or in sub-tiles of about kLocalStacked stacked rows, each
     // with its own narrower band, when that multiplies clearly fewer keys (short segments or
     // windows; a causal prefix gains nothing and keeps the larger multiplies).
     const index_t sub_rows = std::max<index_t>(1, kLocalStacked / group);
     index_t split = 0;
     for (index_t i = 0; i < rows; i += sub_rows)
-      split += std::min(sub_rows, rows - i) * band_keys(ts.local, i, std::min(i + sub_rows, rows));
-    const index_t step = 4 * split < 3 * rows * band_keys(ts.local, 0, rows) ? sub_rows : rows;
+      split += std::min(sub_rows, rows - i) * band_keys(shared.local, i, std::min(i + sub_rows, rows));
+    const index_t step = 4 * split < 3 * rows * band_keys(shared.local, 0, rows) ? sub_rows : rows;
     for (index_t i = 0; i < rows; i += step)
-      attend_part(ts, a, local_part(panel), kv_head, ts.local, i, std::min(i + step, rows));
+      attend_part(ts, kv_heads, a, local_part(panel), kv_head, shared.local, i,
+                  std::min(i + step, rows));
   }
 
-  for (index_t r = 0; r < stacked; ++r) {
-    const index_t head = first_head + r % group, row = first + r / group;
-    T* dst = &a.out(row, head, 0);  // (head_dim)
-    const bool seen = ts.sum[r] > 0.f;
-    const float normalise = seen ? 1.f / ts.sum[r] : 0.f;  // O = 0 for a row that sees nothing
-    for (index_t d = 0; d < dim; ++d) dst[d] = from_float<T>(ts.acc(r, d) * normalise);
-    if (a.lse.data) a.lse(head, row) = seen ? ts.max_score[r] + std::log(ts.sum[r]) : kMinusInf;
-  }
+  for (index_t h = 0; h < kv_heads; ++h)
+    for (index_t r = 0; r < stacked; ++r) {
+      const TileScratch& result = ts[h];
+      const index_t head = (kv_head + h) * group + r % group, row = first + r / group;
+      T* dst = &a.out(row, head, 0);  // (head_dim)
+      const bool seen = result.sum[r] > 0.f;
+      const float normalise = seen ? 1.f / result.sum[r] : 0.f;  // O = 0 for a row that sees nothing
+      for (index_t d = 0; d < dim; ++d) dst[d] = from_float<T>(result.acc(r, d) * normalise);
+      if (a.lse.data)
+        a.lse(head, row) = seen ? result.max_score[r] + std::log(result.sum[r]) : kMinusInf;
+    }
 }
 
 }  // namespace ansan::cpu::detail
