@@ -51,7 +51,8 @@ inline constexpr index_t kLocalStacked = 16;  // stacked rows per local sub-tile
 inline constexpr index_t kKeyBlock = 128;     // keys per multiply
 // A sub-tile of at most kFewRows stacked rows a KV head (decode: one query row times the group;
 // a local sub-tile of kLocalStacked rows) runs its products row by row, in blocks of
-// kFewRowsKeyBlock keys (fewer where they are converted for several heads); see BlockProducts.
+// kFewRowsKeyBlock keys (fewer where the tile converts them and there are several KV heads);
+// see BlockProducts.
 inline constexpr index_t kFewRows = kLocalStacked, kFewRowsKeyBlock = 64;
 inline constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 // exp(x) for x below about -87 is a denormal, and denormals are many times slower (in the exp
@@ -277,9 +278,9 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
                   std::min(i + step, rows));
   }
 
-  for (index_t h = 0; h < kv_heads; ++h)
+  for (index_t h = 0; h < kv_heads; ++h) {
+    const TileScratch& result = ts[h];
     for (index_t r = 0; r < stacked; ++r) {
-      const TileScratch& result = ts[h];
       const index_t head = (kv_head + h) * group + r % group, row = first + r / group;
       T* dst = &a.out(row, head, 0);  // (head_dim)
       const bool seen = result.sum[r] > 0.f;
@@ -288,6 +289,7 @@ void attend_tile(const AttentionArgs<T>& a, const KeyPanel& panel, index_t kv_he
       if (a.lse.data)
         a.lse(head, row) = seen ? result.max_score[r] + std::log(result.sum[r]) : kMinusInf;
     }
+  }
 }
 
 }  // namespace ansan::cpu::detail
