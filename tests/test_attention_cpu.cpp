@@ -541,30 +541,35 @@ TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread
   // for every span the thread counts above lead to, and the same bits for each. Contexts of
   // fixed lengths, short ones included: a93b0cb broke the bits only below about 130 keys,
   // which one random length up to 3 * kMaxLen rarely drew.
-  for (const std::int32_t n : {5, 17, 40, 64, 130, 3 * kMaxLen})
-    for (const index_t dim : {64, 80})
-      for (const bool head_major : {false, true}) {
-        CAPTURE(n);
-        CAPTURE(dim);
-        CAPTURE(head_major);
-        const AnchorLayout layout = build_layout_from_flags(test::random_flags(rng, n, 5.0),
-                                                            std::vector<std::int32_t>{0, n});
-        const Batch last = last_rows_batch(layout, 1);
-        Problem<float> p(last, MaskPolicy::anllm(), 12, 6, dim, rng, head_major);
-        Problem<bf16> p16(last, MaskPolicy::sepllm(2, 4), 12, 6, dim, rng, head_major);
-        std::vector<double> one_thread, one_thread16;
-        std::vector<float> one_thread_lse;
-        for (const int threads : {1, 2, 3, 4}) {
-          CAPTURE(threads);
-          check_matches_reference(p, kFloatTolerance, {threads});
-          check_matches_reference(p16, kBf16Tolerance, {threads});
-          if (threads == 1)
-            one_thread = values(p.out), one_thread16 = values(p16.out), one_thread_lse = p.lse;
-          CHECK(values(p.out) == one_thread);
-          CHECK(values(p16.out) == one_thread16);
-          CHECK(p.lse == one_thread_lse);
+  const index_t head_pairs[][2] = {{12, 6}, {32, 8}, {8, 8}};  // spans of 1-6, 1-8, 1-8 heads
+  for (const auto& heads : head_pairs)
+    for (const std::int32_t n : {5, 17, 40, 64, 130, 3 * kMaxLen})
+      for (const index_t dim : {64, 80})
+        for (const bool head_major : {false, true}) {
+          CAPTURE(heads[0]);
+          CAPTURE(heads[1]);
+          CAPTURE(n);
+          CAPTURE(dim);
+          CAPTURE(head_major);
+          const AnchorLayout layout = build_layout_from_flags(test::random_flags(rng, n, 5.0),
+                                                              std::vector<std::int32_t>{0, n});
+          const Batch last = last_rows_batch(layout, 1);
+          Problem<float> p(last, MaskPolicy::anllm(), heads[0], heads[1], dim, rng, head_major);
+          Problem<bf16> p16(last, MaskPolicy::sepllm(2, 4), heads[0], heads[1], dim, rng,
+                            head_major);
+          std::vector<double> one_thread, one_thread16;
+          std::vector<float> one_thread_lse;
+          for (const int threads : {1, 2, 3, 4, 8}) {
+            CAPTURE(threads);
+            check_matches_reference(p, kFloatTolerance, {threads});
+            check_matches_reference(p16, kBf16Tolerance, {threads});
+            if (threads == 1)
+              one_thread = values(p.out), one_thread16 = values(p16.out), one_thread_lse = p.lse;
+            CHECK(values(p.out) == one_thread);
+            CHECK(values(p16.out) == one_thread16);
+            CHECK(p.lse == one_thread_lse);
+          }
         }
-      }
 }
 
 TEST_CASE("rows that see no key give O = 0 and lse = -inf") {
