@@ -1,7 +1,8 @@
 // The fused CPU forward (ansan::cpu::attention_forward) against the float64 reference
 // (ansan::reference_attention) on fresh random inputs: every policy, GQA ratio, head dim,
 // ragged batch and edge layout; bf16/half inputs; strided head-major views; chunked prefill
-// and decode over a cache with spare rows; rows that see nothing; large logits; bad input.
+// and decode over a cache with spare rows; how a call splits into tiles; rows that see
+// nothing; large logits; bad input.
 // Outputs are poisoned with NaN before every run, so an unwritten element fails.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -570,6 +572,63 @@ TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread
             CHECK(p.lse == one_thread_lse);
           }
         }
+}
+
+TEST_CASE("a tile plan covers every query row of every KV head once") {
+  // Random batches that mix prefill, short chunks, decode rows and empty sequences, under
+  // random GQA shapes, thread counts and both skipping modes.
+  std::mt19937 rng(17);
+  const int row_choices[] = {0, 1, 1, 2, 3, 5, 17, 70, 1000};  // 1000: the whole sequence
+  int spanning_draws = 0;
+  for (int draw = 0; draw < 300; ++draw) {
+    const AnchorLayout layout =
+        test::random_layout(rng, 1 + int(rng() % 5), 3 * kMaxLen, 1.0 + double(rng() % 20));
+    Batch batch = last_rows_batch(layout, 0);  // every key, no query row yet
+    batch.cu_q = {0};
+    for (std::int32_t b = 0; b < layout.batch(); ++b) {
+      const int rows = std::min(layout.seq_len(b), row_choices[rng() % std::size(row_choices)]);
+      for (std::int32_t i = layout.seq_len(b) - rows; i < layout.seq_len(b); ++i)
+        batch.add_query(layout, layout.cu_seqlens[b] + i);
+      batch.cu_q.push_back(std::int32_t(batch.q_pos.size()));
+    }
+    const index_t heads_kv = std::vector<index_t>{1, 2, 3, 4, 5, 6, 8, 10}[rng() % 8];
+    const index_t group = index_t(1) << (rng() % 5);
+    const int threads = 1 + int(rng() % 9);
+    const auto skipping = rng() % 4 ? cpu::TileSkipping::two_part : cpu::TileSkipping::dense_mask;
+    CAPTURE(draw);
+    CAPTURE(heads_kv);
+    CAPTURE(group);
+    CAPTURE(threads);
+    Problem<float> p(batch, MaskPolicy::anllm(), heads_kv * group, heads_kv, 8, rng);
+    const auto tiles = cpu::detail::plan_tiles(p.args(), {threads, skipping});
+
+    std::vector<int> covered(std::size_t(heads_kv * batch.q_rows()), 0);  // (KV head, row)
+    index_t span = 0;  // of the tiles that cover several KV heads: one for the whole call
+    for (const cpu::detail::Tile& tile : tiles) {
+      const index_t first = batch.cu_q[tile.batch], rows_b = batch.cu_q[tile.batch + 1] - first;
+      REQUIRE(tile.rows >= 1);
+      REQUIRE(tile.rows <= cpu::detail::kQueryRows);
+      REQUIRE((tile.first_row - first) % cpu::detail::kQueryRows == 0);
+      REQUIRE(tile.first_row + tile.rows <= first + rows_b);
+      REQUIRE(tile.kv_heads >= 1);
+      REQUIRE(heads_kv % tile.kv_heads == 0);
+      REQUIRE(tile.kv_head % tile.kv_heads == 0);
+      REQUIRE(tile.kv_head + tile.kv_heads <= heads_kv);
+      if (tile.kv_heads > 1) {  // only where every product runs by row, and not for dense_mask
+        CHECK(skipping == cpu::TileSkipping::two_part);
+        CHECK(rows_b * group <= cpu::detail::kFewRows);
+        CHECK(tiles.size() >= std::size_t(threads));  // a tile for every thread
+        CHECK((span == 0 || span == tile.kv_heads));
+        span = tile.kv_heads;
+      }
+      for (index_t h = tile.kv_head; h < tile.kv_head + tile.kv_heads; ++h)
+        for (index_t t = tile.first_row; t < tile.first_row + tile.rows; ++t)
+          ++covered[std::size_t(h * batch.q_rows() + t)];
+    }
+    CHECK(std::count(covered.begin(), covered.end(), 1) == std::int64_t(covered.size()));
+    spanning_draws += span > 1;
+  }
+  CHECK(spanning_draws > 50);  // the draws reach the spanning tiles often enough to test them
 }
 
 TEST_CASE("rows that see no key give O = 0 and lse = -inf") {
