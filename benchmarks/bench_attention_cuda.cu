@@ -31,7 +31,8 @@
 // for decode with its fraction of copy (and run_frac_of_copy, on run_ms).
 //
 // `bench_attention_cuda --work` prints, without a GPU, the work the tensor kernel's tile walk
-// does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal.
+// does on each prefill shape (ansan/cuda/prefill_work.hpp): pairs computed vs visible vs causal,
+// and where the Hopper kernel's masked pairs lie.
 // Also: `bench_attention_cuda --dump=DIR --n=N --L=L [--tensors]` writes one prefill problem
 // for tests/gpu/torch_compare.py: the FlexAttention BlockMask (save_flex_block_mask), the
 // timing of what automatic runs (meta_ours.json: ours_ms the whole call, ours_run_ms the
@@ -647,6 +648,20 @@ int work() {
   for (std::int32_t n : {4096, 16384}) row("causal", n, 20.0, ansan::MaskPolicy::causal());
   std::printf("per head; bytes for all %d query heads (K/V rows are read once per query head)\n",
               kHeadsQ);
+
+  // Where tensor_sm90 multiplies pairs no row sees, as fractions of all it multiplies.
+  std::printf(
+      "\n| mask | n | L | tensor_sm90 pairs | visible | tile padding | retained keys a row "
+      "does not see | band keys a row does not see |\n|---|---|---|---|---|---|---|---|\n");
+  for (std::int32_t n : {4096, 16384, 65536})
+    for (double mean_segment : {8.0, 20.0, 64.0}) {
+      const ansan::cuda::PrefillWork w = ansan::cuda::prefill_work(
+          Prefill::make_layout(n, mean_segment, 2402), ansan::MaskPolicy::anllm());
+      const double all = w.warpgroup_pairs(false);
+      std::printf("| anllm | %d | %g | %.4g | %.3f | %.3f | %.3f | %.3f |\n", n, mean_segment, all,
+                  w.visible_pairs / all, w.padding_pairs / all, w.retained_masked_pairs / all,
+                  w.local_masked_pairs / all);
+    }
   return 0;
 }
 

@@ -333,6 +333,10 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
   CHECK(hand.held_groups == 3 * 4);
   CHECK(hand.warpgroup_pairs(false) == 3 * 64 * 64);
   CHECK(hand.warpgroup_pairs(true) == 3 * 64 * 64);
+  // Each block's band is its whole causal range; row i of a block of 64 misses 63 - i of it.
+  CHECK(hand.local_masked_pairs == 2 * (64 * 63 / 2));
+  CHECK(hand.retained_masked_pairs == 0);
+  CHECK(hand.padding_pairs == 0);
   // 100 tokens: block 1's second tile holds keys 64..99, 3 groups of 16; S still whole tiles.
   const ansan::cuda::PrefillWork short_tail = ansan::cuda::prefill_work(
       build_layout_from_flags(std::vector<std::uint8_t>(100, 0), std::vector<std::int32_t>{0, 100}),
@@ -341,6 +345,9 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
   CHECK(short_tail.held_groups == 4 + 4 + 3);
   CHECK(short_tail.warpgroup_pairs(false) == 3 * 64 * 64);
   CHECK(short_tail.warpgroup_pairs(true) == 0.5 * (3 * 64 * 64 + 11 * 16 * 64));
+  // Block 1 has 36 rows over 100 keys in 2 tiles: 28 empty slots and 28 absent rows.
+  CHECK(short_tail.padding_pairs == 2 * 64 * 64 - 100 * 36);
+  CHECK(short_tail.local_masked_pairs == 64 * 63 / 2 + 35 * 36 / 2);
 
   std::mt19937 rng(777);
   for (const MaskPolicy& p : test::all_policies())
@@ -365,6 +372,12 @@ TEST_CASE("prefill_work counts the tensor kernel's walk: by hand, and against th
         CHECK(work.held_groups == replayed.held_groups);
         CHECK(work.visible_pairs == visible_pairs);
         CHECK(work.computed_pairs() >= work.visible_pairs);
+        CHECK(work.padding_pairs >= 0);
+        CHECK(work.retained_masked_pairs >= 0);
+        CHECK(work.local_masked_pairs >= 0);
+        CHECK(work.visible_pairs + work.padding_pairs + work.retained_masked_pairs +
+                  work.local_masked_pairs ==
+              work.warpgroup_pairs(false));
       }
     }
 }

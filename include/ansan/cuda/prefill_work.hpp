@@ -5,6 +5,7 @@
 //   w.computed_pairs() / w.visible_pairs      // tile overhead: pairs multiplied but masked
 //   w.causal_pairs / w.computed_pairs()       // the kernel's work against dense causal
 //   w.warpgroup_pairs(true)                   // what tensor_sm90_ws multiplies instead
+//   w.local_masked_pairs                      // of tensor_sm90's masked pairs, those in the band
 //   for_each_query_tile(layout, policy, shape, [](const QueryTileWalk& t) { ... });  // each block
 //
 // A thread block takes 64 query rows and walks 64-key tiles; a warp (16 rows) skips a tile no
@@ -32,6 +33,13 @@ struct PrefillWork {
   double loaded_tiles = 0;   // key tiles the blocks walk (each: tile_keys rows of K and of V)
   double warp_tiles = 0;     // (warp, key tile) products not skipped
   double held_groups = 0;    // 16-key groups of the loaded tiles, up to each one's last held key
+  // Where the pairs a Hopper block multiplies and no row sees lie; with visible_pairs they sum
+  // to warpgroup_pairs(false):
+  double padding_pairs = 0;          // slots past a walk's last key; rows past a sequence's end
+  double retained_masked_pairs = 0;  // the block's retained keys a row does not see (an AnLLM
+                                     // anchor sees none of them)
+  double local_masked_pairs = 0;     // the block's band keys a row does not see (other rows'
+                                     // segments, and the keys after the row)
   detail::TileShape shape = detail::kTensorTileShape;
 
   // What the mma.sync kernel multiplies, in pairs of 4 D flops (S and P V of a warp's tiles).
@@ -113,8 +121,16 @@ inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& po
   for (std::int32_t b = 0; b < layout.batch(); ++b)
     work.causal_pairs += 0.5 * double(layout.seq_len(b)) * double(layout.seq_len(b) + 1);
   for_each_query_tile(layout, policy, shape, [&](const QueryTileWalk& tile) {
-    for (const detail::RowKeys& rk : tile.rows)
+    const detail::TileWalk& walk = tile.walk;
+    const double retained_keys = walk.retained.last() - walk.retained.first();
+    const double band_keys = walk.local.last() - walk.local.first();
+    for (const detail::RowKeys& rk : tile.rows) {
       work.visible_pairs += double(rk.local_end - rk.local_begin) + rk.retained;
+      work.retained_masked_pairs += retained_keys - (rk.retained - walk.retained.first());
+      work.local_masked_pairs += band_keys - (rk.local_end - rk.local_begin);
+    }
+    work.padding_pairs += double(walk.count()) * shape.tile_keys * shape.block_rows -
+                          (retained_keys + band_keys) * double(tile.rows.size());
     work.query_tiles += 1;
     work.loaded_tiles += tile.walk.count();
     for (std::int32_t j = 0; j < tile.walk.count(); ++j)
