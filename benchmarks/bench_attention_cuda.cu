@@ -629,23 +629,34 @@ int dump(const std::string& dir, std::int32_t n, double mean_segment, bool tenso
 // --work mode (no GPU needed): what the tensor kernel's tile walk does on each prefill shape
 // of this benchmark, counted on the host (ansan/cuda/prefill_work.hpp), as a Markdown table.
 int work() {
+  struct Counted {
+    const char* mask;
+    std::int32_t n;
+    double mean_segment;
+    ansan::cuda::PrefillWork w;
+  };
+  std::vector<Counted> shapes;
+  const auto count = [&](const char* mask, std::int32_t n, double mean_segment,
+                         const ansan::MaskPolicy& policy) {
+    const ansan::AnchorLayout layout = Prefill::make_layout(n, mean_segment, 2402);
+    shapes.push_back({mask, n, mean_segment, ansan::cuda::prefill_work(layout, policy)});
+  };
+  for (std::int32_t n : {4096, 16384, 65536})
+    for (double mean_segment : {8.0, 20.0, 64.0})
+      count("anllm", n, mean_segment, ansan::MaskPolicy::anllm());
+  for (std::int32_t n : {4096, 16384}) count("causal", n, 20.0, ansan::MaskPolicy::causal());
+
   std::printf(
       "| mask | n | L | visible pairs | computed pairs | visible / computed | causal / computed "
       "| wgmma pairs: tensor_sm90 / tensor_sm90_ws | K+V tile bytes read |\n"
       "|---|---|---|---|---|---|---|---|---|\n");
-  const auto row = [](const char* name, std::int32_t n, double mean_segment,
-                      const ansan::MaskPolicy& policy) {
-    const ansan::cuda::PrefillWork w =
-        ansan::cuda::prefill_work(Prefill::make_layout(n, mean_segment, 2402), policy);
-    std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.4g / %.4g | %.3g GB |\n", name, n,
-                mean_segment, w.visible_pairs, w.computed_pairs(),
+  for (const Counted& c : shapes) {
+    const ansan::cuda::PrefillWork& w = c.w;
+    std::printf("| %s | %d | %g | %.4g | %.4g | %.3f | %.2f | %.4g / %.4g | %.3g GB |\n", c.mask,
+                c.n, c.mean_segment, w.visible_pairs, w.computed_pairs(),
                 w.visible_pairs / w.computed_pairs(), w.causal_pairs / w.computed_pairs(),
                 w.warpgroup_pairs(false), w.warpgroup_pairs(true), kv_tile_bytes(w) / 1e9);
-  };
-  for (std::int32_t n : {4096, 16384, 65536})
-    for (double mean_segment : {8.0, 20.0, 64.0})
-      row("anllm", n, mean_segment, ansan::MaskPolicy::anllm());
-  for (std::int32_t n : {4096, 16384}) row("causal", n, 20.0, ansan::MaskPolicy::causal());
+  }
   std::printf("per head; bytes for all %d query heads (K/V rows are read once per query head)\n",
               kHeadsQ);
 
@@ -653,15 +664,14 @@ int work() {
   std::printf(
       "\n| mask | n | L | tensor_sm90 pairs | visible | tile padding | retained keys a row "
       "does not see | band keys a row does not see |\n|---|---|---|---|---|---|---|---|\n");
-  for (std::int32_t n : {4096, 16384, 65536})
-    for (double mean_segment : {8.0, 20.0, 64.0}) {
-      const ansan::cuda::PrefillWork w = ansan::cuda::prefill_work(
-          Prefill::make_layout(n, mean_segment, 2402), ansan::MaskPolicy::anllm());
-      const double all = w.warpgroup_pairs(false);
-      std::printf("| anllm | %d | %g | %.4g | %.3f | %.3f | %.3f | %.3f |\n", n, mean_segment, all,
-                  w.visible_pairs / all, w.padding_pairs / all, w.retained_masked_pairs / all,
-                  w.local_masked_pairs / all);
-    }
+  for (const Counted& c : shapes) {
+    if (std::string(c.mask) != "anllm") continue;  // causal masks nothing but the diagonal tiles
+    const ansan::cuda::PrefillWork& w = c.w;
+    const double all = w.warpgroup_pairs(false);
+    std::printf("| %s | %d | %g | %.4g | %.3f | %.3f | %.3f | %.3f |\n", c.mask, c.n,
+                c.mean_segment, all, w.visible_pairs / all, w.padding_pairs / all,
+                w.retained_masked_pairs / all, w.local_masked_pairs / all);
+  }
   return 0;
 }
 

@@ -74,17 +74,20 @@ Batch prefill_batch(const AnchorLayout& layout) {
   return b;
 }
 
-// The last `rows` rows of every sequence of the layout over all of its keys (decode for
-// rows = 1, a short chunk for more).
-Batch last_rows_batch(const AnchorLayout& layout, int rows) {
+// The last rows_of(b) rows of every sequence b of the layout over all of its keys (decode for
+// 1 row, a short chunk for more), called for b in order.
+Batch last_rows_batch(const AnchorLayout& layout, const std::function<int(std::int32_t)>& rows_of) {
   Batch last = prefill_batch(layout);
   last.cu_q = {0}, last.q_pos.clear(), last.q_seg_start.clear(), last.q_anchor.clear();
   for (std::int32_t b = 0; b < layout.batch(); ++b) {
-    for (std::int32_t i = std::max(0, layout.seq_len(b) - rows); i < layout.seq_len(b); ++i)
+    for (std::int32_t i = std::max(0, layout.seq_len(b) - rows_of(b)); i < layout.seq_len(b); ++i)
       last.add_query(layout, layout.cu_seqlens[b] + i);
     last.cu_q.push_back(std::int32_t(last.q_pos.size()));
   }
   return last;
+}
+Batch last_rows_batch(const AnchorLayout& layout, int rows) {
+  return last_rows_batch(layout, [rows](std::int32_t) { return rows; });
 }
 
 double as_double(double x) { return x; }
@@ -526,16 +529,8 @@ TEST_CASE("a decode tile spans as many KV heads as leave a tile for every thread
   CHECK(spans(12, 6, 1, 1, 1, cpu::TileSkipping::dense_mask) == Spans(6, 1));
   // A prefill sequence (its keys converted once, two tiles a KV head) beside two decode rows.
   {
-    const Batch mixed = [&] {
-      const AnchorLayout layout = layout_of({100, 40, 60});
-      Batch b = prefill_batch(layout);
-      b.cu_q = {0, 100}, b.q_pos.resize(100), b.q_seg_start.resize(100), b.q_anchor.resize(100);
-      for (std::int32_t s = 1; s < 3; ++s) {
-        b.add_query(layout, layout.cu_seqlens[s + 1] - 1);
-        b.cu_q.push_back(std::int32_t(b.q_pos.size()));
-      }
-      return b;
-    }();
+    const Batch mixed =
+        last_rows_batch(layout_of({100, 40, 60}), [](std::int32_t b) { return b == 0 ? 100 : 1; });
     CHECK(tile_spans(mixed, 8, 4, {6}) == Spans{1, 1, 1, 1, 1, 1, 1, 1, 4, 4});  // 8 + 2 >= 6
   }
 
@@ -583,14 +578,8 @@ TEST_CASE("a tile plan covers every query row of every KV head once") {
   for (int draw = 0; draw < 300; ++draw) {
     const AnchorLayout layout =
         test::random_layout(rng, 1 + int(rng() % 5), 3 * kMaxLen, 1.0 + double(rng() % 20));
-    Batch batch = last_rows_batch(layout, 0);  // every key, no query row yet
-    batch.cu_q = {0};
-    for (std::int32_t b = 0; b < layout.batch(); ++b) {
-      const int rows = std::min(layout.seq_len(b), row_choices[rng() % std::size(row_choices)]);
-      for (std::int32_t i = layout.seq_len(b) - rows; i < layout.seq_len(b); ++i)
-        batch.add_query(layout, layout.cu_seqlens[b] + i);
-      batch.cu_q.push_back(std::int32_t(batch.q_pos.size()));
-    }
+    const Batch batch = last_rows_batch(
+        layout, [&](std::int32_t) { return row_choices[rng() % std::size(row_choices)]; });
     const index_t heads_kv = std::vector<index_t>{1, 2, 3, 4, 5, 6, 8, 10}[rng() % 8];
     const index_t group = index_t(1) << (rng() % 5);
     const int threads = 1 + int(rng() % 9);

@@ -132,11 +132,11 @@ inline PrefillWork prefill_work(const AnchorLayout& layout, const MaskPolicy& po
     work.padding_pairs += double(walk.count()) * shape.tile_keys * shape.block_rows -
                           (retained_keys + band_keys) * double(tile.rows.size());
     work.query_tiles += 1;
-    work.loaded_tiles += tile.walk.count();
-    for (std::int32_t j = 0; j < tile.walk.count(); ++j)
-      work.held_groups += tile.walk.groups_held(j, PrefillWork::kHeldGroupKeys);
+    work.loaded_tiles += walk.count();
+    for (std::int32_t j = 0; j < walk.count(); ++j)
+      work.held_groups += walk.groups_held(j, PrefillWork::kHeldGroupKeys);
     for (std::int32_t w = 0; w < tile.warps(); ++w)
-      for (std::int32_t j = 0; j < tile.walk.count(); ++j)
+      for (std::int32_t j = 0; j < walk.count(); ++j)
         if (tile.warp_class(w, j) != detail::TileMask::none) work.warp_tiles += 1;
   });
   return work;
